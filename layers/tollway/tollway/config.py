@@ -1,0 +1,209 @@
+"""gateway.yaml as pydantic models, and where it is loaded from.
+
+Every section is strict: an unknown key is an error naming where it is, so a typo
+never silently turns a setting off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tollway.errors import ConfigError
+
+PREFIX_SEPARATOR = "__"
+"""Joins an upstream's prefix to its tool and prompt names: `finance__run_forecast`."""
+URI_PREFIX_SEPARATOR = "+"
+"""Joins an upstream's prefix to its resource URIs as a scheme prefix: `finance+finance://reports/x`."""
+
+# Lowercase letters, digits and '-': valid in tool names and in URI schemes, and never
+# contains the separators above, so `prefix__name` splits unambiguously.
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthConfig(Strict):
+    """OAuth 2.1 resource-server settings (validation is enforced by the auth stage)."""
+
+    issuer: str | None = None
+    audience: str | None = None
+    """Defaults to `resource` (RFC 8707)."""
+    jwks_url: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    tenant_claim: str = "tenant_id"
+
+    @field_validator("algorithms")
+    @classmethod
+    def _no_weak_algorithms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one algorithm is required")
+        for alg in value:
+            if alg.lower() == "none" or alg.upper().startswith("HS"):
+                raise ValueError(f"algorithm {alg!r} is not allowed (only asymmetric algorithms)")
+        return value
+
+
+class UpstreamConfig(Strict):
+    name: Annotated[str, Field(pattern=_PREFIX_RE.pattern)]
+    url: str
+    prefix: str | None = None
+    """Namespace for this upstream's tools, prompts and resource URIs; default: `name`;
+    the empty string mounts the upstream unprefixed."""
+    protocol: Literal["auto", "legacy", "2026-07-28"] = "auto"
+    """`auto` probes with server/discover once and remembers the answer."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=900)] = 25.0
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Static, non-secret headers sent to this upstream."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str | None) -> str | None:
+        if value and not _PREFIX_RE.match(value):
+            raise ValueError("must be lowercase letters, digits and '-', starting with a letter (max 32)")
+        return value
+
+    @property
+    def namespace(self) -> str:
+        return self.name if self.prefix is None else self.prefix
+
+
+class HttpConfig(Strict):
+    max_body_bytes: Annotated[int, Field(gt=0, le=6 * 1024 * 1024)] = 1024 * 1024
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the gateway (`*` wildcards); requests without Origin pass."""
+    allowed_hosts: list[str] | None = None
+    """Host header allow-list (`*` wildcards), checked by the local server to stop DNS rebinding."""
+    list_ttl_ms: Annotated[int, Field(ge=0)] = 0
+    """`ttlMs` on 2026-07-28 list results: how long a client may cache a list."""
+    streaming: bool | None = None
+    """Whether responses can stream (SSE as events arrive). Default: yes locally, no on Lambda."""
+
+
+class SessionsConfig(Strict):
+    ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
+    """Lifetime of a 2025-era session after its last renewal."""
+
+
+class DevConfig(Strict):
+    launch: dict[str, str] = Field(default_factory=dict)
+    """`tollway dev` only: upstream name -> Python module started on the upstream URL's port."""
+
+
+class GatewayConfig(Strict):
+    resource: str
+    """The gateway's canonical URL (`https://…/mcp`); the default token audience."""
+    name: str = "tollway"
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    upstreams: Annotated[list[UpstreamConfig], Field(min_length=1)]
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    dev: DevConfig = Field(default_factory=DevConfig)
+
+    @model_validator(mode="after")
+    def _no_collisions(self) -> GatewayConfig:
+        names: set[str] = set()
+        namespaces: dict[str, str] = {}
+        for upstream in self.upstreams:
+            if upstream.name in names:
+                raise ValueError(f"upstream name {upstream.name!r} is declared twice")
+            names.add(upstream.name)
+            other = namespaces.get(upstream.namespace)
+            if other is not None:
+                what = "are both unprefixed" if not upstream.namespace else f"share prefix {upstream.namespace!r}"
+                raise ValueError(f"upstreams {other!r} and {upstream.name!r} {what}: their names would collide")
+            namespaces[upstream.namespace] = upstream.name
+        for name in self.dev.launch:
+            if name not in names:
+                raise ValueError(f"dev.launch names unknown upstream {name!r}")
+        return self
+
+    @property
+    def audience(self) -> str:
+        return self.auth.audience or self.resource
+
+    def upstream(self, name: str) -> UpstreamConfig:
+        return next(u for u in self.upstreams if u.name == name)
+
+
+def parse_config(data: Any, source: str = "gateway.yaml") -> GatewayConfig:
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source} is invalid:"]
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key")
+        elif err["type"] == "missing":
+            lines.append(f"  {where}: required key is missing")
+        else:
+            lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(source: str | None = None) -> GatewayConfig:
+    """Load from a file path or `ssm:/parameter/name`; default `$TOLLWAY_CONFIG` or `gateway.yaml`.
+
+    Environment overrides (set by the SAM template's parameters) win over the file:
+    TOLLWAY_AUTH_ISSUER, TOLLWAY_AUTH_AUDIENCE, TOLLWAY_AUTH_JWKS_URL, TOLLWAY_RESOURCE.
+    """
+    source = source or os.environ.get("TOLLWAY_CONFIG") or "gateway.yaml"
+    text = _read_source(source)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a YAML mapping")
+    return parse_config(_apply_env_overrides(data), source)
+
+
+def _read_source(source: str) -> str:
+    if source.startswith("ssm:"):
+        from aws_lambda_powertools.utilities import parameters
+
+        try:
+            return str(parameters.get_parameter(source.removeprefix("ssm:"), max_age=300))
+        except Exception as exc:  # boundary: any SSM failure is a config failure, detail to the log
+            raise ConfigError(f"could not read config parameter {source}: {type(exc).__name__}") from exc
+    path = Path(source)
+    if not path.is_absolute() and not path.exists() and "LAMBDA_TASK_ROOT" in os.environ:
+        path = Path(os.environ["LAMBDA_TASK_ROOT"]) / source
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        raise ConfigError(f"config file {source} cannot be read") from None
+
+
+def _apply_env_overrides(data: dict[str, Any]) -> dict[str, Any]:
+    data = dict(data)
+    if resource := os.environ.get("TOLLWAY_RESOURCE"):
+        data["resource"] = resource
+    auth = dict(data.get("auth") or {})
+    for key in ("issuer", "audience", "jwks_url"):
+        if value := os.environ.get(f"TOLLWAY_AUTH_{key.upper()}"):
+            auth[key] = value
+    if auth:
+        data["auth"] = auth
+    return data

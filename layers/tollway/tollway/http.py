@@ -1,0 +1,145 @@
+"""create_app(): every route and the middleware order, in one place.
+
+telemetry  (outermost: request id, timing, access log, metrics)
+errors     (any failure becomes one well-formed HTTP + JSON-RPC answer)
+auth       (JWT -> Principal on scope["principal"]; issue 3)
+routes     /mcp -> McpEndpoint (protocol, sessions, pipeline)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tollway.config import GatewayConfig
+from tollway.errors import GatewayError, InternalError
+from tollway.protocol.endpoint import McpEndpoint, error_response
+from tollway.routing.router import Router
+from tollway.store.sessions import DynamoSessionStore, SessionStore
+from tollway.telemetry import logger, metrics
+
+
+def create_app(config: GatewayConfig, *, store: SessionStore | None = None, streaming: bool | None = None) -> Starlette:
+    if streaming is None:
+        streaming = config.http.streaming if config.http.streaming is not None else not _on_lambda()
+    store = store if store is not None else DynamoSessionStore()
+    endpoint = McpEndpoint(config, store, Router(config, store), streaming=streaming)
+
+    async def metadata(request: Request) -> Response:
+        return JSONResponse(protected_resource_metadata(config))
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    routes = [
+        Route("/mcp", endpoint.post, methods=["POST"]),
+        Route("/mcp", endpoint.get, methods=["GET"]),
+        Route("/mcp", endpoint.delete, methods=["DELETE"]),
+        Route("/.well-known/oauth-protected-resource", metadata, methods=["GET"]),
+        Route("/.well-known/oauth-protected-resource/mcp", metadata, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    middleware = [Middleware(TelemetryMiddleware), Middleware(ErrorMiddleware)]
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.config = config
+    app.state.endpoint = endpoint
+    return app
+
+
+def protected_resource_metadata(config: GatewayConfig) -> dict[str, Any]:
+    """RFC 9728 metadata for the MCP endpoint."""
+    return {
+        "resource": config.resource,
+        "authorization_servers": [config.auth.issuer] if config.auth.issuer else [],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": [],
+    }
+
+
+def _on_lambda() -> bool:
+    return "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+
+
+class ErrorMiddleware:
+    """The last line: a GatewayError raised anywhere below becomes its answer; anything
+    else is logged with its stack and answered as a generic internal error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except GatewayError as error:
+            if started:
+                raise
+            modern = scope.get("tollway.modern", False)
+            await error_response(error, error.request_id, modern)(scope, receive, send)
+        except Exception:
+            if started:
+                raise
+            logger.exception("unhandled error", extra={"path": scope.get("path")})
+            await error_response(InternalError(), None, False)(scope, receive, send)
+
+
+class TelemetryMiddleware:
+    """Request id, timing, one structured access-log line and metrics per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        scope["tollway.request_id"] = request_id
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed_ms = (time.perf_counter() - start) * 1000
+            logger.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "http_method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": round(elapsed_ms, 2),
+                },
+            )
+            metrics.add_metric(name="Requests", unit="Count", value=1)
+            metrics.add_metric(name="Latency", unit="Milliseconds", value=elapsed_ms)
+            if status >= 500:
+                metrics.add_metric(name="Errors", unit="Count", value=1)

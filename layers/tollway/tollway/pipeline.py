@@ -1,0 +1,116 @@
+"""What happens to one JSON-RPC request, in order. Read this file top to bottom.
+
+Methods the gateway answers itself (discovery, lists, ping) are handled here; methods
+that name a tool, prompt or resource go through the pipeline stages to one upstream:
+
+    resolve name -> [authorize -> quota -> validate -> mask request]   (later stages)
+    -> upstream call -> [mask + shape response -> audit + usage]
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from tollway import __version__
+from tollway.config import GatewayConfig
+from tollway.context import RequestContext
+from tollway.errors import InvalidParams, MethodNotFound
+from tollway.protocol import constants as c
+from tollway.routing.router import LIST_METHODS, Router
+
+ROUTED_METHODS = ("tools/call", "prompts/get", "resources/read", "completion/complete")
+RESOURCE_NOT_FOUND = -32002
+
+
+class Pipeline:
+    def __init__(self, config: GatewayConfig, router: Router) -> None:
+        self.config = config
+        self.router = router
+        self.server_info = {"name": config.name, "version": __version__}
+        self._own: dict[str, Callable[[RequestContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+            "ping": self._ping,
+            "server/discover": self._discover,
+            "logging/setLevel": self._set_level,
+            **dict.fromkeys(LIST_METHODS, self._list),
+        }
+
+    async def handle(self, ctx: RequestContext, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Yield the notifications and the final JSON-RPC response for one request."""
+        method, params, request_id = request["method"], request.get("params") or {}, request["id"]
+        if method in self._own and (method != "server/discover" or ctx.modern):
+            result = await self._own[method](ctx, method, params)
+            yield {"jsonrpc": "2.0", "id": request_id, "result": self._decorate(ctx, method, result)}
+            return
+        if method not in ROUTED_METHODS:
+            raise MethodNotFound(data={"method": method})
+        routed = self.router.resolve(method, params)
+        if routed is None:
+            raise _unknown(method, params)
+        upstream, upstream_params = routed
+        async for item in self.router.call(ctx, upstream, method, upstream_params, request_id):
+            if "method" not in item and isinstance(item.get("result"), dict):
+                item = {**item, "result": self._decorate(ctx, method, item["result"])}
+            yield item
+
+    # --- methods the gateway answers itself ------------------------------------------------------
+    async def _ping(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    async def _discover(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "supportedVersions": list(c.MODERN_VERSIONS),
+            "capabilities": await self.capabilities(),
+            "ttlMs": self.config.http.list_ttl_ms,
+            "cacheScope": "private",
+        }
+
+    async def _list(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        result = await self.router.list(ctx, method, params.get("cursor"))
+        if ctx.modern:
+            result.update(ttlMs=self.config.http.list_ttl_ms, cacheScope="private")
+        return result
+
+    async def _set_level(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        level = params.get("level")
+        if not isinstance(level, str):
+            raise InvalidParams("level is required")
+        await self.router.broadcast(ctx, "logging/setLevel", {"level": level}, capability="logging")
+        return {}
+
+    async def capabilities(self) -> dict[str, Any]:
+        """The union of what reachable upstreams offer (tools always: the gateway's core)."""
+        infos = await self.router.reachable()
+        offered = set().union(*(i.capabilities.keys() for i in infos.values())) if infos else set()
+        caps: dict[str, Any] = {"tools": {"listChanged": False}}
+        if "resources" in offered:
+            caps["resources"] = {"subscribe": False, "listChanged": False}
+        if "prompts" in offered:
+            caps["prompts"] = {"listChanged": False}
+        if "completions" in offered:
+            caps["completions"] = {}
+        if "logging" in offered:
+            caps["logging"] = {}
+        return caps
+
+    def _decorate(self, ctx: RequestContext, method: str, result: dict[str, Any]) -> dict[str, Any]:
+        """2026-07-28 results carry resultType and the answering server's identity (the gateway)."""
+        if not ctx.modern:
+            return result
+        result = dict(result)
+        result.setdefault("resultType", "complete")
+        result["_meta"] = {**(result.get("_meta") or {}), c.META_SERVER_INFO: self.server_info}
+        return result
+
+
+def _unknown(method: str, params: dict[str, Any]) -> InvalidParams:
+    """The error for a name no upstream serves (a denied name answers the same way)."""
+    if method == "tools/call":
+        return InvalidParams(f"Unknown tool: {params.get('name')}")
+    if method == "prompts/get":
+        return InvalidParams(f"Unknown prompt: {params.get('name')}")
+    if method == "resources/read":
+        error = InvalidParams("Resource not found", data={"uri": params.get("uri")})
+        error.code = RESOURCE_NOT_FOUND
+        return error
+    return InvalidParams("Unknown reference")

@@ -1,0 +1,59 @@
+"""Wire constants of both MCP eras: header names, versions, JSON-RPC codes.
+
+Kept as plain constants so the request path does not import the SDK's models
+(`mcp_types` costs ~200 ms at cold start). A unit test pins them to `mcp_types`.
+"""
+
+from typing import Final
+
+# Protocol revisions the gateway serves.
+HANDSHAKE_VERSIONS: Final = ("2025-03-26", "2025-06-18", "2025-11-25")
+"""2025-era revisions: initialize handshake + Mcp-Session-Id."""
+LATEST_HANDSHAKE_VERSION: Final = HANDSHAKE_VERSIONS[-1]
+DEFAULT_HANDSHAKE_VERSION: Final = "2025-03-26"
+"""What a 2025-era request without MCP-Protocol-Version is taken to speak (spec)."""
+MODERN_VERSIONS: Final = ("2026-07-28",)
+"""Stateless revisions: per-request `_meta` envelope, routing headers, no session."""
+LATEST_MODERN_VERSION: Final = MODERN_VERSIONS[-1]
+
+# HTTP headers (lowercase, as ASGI delivers them).
+SESSION_ID_HEADER: Final = "mcp-session-id"
+PROTOCOL_VERSION_HEADER: Final = "mcp-protocol-version"
+METHOD_HEADER: Final = "mcp-method"
+NAME_HEADER: Final = "mcp-name"
+PARAM_HEADER_PREFIX: Final = "mcp-param-"
+LAST_EVENT_ID_HEADER: Final = "last-event-id"
+
+# Request `_meta` keys of the 2026-07-28 envelope.
+META_PROTOCOL_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
+META_CLIENT_INFO: Final = "io.modelcontextprotocol/clientInfo"
+META_CLIENT_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
+META_SERVER_INFO: Final = "io.modelcontextprotocol/serverInfo"
+
+# Method -> params key mirrored in the Mcp-Name header (2026-07-28).
+NAME_BEARING_METHODS: Final = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+# JSON-RPC error codes.
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+CONNECTION_CLOSED: Final = -32000
+HEADER_MISMATCH: Final = -32020
+MISSING_REQUIRED_CLIENT_CAPABILITY: Final = -32021
+UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
+
+# 2026-07-28: HTTP status for a JSON-RPC error code; unmapped codes answer 200.
+MODERN_ERROR_STATUS: Final = {
+    PARSE_ERROR: 400,
+    INVALID_REQUEST: 400,
+    INVALID_PARAMS: 400,
+    HEADER_MISMATCH: 400,
+    MISSING_REQUIRED_CLIENT_CAPABILITY: 400,
+    UNSUPPORTED_PROTOCOL_VERSION: 400,
+    METHOD_NOT_FOUND: 404,
+}
+
+CONTENT_TYPE_JSON: Final = "application/json"
+CONTENT_TYPE_SSE: Final = "text/event-stream"

@@ -1,0 +1,202 @@
+"""Streamable HTTP, inbound: checks on the exchange itself, then the era and its envelope.
+
+`read_post` turns a POST into one validated JSON-RPC message or raises the GatewayError
+the caller must see. Era rule (as the SDK's server): an MCP-Protocol-Version header that
+is not a 2025 handshake version selects the stateless 2026-07-28 path, whose envelope is
+then checked rung by rung; everything else is the 2025 session era.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starlette.requests import Request
+
+from tollway.config import HttpConfig
+from tollway.errors import (
+    ForbiddenOrigin,
+    GatewayError,
+    HeaderMismatch,
+    InvalidParams,
+    InvalidRequest,
+    MisdirectedHost,
+    NotAcceptable,
+    ParseError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UnsupportedModernVersion,
+    UnsupportedVersion,
+)
+from tollway.protocol import constants as c
+from tollway.protocol.headers import decode_header_value
+
+Kind = Literal["request", "notification", "response"]
+
+
+@dataclass
+class Incoming:
+    message: dict[str, Any]
+    kind: Kind
+    modern: bool
+    protocol_version: str
+    session_id: str | None
+    accepts_sse: bool
+    forward_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return str(self.message.get("method", ""))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.message.get("params") or {}
+
+
+def check_origin(request: Request, http: HttpConfig) -> None:
+    """403 for a browser origin not allowed by config; 421 for a foreign Host where hosts are pinned."""
+    origin = request.headers.get("origin")
+    if origin and not any(fnmatch.fnmatchcase(origin, p) for p in http.allowed_origins):
+        raise ForbiddenOrigin()
+    if http.allowed_hosts is not None:
+        host = request.headers.get("host", "")
+        if not any(fnmatch.fnmatchcase(host, p) for p in http.allowed_hosts):
+            raise MisdirectedHost()
+
+
+def is_modern(request: Request) -> bool:
+    version = request.headers.get(c.PROTOCOL_VERSION_HEADER)
+    return version is not None and version not in c.HANDSHAKE_VERSIONS and c.SESSION_ID_HEADER not in request.headers
+
+
+async def read_post(request: Request, http: HttpConfig) -> Incoming:
+    check_origin(request, http)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != c.CONTENT_TYPE_JSON:
+        raise UnsupportedMediaType()
+    accepts_json, accepts_sse = _accepts(request.headers.get("accept", ""))
+    if not accepts_json:
+        raise NotAcceptable()
+    message = _parse(await _read_body(request, http.max_body_bytes))
+    kind = _kind(message)
+    if is_modern(request):
+        try:
+            version = _check_modern(request, message, kind)
+        except GatewayError as error:
+            error.request_id = message.get("id")
+            raise
+        return Incoming(message, kind, True, version, None, accepts_sse, _param_headers(request))
+    version = request.headers.get(c.PROTOCOL_VERSION_HEADER)
+    if version is not None and version not in c.HANDSHAKE_VERSIONS:
+        raise UnsupportedVersion(data={"supported": list(c.HANDSHAKE_VERSIONS), "requested": version})
+    return Incoming(
+        message,
+        kind,
+        False,
+        version or c.DEFAULT_HANDSHAKE_VERSION,
+        request.headers.get(c.SESSION_ID_HEADER),
+        accepts_sse,
+    )
+
+
+def _accepts(header: str) -> tuple[bool, bool]:
+    types = {part.split(";")[0].strip().lower() for part in header.split(",")}
+    wildcard = "*/*" in types
+    return (
+        wildcard or bool(types & {c.CONTENT_TYPE_JSON, "application/*"}),
+        wildcard or bool(types & {c.CONTENT_TYPE_SSE, "text/*"}),
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(data={"maxBytes": limit})
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(data={"maxBytes": limit})
+    return bytes(body)
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ParseError() from None
+    if isinstance(message, list):
+        raise InvalidRequest("Invalid request: batch requests are not supported")
+    if not isinstance(message, dict):
+        raise InvalidRequest("Invalid request: body must be one JSON-RPC object")
+    return message
+
+
+def _kind(message: dict[str, Any]) -> Kind:
+    if message.get("jsonrpc") != "2.0":
+        raise InvalidRequest('Invalid request: "jsonrpc" must be "2.0"')
+    has_id = "id" in message
+    if has_id and not _valid_id(message["id"]):
+        raise InvalidRequest("Invalid request: id must be a string or an integer")
+    if "method" in message:
+        if not isinstance(message["method"], str) or not message["method"]:
+            raise InvalidRequest("Invalid request: method must be a non-empty string")
+        if "params" in message and not isinstance(message["params"], dict):
+            raise InvalidRequest("Invalid request: params must be an object")
+        return "request" if has_id else "notification"
+    if has_id and (("result" in message) != ("error" in message)):
+        return "response"
+    raise InvalidRequest("Invalid request: not a JSON-RPC request, notification or response")
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _check_modern(request: Request, message: dict[str, Any], kind: Kind) -> str:
+    """The 2026-07-28 ladder; first failing rung wins. Returns the protocol version."""
+    header_version = request.headers.get(c.PROTOCOL_VERSION_HEADER, "")
+    if kind == "response":
+        raise InvalidRequest("Invalid request: responses are not accepted at this protocol version")
+    if kind == "notification":
+        _require_supported(header_version)
+        return header_version
+    seen: set[str] = set()
+    for raw_name, _ in request.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        if name in (c.PROTOCOL_VERSION_HEADER, c.METHOD_HEADER, c.NAME_HEADER):
+            if name in seen:
+                raise HeaderMismatch(f"{name} header appears more than once")
+            seen.add(name)
+    meta = message.get("params", {}).get("_meta") if isinstance(message.get("params"), dict) else None
+    if not isinstance(meta, dict):
+        raise InvalidParams(
+            f"params._meta must be an object carrying {c.META_PROTOCOL_VERSION!r} and {c.META_CLIENT_CAPABILITIES!r}"
+        )
+    missing = [k for k in (c.META_PROTOCOL_VERSION, c.META_CLIENT_CAPABILITIES) if k not in meta]
+    if missing:
+        raise InvalidParams(f"params._meta is missing the required envelope key(s): {', '.join(missing)}")
+    body_version = meta[c.META_PROTOCOL_VERSION]
+    if header_version != body_version:
+        raise HeaderMismatch("mcp-protocol-version header does not match the request envelope's protocol version")
+    method = message["method"]
+    if request.headers.get(c.METHOD_HEADER) != method:
+        raise HeaderMismatch("mcp-method header does not match the request body's method")
+    name_key = c.NAME_BEARING_METHODS.get(method)
+    if name_key is not None:
+        body_name = message["params"].get(name_key)
+        if body_name is not None and decode_header_value(request.headers.get(c.NAME_HEADER)) != body_name:
+            raise HeaderMismatch(f"mcp-name header does not match the request body's {name_key!r} parameter")
+    _require_supported(body_version)
+    return body_version
+
+
+def _require_supported(version: str) -> None:
+    if version not in c.MODERN_VERSIONS:
+        raise UnsupportedModernVersion(data={"supported": list(c.MODERN_VERSIONS), "requested": version})
+
+
+def _param_headers(request: Request) -> dict[str, str]:
+    return {k: v for k, v in request.headers.items() if k.startswith(c.PARAM_HEADER_PREFIX)}

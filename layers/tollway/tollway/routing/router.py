@@ -1,0 +1,378 @@
+"""Many upstreams behind one endpoint: which upstream, which era, which session.
+
+Lists fan out to every upstream concurrently and merge under namespaces; calls go to
+the one upstream a name resolves to. An upstream's era is learned once per warm
+instance. Legacy upstream sessions are opened lazily: once per client session for a
+2025-era caller, once per principal for a sessionless 2026-era caller, and re-opened
+once when the upstream has lost them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from tollway.config import GatewayConfig, UpstreamConfig
+from tollway.context import RequestContext
+from tollway.errors import GatewayError, InvalidParams, UpstreamError
+from tollway.protocol import constants as c
+from tollway.routing.namespace import Namespace
+from tollway.routing.upstream import SessionLost, Upstream, UpstreamInfo, next_request_id
+from tollway.store.sessions import SessionStore, UpstreamSession
+from tollway.telemetry import logger
+
+LIST_METHODS = {
+    "tools/list": ("tools", "tools"),
+    "prompts/list": ("prompts", "prompts"),
+    "resources/list": ("resources", "resources"),
+    "resources/templates/list": ("resourceTemplates", "resources"),
+}
+"""List method -> (result key, capability an upstream must have)."""
+
+_ENVELOPE_KEYS = (c.META_PROTOCOL_VERSION, c.META_CLIENT_INFO, c.META_CLIENT_CAPABILITIES)
+SERVER_REQUEST_ID_PREFIX = "tw:"
+
+
+class Router:
+    def __init__(self, config: GatewayConfig, store: SessionStore) -> None:
+        self.config = config
+        self.store = store
+        self.namespace = Namespace(config.upstreams)
+        self.upstreams = {u.name: Upstream(u) for u in config.upstreams}
+        self._info: dict[str, UpstreamInfo] = {}
+        self._principal_sessions: dict[tuple[str, str], UpstreamSession] = {}
+
+    # --- what upstreams speak ---------------------------------------------------------------
+    async def info(self, name: str) -> UpstreamInfo:
+        info = self._info.get(name)
+        if info is None:
+            info = await self.upstreams[name].probe()
+            self._info[name] = info
+            logger.info(
+                "upstream probed",
+                extra={"upstream": name, "modern": info.modern, "legacy": info.legacy},
+            )
+        return info
+
+    async def reachable(self) -> dict[str, UpstreamInfo]:
+        """Every upstream that answers, probed concurrently; the others are logged and skipped."""
+        names = list(self.upstreams)
+        found = await asyncio.gather(*(self.info(n) for n in names), return_exceptions=True)
+        infos = {}
+        for name, info in zip(names, found, strict=True):
+            if isinstance(info, BaseException):
+                _log_skip(name, info)
+            else:
+                infos[name] = info
+        return infos
+
+    # --- lists ----------------------------------------------------------------------------------
+    async def list(self, ctx: RequestContext, method: str, cursor: Any) -> dict[str, Any]:
+        key, capability = LIST_METHODS[method]
+        if cursor is None:
+            infos = await self.reachable()
+            pending = {n: None for n, i in infos.items() if capability in i.capabilities}
+            failed_all = not infos
+        else:
+            pending = _decode_cursor(cursor, self.upstreams)
+            failed_all = False
+        names = list(pending)
+        pages = await asyncio.gather(
+            *(self._page(ctx, name, method, pending[name]) for name in names), return_exceptions=True
+        )
+        items: list[dict[str, Any]] = []
+        next_state: dict[str, str] = {}
+        ok = 0
+        for name, page in zip(names, pages, strict=True):
+            if isinstance(page, BaseException):
+                _log_skip(name, page)
+                continue
+            ok += 1
+            upstream = self.upstreams[name].config
+            for item in page.get(key) or []:
+                public = self._publish(upstream, key, item)
+                if public is not None:
+                    items.append(public)
+            if isinstance(page.get("nextCursor"), str):
+                next_state[name] = page["nextCursor"]
+        if failed_all or (names and ok == 0):
+            raise UpstreamError("No upstream is available", data={"retryable": True})
+        result: dict[str, Any] = {key: items}
+        if next_state:
+            result["nextCursor"] = _encode_cursor(next_state)
+        return result
+
+    async def _page(self, ctx: RequestContext, name: str, method: str, cursor: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"cursor": cursor} if cursor else {}
+        reply = await self._final(self.call(ctx, name, method, params, request_id=0))
+        if "error" in reply:
+            raise UpstreamError(f"Upstream {name!r} refused {method}", data={"upstream": name})
+        result = reply.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamError(f"Upstream {name!r} returned an invalid response")
+        return result
+
+    def _publish(self, upstream: UpstreamConfig, key: str, item: Any) -> dict[str, Any] | None:
+        if not isinstance(item, dict):
+            return None
+        item = dict(item)
+        if key in ("tools", "prompts"):
+            public = self.namespace.public_name(upstream, str(item.get("name", "")))
+            field = "name"
+        else:
+            field = "uri" if key == "resources" else "uriTemplate"
+            public = self.namespace.public_uri(upstream, str(item.get(field, "")))
+        if public is None:
+            logger.warning("item withheld: name cannot be mounted", extra={"upstream": upstream.name, "kind": key})
+            return None
+        item[field] = public
+        return item
+
+    # --- calls ----------------------------------------------------------------------------------
+    def resolve(self, method: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """The upstream a routed request goes to, and its params with the upstream's own names."""
+        params = dict(params)
+        if method in ("tools/call", "prompts/get"):
+            found = self.namespace.resolve_name(str(params.get("name", "")))
+            if found:
+                params["name"] = found[1]
+        elif method == "resources/read":
+            found = self.namespace.resolve_uri(str(params.get("uri", "")))
+            if found:
+                params["uri"] = found[1]
+        elif method == "completion/complete":
+            ref = dict(params.get("ref") or {})
+            if ref.get("type") == "ref/prompt":
+                found = self.namespace.resolve_name(str(ref.get("name", "")))
+                if found:
+                    ref["name"] = found[1]
+            else:
+                found = self.namespace.resolve_uri(str(ref.get("uri", "")))
+                if found:
+                    ref["uri"] = found[1]
+            params["ref"] = ref
+        else:
+            return None
+        return (found[0].name, params) if found else None
+
+    async def call(
+        self, ctx: RequestContext, name: str, method: str, params: dict[str, Any], request_id: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Send one request to upstream `name`; yield its notifications, then the response
+        (carrying the caller's `request_id`) with names mapped back to public ones."""
+        upstream = self.upstreams[name]
+        info = await self.info(name)
+        message = {"jsonrpc": "2.0", "id": next_request_id(), "method": method, "params": dict(params)}
+        publish = _publisher(self, upstream.config, method)
+        if info.modern and (ctx.modern or not info.legacy):
+            message["params"]["_meta"] = {**(params.get("_meta") or {}), **self._envelope(ctx)}
+            stream = upstream.exchange(
+                message, protocol_version=c.LATEST_MODERN_VERSION, modern=True, extra_headers=ctx.forward_headers
+            )
+            async for item in stream:
+                yield _to_client(item, message["id"], request_id, publish)
+            return
+        meta = {k: v for k, v in (params.get("_meta") or {}).items() if k not in _ENVELOPE_KEYS}
+        message["params"] = {k: v for k, v in params.items() if k not in ("_meta", "inputResponses", "requestState")}
+        if meta:
+            message["params"]["_meta"] = meta
+        stale: UpstreamSession | None = None
+        for attempt in (1, 2):
+            session = await self._legacy_session(ctx, name, stale=stale)
+            try:
+                async for item in upstream.exchange(
+                    message, session=session.session_id, protocol_version=session.protocol_version
+                ):
+                    if "method" in item and "id" in item:
+                        relayed = await self._server_request(ctx, name, item, session)
+                        if relayed is not None:
+                            yield relayed
+                        continue
+                    yield _to_client(item, message["id"], request_id, publish)
+                return
+            except SessionLost:
+                logger.info("upstream session lost; re-initializing", extra={"upstream": name})
+                stale = session
+                if attempt == 2:
+                    raise UpstreamError(f"Upstream {name!r} keeps losing its session") from None
+
+    async def _server_request(
+        self, ctx: RequestContext, name: str, item: dict[str, Any], session: UpstreamSession
+    ) -> dict[str, Any] | None:
+        """Relay a server-to-client request when the caller can answer it; decline it otherwise."""
+        if ctx.streaming and ctx.session is not None:
+            return {**item, "id": f"{SERVER_REQUEST_ID_PREFIX}{name}:{json.dumps(item['id'])}"}
+        await self.upstreams[name].decline(item, session=session.session_id, protocol_version=session.protocol_version)
+        return None
+
+    async def relay_client_response(self, ctx: RequestContext, message: dict[str, Any]) -> None:
+        """A 2025-era client answers a relayed server request: pass it to the upstream that asked."""
+        target = message.get("id")
+        if ctx.session is None or not isinstance(target, str) or not target.startswith(SERVER_REQUEST_ID_PREFIX):
+            logger.info("client response to an unknown request dropped")
+            return
+        name, _, raw_id = target[len(SERVER_REQUEST_ID_PREFIX) :].partition(":")
+        session = ctx.session.upstreams.get(name)
+        if name not in self.upstreams or session is None:
+            logger.info("client response for an unknown upstream dropped")
+            return
+        try:
+            original_id = json.loads(raw_id)
+        except ValueError:
+            return
+        await self.upstreams[name].notify(
+            {**message, "id": original_id}, session=session.session_id, protocol_version=session.protocol_version
+        )
+
+    async def broadcast(self, ctx: RequestContext, method: str, params: dict[str, Any], capability: str) -> None:
+        """Send a request to every upstream that has `capability`; failures are logged, not raised."""
+        infos = await self.reachable()
+        names = [n for n, i in infos.items() if capability in i.capabilities]
+        results = await asyncio.gather(
+            *(self._final(self.call(ctx, n, method, params, request_id=0)) for n in names), return_exceptions=True
+        )
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):
+                _log_skip(name, result)
+
+    async def close(self, ctx: RequestContext) -> None:
+        """End the upstream sessions a client session opened."""
+        if ctx.session is None:
+            return
+        await asyncio.gather(
+            *(
+                self.upstreams[n].delete_session(s.session_id, s.protocol_version)
+                for n, s in ctx.session.upstreams.items()
+                if n in self.upstreams and s.session_id
+            )
+        )
+
+    # --- upstream sessions ----------------------------------------------------------------------
+    async def _legacy_session(self, ctx: RequestContext, name: str, stale: UpstreamSession | None) -> UpstreamSession:
+        if ctx.session is not None:
+            current = ctx.session.upstreams.get(name)
+            if current is not None and current != stale:
+                return current
+            opened = await self._open(ctx, name)
+            replacing = stale.session_id if stale else None
+            if not self.store.add_upstream(ctx.session.id, name, opened, replacing=replacing):
+                # A concurrent request opened one first: use theirs, close ours.
+                winner = self.store.get(ctx.session.id)
+                if winner is not None and name in winner.upstreams:
+                    if opened.session_id:
+                        await self.upstreams[name].delete_session(opened.session_id, opened.protocol_version)
+                    opened = winner.upstreams[name]
+            ctx.session.upstreams[name] = opened
+            return opened
+        key = (ctx.principal.key, name)
+        current = self._principal_sessions.get(key)
+        if current is None and stale is None:
+            current = self.store.get_principal_upstream(ctx.principal.key, name)
+        if current is None or current == stale:
+            current = await self._open(ctx, name)
+            self.store.put_principal_upstream(ctx.principal.key, name, current, ttl=self.config.sessions.ttl_seconds)
+        self._principal_sessions[key] = current
+        return current
+
+    async def _open(self, ctx: RequestContext, name: str) -> UpstreamSession:
+        capabilities = dict(ctx.client_capabilities)
+        if not (ctx.streaming and ctx.session is not None):
+            # Without a back channel the upstream must not count on asking the client anything.
+            for cap in ("sampling", "elicitation", "roots"):
+                capabilities.pop(cap, None)
+        info = ctx.client_info or {"name": "tollway", "version": "1"}
+        opened, _ = await self.upstreams[name].initialize(capabilities, info)
+        return UpstreamSession(session_id=opened.session_id, protocol_version=opened.protocol_version)
+
+    def _envelope(self, ctx: RequestContext) -> dict[str, Any]:
+        return {
+            c.META_PROTOCOL_VERSION: c.LATEST_MODERN_VERSION,
+            c.META_CLIENT_CAPABILITIES: ctx.client_capabilities,
+            c.META_CLIENT_INFO: ctx.client_info or {"name": "tollway", "version": "1"},
+        }
+
+    @staticmethod
+    async def _final(stream: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+        async for item in stream:
+            last = item
+        return last
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def _to_client(
+    item: dict[str, Any], upstream_id: Any, client_id: Any, publish: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    if "method" not in item and item.get("id") == upstream_id:
+        item = {**item, "id": client_id}
+        if isinstance(item.get("result"), dict):
+            item["result"] = publish(item["result"])
+    return item
+
+
+def _publisher(router: Router, upstream: UpstreamConfig, method: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Map upstream resource URIs in a result back to their public (namespaced) form."""
+
+    def public_uri(uri: Any) -> Any:
+        if isinstance(uri, str):
+            return router.namespace.public_uri(upstream, uri) or uri
+        return uri
+
+    def publish(result: dict[str, Any]) -> dict[str, Any]:
+        if method == "resources/read":
+            contents = [
+                {**x, "uri": public_uri(x.get("uri"))} for x in result.get("contents") or [] if isinstance(x, dict)
+            ]
+            return {**result, "contents": contents}
+        if method in ("tools/call", "prompts/get"):
+            return _map_content_uris(result, public_uri)
+        return result
+
+    return publish
+
+
+def _map_content_uris(result: dict[str, Any], public_uri: Callable[[Any], Any]) -> dict[str, Any]:
+    def block(item: Any) -> Any:
+        if not isinstance(item, dict):
+            return item
+        if item.get("type") == "resource_link":
+            return {**item, "uri": public_uri(item.get("uri"))}
+        if item.get("type") == "resource" and isinstance(item.get("resource"), dict):
+            return {**item, "resource": {**item["resource"], "uri": public_uri(item["resource"].get("uri"))}}
+        return item
+
+    result = dict(result)
+    if isinstance(result.get("content"), list):
+        result["content"] = [block(x) for x in result["content"]]
+    if isinstance(result.get("messages"), list):
+        result["messages"] = [
+            {**m, "content": block(m.get("content"))} if isinstance(m, dict) else m for m in result["messages"]
+        ]
+    return result
+
+
+def _encode_cursor(state: dict[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).decode()
+
+
+def _decode_cursor(cursor: Any, upstreams: dict[str, Upstream]) -> dict[str, str]:
+    try:
+        state = json.loads(base64.urlsafe_b64decode(str(cursor).encode()))
+    except ValueError:
+        raise InvalidParams("Invalid cursor") from None
+    if not isinstance(state, dict) or not state:
+        raise InvalidParams("Invalid cursor")
+    for name, value in state.items():
+        if name not in upstreams or not isinstance(value, str):
+            raise InvalidParams("Invalid cursor")
+    return state
+
+
+def _log_skip(name: str, error: BaseException) -> None:
+    if isinstance(error, GatewayError):
+        logger.warning("upstream skipped", extra={"upstream": name, "reason": error.message})
+    else:
+        logger.error("upstream skipped after an unexpected error", extra={"upstream": name}, exc_info=error)
