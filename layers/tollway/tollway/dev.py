@@ -1,0 +1,123 @@
+"""`tollway dev`: the same Starlette app as on Lambda, served by uvicorn on 127.0.0.1.
+
+DynamoDB comes from an embedded moto server (tables created from template.yaml's own
+declarations) unless AWS_ENDPOINT_URL_DYNAMODB points elsewhere; demo upstreams named in
+the config's `dev.launch` are started on their URLs' ports and stopped on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from tollway.config import load_config
+from tollway.errors import ConfigError
+
+HOST = "127.0.0.1"
+LOCAL_TABLE = "TollwayTable"
+
+
+def run_dev(config_path: str | None, port: int) -> int:
+    import uvicorn
+
+    config = load_config(config_path)
+    http = config.http
+    if http.allowed_hosts is None:
+        # DNS rebinding defence: the local server answers only to loopback names.
+        http = http.model_copy(update={"allowed_hosts": [f"{HOST}:*", "localhost:*", "[::1]:*"]})
+    config = config.model_copy(update={"http": http})
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    with contextlib.ExitStack() as stack:
+        table = stack.enter_context(dynamodb())
+        for name, module in config.dev.launch.items():
+            stack.enter_context(launch_upstream(module, config.upstream(name).url))
+        from tollway.http import create_app
+
+        app = create_app(config, streaming=True)
+        print(f"Tollway gateway: http://{HOST}:{port}/mcp", flush=True)
+        print(f"  upstreams: {', '.join(f'{u.name} ({u.url})' for u in config.upstreams)}", flush=True)
+        print(f"  DynamoDB:  {table}", flush=True)
+        uvicorn.run(app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    return 0
+
+
+@contextlib.contextmanager
+def dynamodb() -> Iterator[str]:
+    """Yield a description of the DynamoDB in use, starting an embedded one if needed."""
+    from tollway.store.tables import ensure_tables, find_template
+
+    os.environ.setdefault("TOLLWAY_TABLE", LOCAL_TABLE)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+    server = None
+    if not endpoint:
+        from moto.server import ThreadedMotoServer
+
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            os.environ.setdefault(key, value)
+        server = ThreadedMotoServer(ip_address=HOST, port=_free_port(), verbose=False)
+        server.start()
+        endpoint = f"http://{HOST}:{server._port}"
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
+    import boto3
+
+    ensure_tables(boto3.client("dynamodb"), find_template(), {"TollwayTable": os.environ["TOLLWAY_TABLE"]})
+    try:
+        yield f"{endpoint} ({'embedded moto' if server else 'external'}), table {os.environ['TOLLWAY_TABLE']}"
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@contextlib.contextmanager
+def launch_upstream(module: str, url: str, timeout: float = 30.0) -> Iterator[None]:
+    """Run `python -m module --port N` for a demo upstream and wait until it says `ready`."""
+    parts = urlsplit(url)
+    if parts.hostname not in (HOST, "localhost") or parts.port is None:
+        raise ConfigError(f"dev.launch needs a loopback URL with a port, got {url}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--port", str(parts.port)],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        _wait_ready(proc, module, timeout)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_ready(proc: subprocess.Popen[str], module: str, timeout: float) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([proc.stdout], [], [], remaining)
+        if not readable:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            raise ConfigError(f"demo upstream {module} exited before it was ready (is its port free?)")
+        if line.startswith("ready "):
+            return
+    raise ConfigError(f"demo upstream {module} did not start within {timeout:.0f} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
