@@ -1,0 +1,1 @@
+"""Runnable examples for Tollway (demo upstream MCP servers live in examples.upstreams)."""
