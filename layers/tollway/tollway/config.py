@@ -39,6 +39,24 @@ class AuthConfig(Strict):
     jwks_url: str | None = None
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     tenant_claim: str = "tenant_id"
+    """Claim naming the caller's tenant, e.g. `tenant_id` or `custom:tenant` (Cognito)."""
+    roles_claim: str = "roles"
+    """Claim listing the caller's roles or groups, e.g. `cognito:groups`."""
+    default_tenant: str | None = None
+    """Tenant for tokens without the tenant claim; unset = such tokens are refused."""
+    required_scopes: list[str] = Field(default_factory=list)
+    """Scopes every caller needs (403 insufficient_scope otherwise)."""
+    scopes_supported: list[str] | None = None
+    """Advertised in protected-resource metadata; default: `required_scopes`."""
+    required_claims: list[str] = Field(default_factory=list)
+    leeway_seconds: Annotated[int, Field(ge=0, le=300)] = 30
+    max_token_bytes: Annotated[int, Field(ge=512, le=65536)] = 8192
+    jwks_cache_seconds: Annotated[int, Field(ge=0)] = 300
+    jwks_refresh_cooldown: Annotated[float, Field(ge=1)] = 30.0
+    """At most one JWKS refresh per cooldown for unknown `kid`s."""
+    allow_anonymous: bool = False
+    """Explicit opt-out of authentication (local experiments only); without an issuer and
+    without this, the gateway refuses to start: auth fails closed."""
 
     @field_validator("algorithms")
     @classmethod
@@ -84,8 +102,9 @@ class UpstreamConfig(Strict):
 
 class HttpConfig(Strict):
     max_body_bytes: Annotated[int, Field(gt=0, le=6 * 1024 * 1024)] = 1024 * 1024
-    allowed_origins: list[str] = Field(default_factory=list)
-    """Browser origins allowed to call the gateway (`*` wildcards); requests without Origin pass."""
+    allowed_origins: list[str] | None = None
+    """Browser origins allowed to call the gateway (`*` wildcards); requests without Origin pass.
+    Default: none on Lambda; loopback origins under `tollway dev`."""
     allowed_hosts: list[str] | None = None
     """Host header allow-list (`*` wildcards), checked by the local server to stop DNS rebinding."""
     list_ttl_ms: Annotated[int, Field(ge=0)] = 0

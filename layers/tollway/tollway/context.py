@@ -13,6 +13,7 @@ class Principal:
     subject: str
     tenant: str
     scopes: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
 
     @property
     def key(self) -> str:

@@ -32,6 +32,8 @@ def run_dev(config_path: str | None, port: int) -> int:
     if http.allowed_hosts is None:
         # DNS rebinding defence: the local server answers only to loopback names.
         http = http.model_copy(update={"allowed_hosts": [f"{HOST}:*", "localhost:*", "[::1]:*"]})
+    if http.allowed_origins is None:
+        http = http.model_copy(update={"allowed_origins": [f"http://{HOST}:*", "http://localhost:*", "http://[::1]:*"]})
     config = config.model_copy(update={"http": http})
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     with contextlib.ExitStack() as stack:

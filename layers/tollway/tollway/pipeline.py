@@ -19,7 +19,17 @@ from tollway.errors import InvalidParams, MethodNotFound
 from tollway.protocol import constants as c
 from tollway.routing.router import LIST_METHODS, Router
 
-ROUTED_METHODS = ("tools/call", "prompts/get", "resources/read", "completion/complete")
+ROUTED_METHODS = (
+    "tools/call",
+    "prompts/get",
+    "resources/read",
+    "completion/complete",
+    "resources/subscribe",
+    "resources/unsubscribe",
+)
+LEGACY_ONLY = frozenset({"ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
+"""Removed at 2026-07-28: a stateless client gets 404 / -32601 for them."""
+MODERN_ONLY = frozenset({"server/discover"})
 RESOURCE_NOT_FOUND = -32002
 
 
@@ -38,7 +48,9 @@ class Pipeline:
     async def handle(self, ctx: RequestContext, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yield the notifications and the final JSON-RPC response for one request."""
         method, params, request_id = request["method"], request.get("params") or {}, request["id"]
-        if method in self._own and (method != "server/discover" or ctx.modern):
+        if method in (MODERN_ONLY if not ctx.modern else LEGACY_ONLY):
+            raise MethodNotFound(data={"method": method})
+        if method in self._own:
             result = await self._own[method](ctx, method, params)
             yield {"jsonrpc": "2.0", "id": request_id, "result": self._decorate(ctx, method, result)}
             return
@@ -60,7 +72,7 @@ class Pipeline:
     async def _discover(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
         return {
             "supportedVersions": list(c.MODERN_VERSIONS),
-            "capabilities": await self.capabilities(),
+            "capabilities": await self.capabilities(modern=True),
             "ttlMs": self.config.http.list_ttl_ms,
             "cacheScope": "private",
         }
@@ -78,13 +90,19 @@ class Pipeline:
         await self.router.broadcast(ctx, "logging/setLevel", {"level": level}, capability="logging")
         return {}
 
-    async def capabilities(self) -> dict[str, Any]:
-        """The union of what reachable upstreams offer (tools always: the gateway's core)."""
+    async def capabilities(self, modern: bool) -> dict[str, Any]:
+        """The union of what reachable upstreams offer (tools always: the gateway's core).
+
+        Resource subscriptions are relayed for 2025-era sessions only: at 2026-07-28 they moved
+        to `subscriptions/listen`, which the gateway does not serve yet."""
         infos = await self.router.reachable()
         offered = set().union(*(i.capabilities.keys() for i in infos.values())) if infos else set()
         caps: dict[str, Any] = {"tools": {"listChanged": False}}
         if "resources" in offered:
-            caps["resources"] = {"subscribe": False, "listChanged": False}
+            subscribe = not modern and any(
+                (i.capabilities.get("resources") or {}).get("subscribe") for i in infos.values()
+            )
+            caps["resources"] = {"subscribe": bool(subscribe), "listChanged": False}
         if "prompts" in offered:
             caps["prompts"] = {"listChanged": False}
         if "completions" in offered:
@@ -109,7 +127,7 @@ def _unknown(method: str, params: dict[str, Any]) -> InvalidParams:
         return InvalidParams(f"Unknown tool: {params.get('name')}")
     if method == "prompts/get":
         return InvalidParams(f"Unknown prompt: {params.get('name')}")
-    if method == "resources/read":
+    if method.startswith("resources/"):
         error = InvalidParams("Resource not found", data={"uri": params.get("uri")})
         error.code = RESOURCE_NOT_FOUND
         return error

@@ -115,7 +115,7 @@ class McpEndpoint:
         )
         result = {
             "protocolVersion": version,
-            "capabilities": await self.pipeline.capabilities(),
+            "capabilities": await self.pipeline.capabilities(modern=False),
             "serverInfo": self.pipeline.server_info,
             "instructions": f"Tools of {len(self.config.upstreams)} MCP servers, namespaced by server prefix.",
         }

@@ -58,7 +58,7 @@ class Incoming:
 def check_origin(request: Request, http: HttpConfig) -> None:
     """403 for a browser origin not allowed by config; 421 for a foreign Host where hosts are pinned."""
     origin = request.headers.get("origin")
-    if origin and not any(fnmatch.fnmatchcase(origin, p) for p in http.allowed_origins):
+    if origin and not any(fnmatch.fnmatchcase(origin, p) for p in http.allowed_origins or ()):
         raise ForbiddenOrigin()
     if http.allowed_hosts is not None:
         host = request.headers.get("host", "")
@@ -85,7 +85,9 @@ async def read_post(request: Request, http: HttpConfig) -> Incoming:
         try:
             version = _check_modern(request, message, kind)
         except GatewayError as error:
+            # Ladder rejections carry the request id and the 2026 status table's answer.
             error.request_id = message.get("id")
+            error.status = error.http_status(modern=True)
             raise
         return Incoming(message, kind, True, version, None, accepts_sse, _param_headers(request))
     version = request.headers.get(c.PROTOCOL_VERSION_HEADER)

@@ -139,7 +139,7 @@ class Router:
             found = self.namespace.resolve_name(str(params.get("name", "")))
             if found:
                 params["name"] = found[1]
-        elif method == "resources/read":
+        elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
             found = self.namespace.resolve_uri(str(params.get("uri", "")))
             if found:
                 params["uri"] = found[1]

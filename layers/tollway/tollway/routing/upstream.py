@@ -298,26 +298,38 @@ def _single_response(response: httpx.Response, request_id: Any) -> dict[str, Any
 
 
 def _parse_sse(text: str) -> list[dict[str, Any]]:
-    messages = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        data = "\n".join(line[5:].lstrip() for line in block.split("\n") if line.startswith("data:"))
-        if data:
-            decoded = json.loads(data)
-            if isinstance(decoded, dict):
-                messages.append(decoded)
-    return messages
+    lines = text.replace("\r\n", "\n").split("\n")
+    return [m for m in _sse_events(lines) if m is not None]
+
+
+def _sse_events(lines: Any) -> Any:
+    """Decode SSE lines into JSON-RPC messages; events without data (priming, keepalive) give None."""
+    data: list[str] = []
+    for line in [*lines, ""]:
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif line == "":
+            payload = "\n".join(data).strip()
+            data = []
+            if payload:
+                yield _decode_event(payload)
+
+
+def _decode_event(payload: str) -> dict[str, Any] | None:
+    try:
+        decoded = json.loads(payload)
+    except ValueError:
+        raise UpstreamError("Upstream returned an invalid event stream") from None
+    return decoded if isinstance(decoded, dict) else None
 
 
 async def _sse_messages(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
     data: list[str] = []
     async for line in response.aiter_lines():
         if line.startswith("data:"):
-            data.append(line[5:].lstrip())
-        elif line == "" and data:
-            try:
-                decoded = json.loads("\n".join(data))
-            except ValueError:
-                raise UpstreamError("Upstream returned an invalid event stream") from None
+            data.append(line[5:].removeprefix(" "))
+        elif line == "":
+            payload = "\n".join(data).strip()
             data = []
-            if isinstance(decoded, dict):
-                yield decoded
+            if payload and (message := _decode_event(payload)) is not None:
+                yield message
