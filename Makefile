@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed
 CONFIG ?= infra/gateway.example.yaml
 PORT ?= 8080
 # sam runs offline here: no telemetry, a region for validation, no credentials needed.
-SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
+# PYTHON: the layer build uses the venv's pip (an absolute path: sam runs make in a scratch copy).
+SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYTHON=$(CURDIR)/$(BIN)/python
 
-.PHONY: dev test lint unit functional e2e conformance lint-template build bench clean
+.PHONY: dev test lint unit functional e2e conformance conformance-install lint-template build bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +22,14 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/tollway dev --config $(CONFIG) --port $(PORT)
 
-test: $(STAMP) lint lint-template build
+test: $(STAMP) lint lint-template build conformance-install
 	$(BIN)/pytest -q
+
+conformance-install:
+	bash scripts/install_conformance.sh
+
+conformance: $(STAMP) conformance-install
+	$(BIN)/python scripts/conformance.py --serve-fixture
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,7 +47,10 @@ e2e: $(STAMP)
 lint-template: $(STAMP)
 	$(SAM_ENV) $(BIN)/sam validate --lint
 
-build: $(STAMP)
+layers/tollway/requirements.txt: pyproject.toml
+	$(BIN)/python scripts/sync_layer_requirements.py
+
+build: $(STAMP) layers/tollway/requirements.txt
 	$(SAM_ENV) $(BIN)/sam build
 	$(BIN)/python scripts/check_sam_build.py .aws-sam/build
 

@@ -1,6 +1,12 @@
-"""Lambda entry point for the MCP endpoint: Mangum over the same Starlette app `tollway dev` serves."""
+"""Lambda entry point for the MCP endpoint: Mangum over the same Starlette app `tollway dev` serves.
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
+X-Ray: the function is traced by Lambda (`Tracing: Active`). Powertools Tracer adds subsegments
+but imports the X-Ray SDK (~0.5 s of cold start), so it is wired in only when TOLLWAY_TRACER=on.
+"""
+
+import os
+from typing import Any
+
 from mangum import Mangum
 from tollway.config import load_config
 from tollway.http import create_app
@@ -13,5 +19,11 @@ _asgi = Mangum(app, lifespan="off")
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-def handler(event: dict, context: LambdaContext) -> dict:
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return _asgi(event, context)
+
+
+if os.environ.get("TOLLWAY_TRACER") == "on":
+    from aws_lambda_powertools import Tracer
+
+    handler = Tracer().capture_lambda_handler(handler)

@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -139,7 +140,8 @@ class TelemetryMiddleware:
                     "duration_ms": round(elapsed_ms, 2),
                 },
             )
-            metrics.add_metric(name="Requests", unit="Count", value=1)
-            metrics.add_metric(name="Latency", unit="Milliseconds", value=elapsed_ms)
-            if status >= 500:
-                metrics.add_metric(name="Errors", unit="Count", value=1)
+            if not is_metrics_disabled():
+                metrics.add_metric(name="Requests", unit="Count", value=1)
+                metrics.add_metric(name="Latency", unit="Milliseconds", value=elapsed_ms)
+                if status >= 500:
+                    metrics.add_metric(name="Errors", unit="Count", value=1)

@@ -128,7 +128,7 @@ class McpEndpoint:
         """JSON when the first thing the pipeline yields is the response; SSE when events come first."""
         first = await anext(stream)
         if _is_final(first, incoming.message["id"]):
-            await stream.aclose()
+            await _drain(stream)  # let the upstream exchange finish and release its connection
             return json_response(first, status=_status_of(first, ctx.modern))
         if not incoming.accepts_sse:
             final = await _drain(stream)

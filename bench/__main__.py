@@ -1,0 +1,106 @@
+"""`make bench`: the gateway's first-cut figures, all from one run.
+
+1. cold import of the Lambda handler module (median of fresh processes)
+2. warm in-process tools/call through the Lambda handler (p50/p99), both eras
+3. DynamoDB requests per tools/call and per tools/list (botocore events), both eras
+4. throughput on the local server vs calling the upstream directly (same client, same upstream)
+
+Timings are noisy on a shared machine: compare the ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLER = ROOT / "functions" / "gateway" / "app.py"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--imports", type=int, default=7, help="fresh processes for the import median")
+    parser.add_argument("--calls", type=int, default=300, help="warm handler calls per era")
+    parser.add_argument("--throughput-requests", type=int, default=600)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        POWERTOOLS_METRICS_DISABLED="true",
+        POWERTOOLS_LOG_LEVEL="WARNING",
+        TOLLWAY_TABLE="TollwayTable",
+    )
+    from examples.upstreams._serve import spawn
+
+    with spawn("examples.upstreams.finance") as finance_url, tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "gateway.yaml"
+        config_path.write_text(
+            f"resource: http://127.0.0.1:8080/mcp\nupstreams:\n  - name: finance\n    url: {finance_url}\n"
+        )
+        os.environ["TOLLWAY_CONFIG"] = str(config_path)
+        print("Tollway bench (one run; compare ratios, absolute times are machine-dependent)\n")
+        bench_import(args.imports)
+        from bench.handler import bench_handler
+
+        bench_handler(args.calls)
+        from bench.throughput import bench_throughput
+
+        asyncio.run(bench_throughput(finance_url, config_path, args.throughput_requests, args.concurrency))
+
+
+def bench_import(runs: int) -> None:
+    """Measured twice: in the dev venv (many extra packages: sam, moto, rich…) and in a venv with
+    only the layer's requirements, as on Lambda (same code, host CPU and Python)."""
+    runtime_python = _runtime_venv()
+    print("1. cold import of functions/gateway/app.py (config load + app build included)")
+    for label, python in (("layer-only venv", runtime_python), ("dev venv", Path(sys.executable))):
+        times = _import_times(python, runs)
+        print(
+            f"   {label:>15}: median {statistics.median(times):.0f} ms over {runs} fresh processes "
+            f"(min {min(times):.0f}, max {max(times):.0f})"
+        )
+    print("   goal: < 300 ms\n")
+
+
+def _runtime_venv() -> Path:
+    """A venv with exactly layers/tollway/requirements.txt + boto3, made once under .tollway/."""
+    venv = ROOT / ".tollway" / "bench-runtime-venv"
+    python = venv / "bin" / "python"
+    stamp = venv / ".requirements"
+    wanted = (ROOT / "layers" / "tollway" / "requirements.txt").read_text()
+    if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "layers/tollway/requirements.txt"), "boto3"],
+            check=True,
+        )
+        stamp.write_text(wanted)
+    return python
+
+
+def _import_times(python: Path, runs: int) -> list[float]:
+    code = (
+        "import time, importlib.util as u\n"
+        "t = time.perf_counter()\n"
+        f"s = u.spec_from_file_location('gateway_app', {str(HANDLER)!r})\n"
+        "m = u.module_from_spec(s); s.loader.exec_module(m)\n"
+        "print((time.perf_counter() - t) * 1000)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "tollway"), "PYDANTIC_DISABLE_PLUGINS": "__all__"}
+    times = []
+    for _ in range(runs):
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+    return times
+
+
+if __name__ == "__main__":
+    main()

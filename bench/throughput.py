@@ -1,0 +1,100 @@
+"""Local-server throughput: the same client and upstream, direct vs through `tollway dev`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.__main__ import ROOT
+
+MODERN = "2026-07-28"
+
+
+async def bench_throughput(upstream_url: str, config_path: Path, requests: int, concurrency: int) -> None:
+    port = _free_port()
+    env = {**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollway.cli", "dev", "--config", str(config_path), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    gateway_url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await _wait_healthy(client, f"http://127.0.0.1:{port}/healthz")
+            direct = await _run(client, upstream_url, "validate_transaction", requests, concurrency)
+            gateway = await _run(client, gateway_url, "finance__validate_transaction", requests, concurrency)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print(f"4. throughput, 2026-07-28 tools/call, {requests} requests, {concurrency} concurrent (httpx client)")
+    print(f"   direct to upstream: {direct:.0f} calls/s")
+    print(f"   through gateway:    {gateway:.0f} calls/s  ({gateway / direct:.2f}x of direct)")
+
+
+async def _run(client: httpx.AsyncClient, url: str, tool: str, n: int, concurrency: int) -> float:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": tool,
+            "arguments": {"card_number": "4242424242424242", "amount": 12.5},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": MODERN,
+        "mcp-method": "tools/call",
+        "mcp-name": tool,
+    }
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            reply = await client.post(url, json=body, headers=headers)
+            assert reply.status_code == 200 and "error" not in reply.text[:200], reply.text[:300]
+
+    await worker_warmup(client, url, body, headers)
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return n / (time.perf_counter() - start)
+
+
+async def worker_warmup(client: httpx.AsyncClient, url: str, body: dict, headers: dict) -> None:
+    for _ in range(5):
+        await client.post(url, json=body, headers=headers)
+
+
+async def _wait_healthy(client: httpx.AsyncClient, url: str) -> None:
+    for _ in range(300):
+        try:
+            if (await client.get(url)).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("gateway did not become healthy")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,104 @@
+"""The official MCP conformance suite, run against the fixture upstream directly and through
+the gateway: the gateway must pass every scored scenario the upstream passes by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from examples.upstreams._serve import spawn
+
+pytestmark = [pytest.mark.e2e, pytest.mark.conformance]
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = ROOT / ".tools" / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance"
+REVISIONS = ("2025-11-25", "2026-07-28")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _run_suite(url: str, out: Path) -> dict:
+    subprocess.run(
+        [sys.executable, "scripts/conformance.py", "--url", url, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return json.loads(out.read_text())
+
+
+def _scored(report: dict, revision: str) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in report["sets"][revision]["scenarios"] if s["scored"]}
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    if not (SUITE / "package.json").exists():
+        pytest.fail("conformance suite not installed: run scripts/install_conformance.sh (make test does)")
+    tmp = tmp_path_factory.mktemp("conformance")
+    with spawn("tests.fixtures.conformance_upstream") as upstream_url:
+        direct = _run_suite(upstream_url, tmp / "direct.json")
+        port = _free_port()
+        config = tmp / "gateway.yaml"
+        config.write_text(
+            f"resource: http://127.0.0.1:{port}/mcp\n"
+            "auth: {allow_anonymous: true}\n"
+            f"upstreams:\n  - name: fixture\n    url: {upstream_url}\n    prefix: ''\n"
+        )
+        env = {**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING"}
+        env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "tollway.cli", "dev", "--config", str(config), "--port", str(port)],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_healthy(f"http://127.0.0.1:{port}/healthz", gateway)
+            through = _run_suite(f"http://127.0.0.1:{port}/mcp", tmp / "gateway.json")
+        finally:
+            gateway.terminate()
+            gateway.wait(timeout=15)
+    return direct, through
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"gateway exited with {proc.returncode} before it was healthy")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail("gateway did not become healthy within 60 s")
+
+
+@pytest.mark.parametrize("revision", REVISIONS)
+def test_gateway_passes_every_scored_scenario_its_upstream_passes(reports: tuple[dict, dict], revision: str) -> None:
+    direct, through = reports
+    direct_scored, gateway_scored = _scored(direct, revision), _scored(through, revision)
+    passed_directly = {name for name, status in direct_scored.items() if status == "passed"}
+    lost = sorted(name for name in passed_directly if gateway_scored.get(name) != "passed")
+    print(
+        f"\nconformance {revision}: direct {len(passed_directly)}/{len(direct_scored)} passed, "
+        f"through gateway {sum(s == 'passed' for s in gateway_scored.values())}/{len(gateway_scored)} passed"
+    )
+    assert passed_directly, "the fixture upstream passed nothing: the suite did not run"
+    assert lost == [], f"scenarios that pass directly but fail through the gateway: {lost}"
