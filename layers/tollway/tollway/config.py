@@ -115,7 +115,7 @@ class HttpConfig(Strict):
 
 class SessionsConfig(Strict):
     ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
-    """Lifetime of a 2025-era session after its last renewal."""
+    """Lifetime of a 2025-era session; a session in use is renewed once half of it has passed."""
 
 
 class DevConfig(Strict):

@@ -99,7 +99,7 @@ class SessionRequired(GatewayError):
 
 
 class SessionNotFound(GatewayError):
-    status, code, message = 404, c.CONNECTION_CLOSED, "Session not found"
+    status, code, message = 404, c.INVALID_REQUEST, "Session not found"
 
 
 class UnsupportedVersion(GatewayError):

@@ -42,9 +42,8 @@ def create_app(config: GatewayConfig, *, store: SessionStore | None = None, stre
         return JSONResponse({"status": "ok"})
 
     routes = [
-        Route("/mcp", endpoint.post, methods=["POST"]),
-        Route("/mcp", endpoint.get, methods=["GET"]),
-        Route("/mcp", endpoint.delete, methods=["DELETE"]),
+        # Every method on one route, so refusals (405 with the right Allow) are JSON-RPC answers too.
+        Route("/mcp", endpoint.handle, methods=["GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"]),
         Route("/.well-known/oauth-protected-resource", metadata, methods=["GET"]),
         Route("/.well-known/oauth-protected-resource/mcp", metadata, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -56,6 +56,11 @@ class Pipeline:
             return
         if method not in ROUTED_METHODS:
             raise MethodNotFound(data={"method": method})
+        key = {"tools/call": "name", "prompts/get": "name"}.get(
+            method, "uri" if method.startswith("resources/") else None
+        )
+        if key is not None and not isinstance(params.get(key), str):
+            raise InvalidParams(f"params.{key} must be a string")
         routed = self.router.resolve(method, params)
         if routed is None:
             raise _unknown(method, params)
@@ -72,7 +77,7 @@ class Pipeline:
     async def _discover(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
         return {
             "supportedVersions": list(c.MODERN_VERSIONS),
-            "capabilities": await self.capabilities(modern=True),
+            "capabilities": await self.capabilities(),
             "ttlMs": self.config.http.list_ttl_ms,
             "cacheScope": "private",
         }
@@ -90,19 +95,17 @@ class Pipeline:
         await self.router.broadcast(ctx, "logging/setLevel", {"level": level}, capability="logging")
         return {}
 
-    async def capabilities(self, modern: bool) -> dict[str, Any]:
+    async def capabilities(self) -> dict[str, Any]:
         """The union of what reachable upstreams offer (tools always: the gateway's core).
 
-        Resource subscriptions are relayed for 2025-era sessions only: at 2026-07-28 they moved
-        to `subscriptions/listen`, which the gateway does not serve yet."""
+        `resources.subscribe` is not advertised: a subscribe request is forwarded to the upstream
+        that owns the URI (2025 era), but update notifications need a standalone stream the
+        gateway does not open yet."""
         infos = await self.router.reachable()
         offered = set().union(*(i.capabilities.keys() for i in infos.values())) if infos else set()
         caps: dict[str, Any] = {"tools": {"listChanged": False}}
         if "resources" in offered:
-            subscribe = not modern and any(
-                (i.capabilities.get("resources") or {}).get("subscribe") for i in infos.values()
-            )
-            caps["resources"] = {"subscribe": bool(subscribe), "listChanged": False}
+            caps["resources"] = {"subscribe": False, "listChanged": False}
         if "prompts" in offered:
             caps["prompts"] = {"listChanged": False}
         if "completions" in offered:

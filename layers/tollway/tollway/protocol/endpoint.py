@@ -34,7 +34,8 @@ from tollway.routing.router import Router
 from tollway.store.sessions import Session, SessionStore
 from tollway.telemetry import logger
 
-ALLOW = "POST, DELETE"
+ALLOW_LEGACY = "POST, DELETE"
+ALLOW_MODERN = "POST"
 
 
 class McpEndpoint:
@@ -95,6 +96,11 @@ class McpEndpoint:
         # A session of another principal is answered exactly like a missing one.
         if session is None or not session.owned_by(principal.tenant, principal.subject):
             raise SessionNotFound()
+        ttl = self.config.sessions.ttl_seconds
+        if session.expires_at - time.time() < ttl / 2:
+            # Renew a used session once half its lifetime is gone: one write per half-TTL, not per call.
+            session.expires_at = int(time.time()) + ttl
+            self.store.renew(session.id, session.expires_at)
         return session
 
     async def _initialize(self, incoming: Incoming, principal: Principal) -> Response:
@@ -115,7 +121,7 @@ class McpEndpoint:
         )
         result = {
             "protocolVersion": version,
-            "capabilities": await self.pipeline.capabilities(modern=False),
+            "capabilities": await self.pipeline.capabilities(),
             "serverInfo": self.pipeline.server_info,
             "instructions": f"Tools of {len(self.config.upstreams)} MCP servers, namespaced by server prefix.",
         }
@@ -139,16 +145,17 @@ class McpEndpoint:
             headers={"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"},
         )
 
-    # --- GET / DELETE ---------------------------------------------------------------------------
-    async def get(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self.post(request)
         check_origin(request, self.config.http)
-        # No standalone server stream: nothing is pushed outside a request.
-        raise MethodNotAllowed(headers={"allow": ALLOW})
+        if request.method == "DELETE" and not is_modern(request):
+            return await self.delete(request)
+        # GET included: there is no standalone server stream, nothing is pushed outside a request.
+        raise MethodNotAllowed(headers={"allow": ALLOW_MODERN if is_modern(request) else ALLOW_LEGACY})
 
+    # --- DELETE ---------------------------------------------------------------------------------
     async def delete(self, request: Request) -> Response:
-        check_origin(request, self.config.http)
-        if is_modern(request):
-            raise MethodNotAllowed(headers={"allow": "POST"})
         principal: Principal = request.scope.get("principal", ANONYMOUS)
         session = self._session(request.headers.get(c.SESSION_ID_HEADER), principal)
         await self.router.close(RequestContext(principal, False, session.protocol_version, session=session))

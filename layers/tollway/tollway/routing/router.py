@@ -166,7 +166,7 @@ class Router:
         upstream = self.upstreams[name]
         info = await self.info(name)
         message = {"jsonrpc": "2.0", "id": next_request_id(), "method": method, "params": dict(params)}
-        publish = _publisher(self, upstream.config, method)
+        publish = _Publisher(self, upstream.config, method)
         if info.modern and (ctx.modern or not info.legacy):
             message["params"]["_meta"] = {**(params.get("_meta") or {}), **self._envelope(ctx)}
             stream = upstream.exchange(
@@ -303,35 +303,38 @@ class Router:
 
 
 # --- helpers -----------------------------------------------------------------------------------
-def _to_client(
-    item: dict[str, Any], upstream_id: Any, client_id: Any, publish: Callable[[dict[str, Any]], dict[str, Any]]
-) -> dict[str, Any]:
+def _to_client(item: dict[str, Any], upstream_id: Any, client_id: Any, publish: _Publisher) -> dict[str, Any]:
     if "method" not in item and item.get("id") == upstream_id:
         item = {**item, "id": client_id}
         if isinstance(item.get("result"), dict):
             item["result"] = publish(item["result"])
+        error = item.get("error")
+        if isinstance(error, dict) and isinstance(error.get("data"), dict) and "uri" in error["data"]:
+            # e.g. "Resource not found" names the URI: answer with the one the client sent.
+            item["error"] = {**error, "data": {**error["data"], "uri": publish.uri(error["data"]["uri"])}}
     return item
 
 
-def _publisher(router: Router, upstream: UpstreamConfig, method: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Map upstream resource URIs in a result back to their public (namespaced) form."""
+class _Publisher:
+    """Maps upstream resource URIs in a result (or an error) back to their public form."""
 
-    def public_uri(uri: Any) -> Any:
+    def __init__(self, router: Router, upstream: UpstreamConfig, method: str) -> None:
+        self.router, self.upstream, self.method = router, upstream, method
+
+    def uri(self, uri: Any) -> Any:
         if isinstance(uri, str):
-            return router.namespace.public_uri(upstream, uri) or uri
+            return self.router.namespace.public_uri(self.upstream, uri) or uri
         return uri
 
-    def publish(result: dict[str, Any]) -> dict[str, Any]:
-        if method == "resources/read":
+    def __call__(self, result: dict[str, Any]) -> dict[str, Any]:
+        if self.method == "resources/read":
             contents = [
-                {**x, "uri": public_uri(x.get("uri"))} for x in result.get("contents") or [] if isinstance(x, dict)
+                {**x, "uri": self.uri(x.get("uri"))} for x in result.get("contents") or [] if isinstance(x, dict)
             ]
             return {**result, "contents": contents}
-        if method in ("tools/call", "prompts/get"):
-            return _map_content_uris(result, public_uri)
+        if self.method in ("tools/call", "prompts/get"):
+            return _map_content_uris(result, self.uri)
         return result
-
-    return publish
 
 
 def _map_content_uris(result: dict[str, Any], public_uri: Callable[[Any], Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ DynamoDB deletes expired items lazily, so reads also check `expires_at` themselv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -51,6 +52,7 @@ class Session:
 class SessionStore(Protocol):
     def create(self, session: Session) -> None: ...
     def get(self, session_id: str) -> Session | None: ...
+    def renew(self, session_id: str, expires_at: int) -> None: ...
     def delete(self, session_id: str) -> None: ...
     def add_upstream(self, session_id: str, upstream: str, value: UpstreamSession, replacing: str | None) -> bool:
         """Record `value`; False if another value than `replacing` is already recorded (caller re-reads)."""
@@ -73,6 +75,10 @@ class MemorySessionStore:
     def get(self, session_id: str) -> Session | None:
         session = self.sessions.get(session_id)
         return session if session is not None and session.expires_at > time.time() else None
+
+    def renew(self, session_id: str, expires_at: int) -> None:
+        if session_id in self.sessions:
+            self.sessions[session_id].expires_at = expires_at
 
     def delete(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
@@ -140,6 +146,17 @@ class DynamoSessionStore:
             expires_at=int(item["expires_at"]["N"]),
             upstreams={k: UpstreamSession.from_item(v) for k, v in item.get("ups", {}).get("M", {}).items()},
         )
+
+    def renew(self, session_id: str, expires_at: int) -> None:
+        with contextlib.suppress(_ConditionFailed):  # deleted meanwhile: the next request finds it gone
+            self._call(
+                "update_item",
+                Key=self._session_key(session_id),
+                UpdateExpression="SET expires_at = :e",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":e": {"N": str(expires_at)}},
+                conditional=True,
+            )
 
     def delete(self, session_id: str) -> None:
         self._call("delete_item", Key=self._session_key(session_id))
