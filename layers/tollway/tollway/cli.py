@@ -17,16 +17,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--config", help="gateway.yaml path (default: $TOLLWAY_CONFIG or gateway.yaml)")
     dev.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
 
+    token = commands.add_parser("token", help="print a token the dev gateway accepts (dev signing key)")
+    token.add_argument("--sub", required=True, help="subject (user or agent id)")
+    token.add_argument("--tenant", required=True, help="tenant id")
+    token.add_argument("--scope", default="", help='space-separated scopes, e.g. "tools:read finance"')
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument("--config", help="gateway.yaml whose resource is the audience (default as `dev`)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "dev":
             from tollway.dev import run_dev
 
             return run_dev(config_path=args.config, port=args.port)
+        if args.command == "token":
+            return print_token(args)
     except ConfigError as exc:
         print(f"tollway: {exc}", file=sys.stderr)
         return 2
     return 1
+
+
+def print_token(args: argparse.Namespace) -> int:
+    from tollway.auth.dev import mint, signing_key
+    from tollway.config import load_config
+
+    if args.ttl <= 0 or args.ttl > 7 * 86400:
+        print("tollway: --ttl must be between 1 and 604800 seconds", file=sys.stderr)
+        return 2
+    config = load_config(args.config)
+    print(
+        mint(
+            signing_key(),
+            subject=args.sub,
+            tenant=args.tenant,
+            audience=config.audience,
+            tenant_claim=config.auth.tenant_claim,
+            scopes=args.scope,
+            ttl=args.ttl,
+        )
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -69,6 +69,27 @@ class AuthConfig(Strict):
         return value
 
 
+class UpstreamAuth(Strict):
+    """How the gateway authenticates to an upstream. The caller's token is never forwarded."""
+
+    type: Literal["none", "header", "bearer", "oauth_client_credentials"] = "none"
+    secret: str | None = None
+    """AWS Secrets Manager secret id. `header`/`bearer`: the secret string is the value sent;
+    `oauth_client_credentials`: a JSON object with `client_id` and `client_secret`."""
+    header: str = "Authorization"
+    """Header name for `type: header` (e.g. `X-Api-Key`)."""
+    token_url: str | None = None
+    scope: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> UpstreamAuth:
+        if self.type != "none" and not self.secret:
+            raise ValueError(f"auth.type {self.type!r} needs auth.secret (a Secrets Manager secret id)")
+        if self.type == "oauth_client_credentials" and not self.token_url:
+            raise ValueError("auth.type 'oauth_client_credentials' needs auth.token_url")
+        return self
+
+
 class UpstreamConfig(Strict):
     name: Annotated[str, Field(pattern=_PREFIX_RE.pattern)]
     url: str
@@ -80,6 +101,9 @@ class UpstreamConfig(Strict):
     timeout_seconds: Annotated[float, Field(gt=0, le=900)] = 25.0
     headers: dict[str, str] = Field(default_factory=dict)
     """Static, non-secret headers sent to this upstream."""
+    auth: UpstreamAuth = Field(default_factory=UpstreamAuth)
+    identity_headers: bool = False
+    """Send the caller's tenant and subject as `X-Tollway-Tenant` / `X-Tollway-Subject` (not secrets)."""
 
     @field_validator("url")
     @classmethod
@@ -123,6 +147,38 @@ class DevConfig(Strict):
     """`tollway dev` only: upstream name -> Python module started on the upstream URL's port."""
 
 
+Patterns = list[str]
+"""Glob patterns (`*`, `?`, `[…]`) on public names: `finance__*`, `support+support://policies/*`."""
+
+
+class AccessRule(Strict):
+    """Extra requirements for the items `match` selects: every scope, and one of the roles."""
+
+    match: Annotated[Patterns, Field(min_length=1)]
+    scopes: list[str] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)
+
+
+class VirtualServer(Strict):
+    """A curated subset of the gateway's tools, resources and prompts, shown to a tenant."""
+
+    tools: Patterns = Field(default_factory=lambda: ["*"])
+    resources: Patterns = Field(default_factory=lambda: ["*"])
+    prompts: Patterns = Field(default_factory=lambda: ["*"])
+    description: str | None = None
+
+
+class TenantPolicy(Strict):
+    upstreams: list[str] | None = None
+    """Upstreams this tenant may reach (default: all)."""
+    tools: Patterns = Field(default_factory=lambda: ["*"])
+    resources: Patterns = Field(default_factory=lambda: ["*"])
+    prompts: Patterns = Field(default_factory=lambda: ["*"])
+    virtual_server: str | None = None
+    """Narrow everything above to a named `virtual_servers` entry."""
+    rules: list[AccessRule] = Field(default_factory=list)
+
+
 class GatewayConfig(Strict):
     resource: str
     """The gateway's canonical URL (`https://…/mcp`); the default token audience."""
@@ -132,6 +188,23 @@ class GatewayConfig(Strict):
     http: HttpConfig = Field(default_factory=HttpConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     dev: DevConfig = Field(default_factory=DevConfig)
+    tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
+    """Authorization per tenant; key `*` applies to tenants not listed. No entries: every
+    authenticated caller may use everything. Entries but none for a tenant: it sees nothing."""
+    virtual_servers: dict[str, VirtualServer] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> GatewayConfig:
+        names = {u.name for u in self.upstreams}
+        for tenant, policy in self.tenants.items():
+            for name in policy.upstreams or []:
+                if name not in names:
+                    raise ValueError(f"tenants.{tenant}.upstreams names unknown upstream {name!r}")
+            if policy.virtual_server and policy.virtual_server not in self.virtual_servers:
+                raise ValueError(
+                    f"tenants.{tenant}.virtual_server names unknown virtual server {policy.virtual_server!r}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _no_collisions(self) -> GatewayConfig:

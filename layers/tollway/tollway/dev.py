@@ -17,6 +17,11 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tollway.auth.dev import DEV_ISSUER, jwk_set, jwks, signing_key
 from tollway.config import load_config
 from tollway.errors import ConfigError
 
@@ -35,6 +40,21 @@ def run_dev(config_path: str | None, port: int) -> int:
     if http.allowed_origins is None:
         http = http.model_copy(update={"allowed_origins": [f"http://{HOST}:*", "http://localhost:*", "http://[::1]:*"]})
     config = config.model_copy(update={"http": http})
+    dev_keys, extra_routes, token_hint = None, [], None
+    if not config.auth.allow_anonymous and config.auth.issuer in (None, DEV_ISSUER):
+        # No issuer configured: trust the local dev issuer (its key made once in .tollway/).
+        key = signing_key()
+        config = config.model_copy(update={"auth": config.auth.model_copy(update={"issuer": DEV_ISSUER})})
+        dev_keys = jwk_set(key)
+        document = jwks(key)
+
+        async def serve_jwks(request: Request) -> Response:
+            return JSONResponse(document)
+
+        extra_routes = [Route("/.well-known/jwks.json", serve_jwks, methods=["GET"])]
+        token_hint = f"{sys.executable} -m tollway.cli token --sub alice --tenant acme" + (
+            f" --config {config_path}" if config_path else ""
+        )
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     with contextlib.ExitStack() as stack:
         table = stack.enter_context(dynamodb())
@@ -42,10 +62,18 @@ def run_dev(config_path: str | None, port: int) -> int:
             stack.enter_context(launch_upstream(module, config.upstream(name).url))
         from tollway.http import create_app
 
-        app = create_app(config, streaming=True)
+        app = create_app(config, streaming=True, dev_keys=dev_keys, extra_routes=extra_routes)
         print(f"Tollway gateway: http://{HOST}:{port}/mcp", flush=True)
         print(f"  upstreams: {', '.join(f'{u.name} ({u.url})' for u in config.upstreams)}", flush=True)
         print(f"  DynamoDB:  {table}", flush=True)
+        if token_hint:
+            print(f"  auth:      dev issuer {DEV_ISSUER!r} (JWKS at http://{HOST}:{port}/.well-known/jwks.json)")
+            print(f"  token:     {token_hint}", flush=True)
+            print("             send it as 'Authorization: Bearer <token>'", flush=True)
+        elif config.auth.allow_anonymous:
+            print("  auth:      OFF (auth.allow_anonymous)", flush=True)
+        else:
+            print(f"  auth:      issuer {config.auth.issuer}", flush=True)
         uvicorn.run(app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=2)
     return 0
 

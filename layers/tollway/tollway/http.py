@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from jwt import PyJWKSet
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -21,17 +22,29 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tollway.auth.dev import DEV_ISSUER
+from tollway.auth.middleware import AuthMiddleware
+from tollway.auth.verifier import TokenVerifier
 from tollway.config import GatewayConfig
-from tollway.errors import GatewayError, InternalError
+from tollway.errors import ConfigError, GatewayError, InternalError
 from tollway.protocol.endpoint import McpEndpoint, error_response
 from tollway.routing.router import Router
 from tollway.store.sessions import DynamoSessionStore, SessionStore
 from tollway.telemetry import logger, metrics
 
 
-def create_app(config: GatewayConfig, *, store: SessionStore | None = None, streaming: bool | None = None) -> Starlette:
+def create_app(
+    config: GatewayConfig,
+    *,
+    store: SessionStore | None = None,
+    streaming: bool | None = None,
+    dev_keys: PyJWKSet | None = None,
+    extra_routes: list[Route] | None = None,
+) -> Starlette:
+    """The gateway as an ASGI app. `dev_keys` is passed only by `tollway dev` (the dev issuer)."""
     if streaming is None:
         streaming = config.http.streaming if config.http.streaming is not None else not _on_lambda()
+    verifier = build_verifier(config, dev_keys)
     store = store if store is not None else DynamoSessionStore()
     endpoint = McpEndpoint(config, store, Router(config, store), streaming=streaming)
 
@@ -47,8 +60,13 @@ def create_app(config: GatewayConfig, *, store: SessionStore | None = None, stre
         Route("/.well-known/oauth-protected-resource", metadata, methods=["GET"]),
         Route("/.well-known/oauth-protected-resource/mcp", metadata, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *(extra_routes or []),
     ]
-    middleware = [Middleware(TelemetryMiddleware), Middleware(ErrorMiddleware)]
+    middleware = [
+        Middleware(TelemetryMiddleware),
+        Middleware(ErrorMiddleware),
+        Middleware(AuthMiddleware, config=config, verifier=verifier),
+    ]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.config = config
     app.state.endpoint = endpoint
@@ -57,12 +75,37 @@ def create_app(config: GatewayConfig, *, store: SessionStore | None = None, stre
 
 def protected_resource_metadata(config: GatewayConfig) -> dict[str, Any]:
     """RFC 9728 metadata for the MCP endpoint."""
+    auth = config.auth
     return {
         "resource": config.resource,
-        "authorization_servers": [config.auth.issuer] if config.auth.issuer else [],
+        "authorization_servers": [auth.issuer] if auth.issuer else [],
         "bearer_methods_supported": ["header"],
-        "scopes_supported": [],
+        "scopes_supported": auth.scopes_supported if auth.scopes_supported is not None else auth.required_scopes,
+        "resource_name": config.name,
     }
+
+
+def build_verifier(config: GatewayConfig, dev_keys: PyJWKSet | None) -> TokenVerifier | None:
+    """Fail closed: a gateway without a usable issuer refuses to start, unless anonymous access
+    is asked for in so many words."""
+    auth = config.auth
+    if auth.issuer == DEV_ISSUER:
+        if dev_keys is None:
+            raise ConfigError(
+                f"auth.issuer {DEV_ISSUER!r} is the local development issuer: only `tollway dev` accepts it"
+            )
+        return TokenVerifier(auth, config.audience, jwks=dev_keys)
+    if auth.issuer:
+        if not auth.jwks_url:
+            raise ConfigError("auth.jwks_url is required when auth.issuer is set")
+        return TokenVerifier(auth, config.audience)
+    if auth.allow_anonymous:
+        logger.warning("authentication is disabled by auth.allow_anonymous")
+        return None
+    raise ConfigError(
+        "auth.issuer and auth.jwks_url are required (authentication fails closed); "
+        "set auth.allow_anonymous: true only for local experiments"
+    )
 
 
 def _on_lambda() -> bool:

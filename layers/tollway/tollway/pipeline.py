@@ -3,8 +3,10 @@
 Methods the gateway answers itself (discovery, lists, ping) are handled here; methods
 that name a tool, prompt or resource go through the pipeline stages to one upstream:
 
-    resolve name -> [authorize -> quota -> validate -> mask request]   (later stages)
+    resolve name -> authorize -> [quota -> validate -> mask request]   (later stages)
     -> upstream call -> [mask + shape response -> audit + usage]
+
+Lists are filtered by the same authorization decision as calls.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tollway import __version__
 from tollway.config import GatewayConfig
 from tollway.context import RequestContext
 from tollway.errors import InvalidParams, MethodNotFound
+from tollway.policy.authorization import Authorizer, Kind
 from tollway.protocol import constants as c
 from tollway.routing.router import LIST_METHODS, Router
 
@@ -38,6 +41,7 @@ class Pipeline:
         self.config = config
         self.router = router
         self.server_info = {"name": config.name, "version": __version__}
+        self.authorizer = Authorizer(config)
         self._own: dict[str, Callable[[RequestContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "ping": self._ping,
             "server/discover": self._discover,
@@ -65,6 +69,9 @@ class Pipeline:
         if routed is None:
             raise _unknown(method, params)
         upstream, upstream_params = routed
+        kind, public_name = _policy_subject(method, params)
+        if not self.authorizer.allows(ctx.principal, kind, upstream, public_name):
+            raise _unknown(method, params)  # indistinguishable from a name no upstream has
         async for item in self.router.call(ctx, upstream, method, upstream_params, request_id):
             if "method" not in item and isinstance(item.get("result"), dict):
                 item = {**item, "result": self._decorate(ctx, method, item["result"])}
@@ -83,7 +90,10 @@ class Pipeline:
         }
 
     async def _list(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        result = await self.router.list(ctx, method, params.get("cursor"))
+        def visible(kind: str, upstream: str, public_name: str) -> bool:
+            return self.authorizer.allows(ctx.principal, kind, upstream, public_name)  # type: ignore[arg-type]
+
+        result = await self.router.list(ctx, method, params.get("cursor"), visible)
         if ctx.modern:
             result.update(ttlMs=self.config.http.list_ttl_ms, cacheScope="private")
         return result
@@ -122,6 +132,20 @@ class Pipeline:
         result.setdefault("resultType", "complete")
         result["_meta"] = {**(result.get("_meta") or {}), c.META_SERVER_INFO: self.server_info}
         return result
+
+
+def _policy_subject(method: str, params: dict[str, Any]) -> tuple[Kind, str]:
+    """What a routed request touches, as the policy names it: (kind, public name)."""
+    if method == "tools/call":
+        return "tools", params["name"]
+    if method == "prompts/get":
+        return "prompts", params["name"]
+    if method == "completion/complete":
+        ref = params.get("ref") or {}
+        if ref.get("type") == "ref/prompt":
+            return "prompts", str(ref.get("name", ""))
+        return "resources", str(ref.get("uri", ""))
+    return "resources", params["uri"]
 
 
 def _unknown(method: str, params: dict[str, Any]) -> InvalidParams:

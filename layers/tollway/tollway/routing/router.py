@@ -30,8 +30,12 @@ LIST_METHODS = {
     "resources/list": ("resources", "resources"),
     "resources/templates/list": ("resourceTemplates", "resources"),
 }
-"""List method -> (result key, capability an upstream must have)."""
+"""List method -> (result key, capability an upstream must have, also the policy's kind)."""
 
+Visible = Callable[[str, str, str], bool]
+"""(kind, upstream name, public name) -> whether the caller may see the item."""
+
+_NAME_FIELD = {"tools": "name", "prompts": "name", "resources": "uri", "resourceTemplates": "uriTemplate"}
 _ENVELOPE_KEYS = (c.META_PROTOCOL_VERSION, c.META_CLIENT_INFO, c.META_CLIENT_CAPABILITIES)
 SERVER_REQUEST_ID_PREFIX = "tw:"
 
@@ -70,7 +74,7 @@ class Router:
         return infos
 
     # --- lists ----------------------------------------------------------------------------------
-    async def list(self, ctx: RequestContext, method: str, cursor: Any) -> dict[str, Any]:
+    async def list(self, ctx: RequestContext, method: str, cursor: Any, visible: Visible) -> dict[str, Any]:
         key, capability = LIST_METHODS[method]
         if cursor is None:
             infos = await self.reachable()
@@ -94,7 +98,7 @@ class Router:
             upstream = self.upstreams[name].config
             for item in page.get(key) or []:
                 public = self._publish(upstream, key, item)
-                if public is not None:
+                if public is not None and visible(capability, name, public[_NAME_FIELD[key]]):
                     items.append(public)
             if isinstance(page.get("nextCursor"), str):
                 next_state[name] = page["nextCursor"]
@@ -119,11 +123,10 @@ class Router:
         if not isinstance(item, dict):
             return None
         item = dict(item)
+        field = _NAME_FIELD[key]
         if key in ("tools", "prompts"):
-            public = self.namespace.public_name(upstream, str(item.get("name", "")))
-            field = "name"
+            public = self.namespace.public_name(upstream, str(item.get(field, "")))
         else:
-            field = "uri" if key == "resources" else "uriTemplate"
             public = self.namespace.public_uri(upstream, str(item.get(field, "")))
         if public is None:
             logger.warning("item withheld: name cannot be mounted", extra={"upstream": upstream.name, "kind": key})
@@ -167,10 +170,18 @@ class Router:
         info = await self.info(name)
         message = {"jsonrpc": "2.0", "id": next_request_id(), "method": method, "params": dict(params)}
         publish = _Publisher(self, upstream.config, method)
+        identity = (
+            {"x-tollway-tenant": ctx.principal.tenant, "x-tollway-subject": ctx.principal.subject}
+            if upstream.config.identity_headers
+            else {}
+        )
         if info.modern and (ctx.modern or not info.legacy):
             message["params"]["_meta"] = {**(params.get("_meta") or {}), **self._envelope(ctx)}
             stream = upstream.exchange(
-                message, protocol_version=c.LATEST_MODERN_VERSION, modern=True, extra_headers=ctx.forward_headers
+                message,
+                protocol_version=c.LATEST_MODERN_VERSION,
+                modern=True,
+                extra_headers={**ctx.forward_headers, **identity},
             )
             async for item in stream:
                 yield _to_client(item, message["id"], request_id, publish)
@@ -184,7 +195,10 @@ class Router:
             session = await self._legacy_session(ctx, name, stale=stale)
             try:
                 async for item in upstream.exchange(
-                    message, session=session.session_id, protocol_version=session.protocol_version
+                    message,
+                    session=session.session_id,
+                    protocol_version=session.protocol_version,
+                    extra_headers=identity,
                 ):
                     if "method" in item and "id" in item:
                         relayed = await self._server_request(ctx, name, item, session)

@@ -21,6 +21,7 @@ from tollway.config import UpstreamConfig
 from tollway.errors import UpstreamError
 from tollway.protocol import constants as c
 from tollway.protocol.headers import encode_header_value
+from tollway.routing.credentials import UpstreamCredentials
 from tollway.telemetry import logger
 
 _ids = itertools.count(1)
@@ -68,6 +69,12 @@ class Upstream:
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
         self.name = config.name
+        self.credentials = UpstreamCredentials(config)
+
+    async def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """What every request to this upstream carries: config headers, then the gateway's own
+        credentials for it. Nothing from the caller's request except what `extra` names."""
+        return {**self.config.headers, **(extra or {}), **await self.credentials.headers()}
 
     async def exchange(
         self,
@@ -85,8 +92,7 @@ class Upstream:
         headers = {
             "accept": f"{c.CONTENT_TYPE_JSON}, {c.CONTENT_TYPE_SSE}",
             "content-type": c.CONTENT_TYPE_JSON,
-            **self.config.headers,
-            **(extra_headers or {}),
+            **await self._headers(extra_headers),
         }
         if protocol_version:
             headers[c.PROTOCOL_VERSION_HEADER] = protocol_version
@@ -145,15 +151,25 @@ class Upstream:
             await self.notify(reply, **kwargs)
 
     async def delete_session(self, session: str, protocol_version: str) -> None:
-        headers = {c.SESSION_ID_HEADER: session, c.PROTOCOL_VERSION_HEADER: protocol_version, **self.config.headers}
         try:
+            headers = {
+                c.SESSION_ID_HEADER: session,
+                c.PROTOCOL_VERSION_HEADER: protocol_version,
+                **await self._headers(),
+            }
             await http_client().delete(self.config.url, headers=headers, timeout=5.0)
-        except httpx.HTTPError:
+        except (httpx.HTTPError, UpstreamError):
             logger.info("upstream session delete failed", extra={"upstream": self.name})
 
     async def _read(self, response: httpx.Response, session: str | None) -> AsyncIterator[dict[str, Any]]:
         if response.status_code == 404 and session:
             raise SessionLost(self.name)
+        if response.status_code in (401, 403):
+            self.credentials.forget_token()
+            logger.error("upstream refused the gateway's credentials", extra={"upstream": self.name})
+            raise UpstreamError(
+                f"Upstream {self.name!r} refused the gateway's credentials", data={"upstream": self.name}
+            )
         if response.status_code == 202:
             return
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -247,7 +263,7 @@ class Upstream:
             headers = {
                 "accept": f"{c.CONTENT_TYPE_JSON}, {c.CONTENT_TYPE_SSE}",
                 "content-type": c.CONTENT_TYPE_JSON,
-                **self.config.headers,
+                **await self._headers(),
             }
             try:
                 response = await http_client().post(

@@ -1,0 +1,120 @@
+"""The auth stage: bearer token -> Principal on scope["principal"], or a spec challenge.
+
+Only `/mcp` is protected; discovery endpoints (`/.well-known/…`, `/healthz`) stay open.
+401 carries `WWW-Authenticate: Bearer resource_metadata=…` (plus `error="invalid_token"` when
+a token was sent); a valid token without the gateway's required scopes gets 403
+`insufficient_scope` naming them. Why a token failed is logged, never answered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio.to_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tollway.auth.verifier import InvalidToken, TokenVerifier
+from tollway.config import GatewayConfig
+from tollway.context import ANONYMOUS, Principal
+from tollway.errors import GatewayError
+from tollway.protocol import constants as c
+from tollway.protocol.endpoint import error_response
+from tollway.telemetry import logger, metrics
+
+_QUERY_TOKEN_PARAMS = {"access_token", "token", "id_token"}
+
+
+class Unauthorized(GatewayError):
+    status, code, message = 401, c.INVALID_REQUEST, "Unauthorized"
+
+
+class InsufficientScope(GatewayError):
+    status, code, message = 403, c.INVALID_REQUEST, "Forbidden: insufficient scope"
+
+
+def metadata_url(resource: str) -> str:
+    """RFC 9728 §3.1: the metadata URL inserts the well-known segment before the resource path."""
+    parts = urlsplit(resource)
+    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{parts.path.rstrip('/')}"
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, config: GatewayConfig, verifier: TokenVerifier | None) -> None:
+        self.app = app
+        self.config = config
+        self.verifier = verifier
+        self.challenge = f'Bearer resource_metadata="{metadata_url(config.resource)}"'
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/mcp"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            scope["principal"] = await self._principal(scope)
+        except GatewayError as error:
+            await error_response(error, None, False)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _principal(self, scope: Scope) -> Principal:
+        if self.verifier is None:  # auth.allow_anonymous: an explicit opt-out
+            return ANONYMOUS
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if _QUERY_TOKEN_PARAMS & query.keys():
+            self._refuse("token in query string")
+            raise Unauthorized(headers={"www-authenticate": f'{self.challenge}, error="invalid_request"'})
+        token = _bearer(scope)
+        if token is None:
+            raise Unauthorized(headers={"www-authenticate": self.challenge})
+        try:
+            claims = await anyio.to_thread.run_sync(self.verifier.verify, token)
+            principal = principal_from_claims(claims, self.config)
+        except InvalidToken as exc:
+            self._refuse(exc.reason)
+            raise Unauthorized(headers={"www-authenticate": f'{self.challenge}, error="invalid_token"'}) from None
+        missing = [s for s in self.config.auth.required_scopes if s not in principal.scopes]
+        if missing:
+            self._refuse("insufficient scope", tenant=principal.tenant)
+            needed = " ".join(self.config.auth.required_scopes)
+            header = f'{self.challenge}, error="insufficient_scope", scope="{needed}"'
+            raise InsufficientScope(headers={"www-authenticate": header}, data={"requiredScopes": missing})
+        return principal
+
+    @staticmethod
+    def _refuse(reason: str, **extra: Any) -> None:
+        logger.warning("authentication refused", extra={"reason": reason, **extra})
+        metrics.add_metric(name="AuthFailures", unit="Count", value=1)
+
+
+def _bearer(scope: Scope) -> str | None:
+    values = [v for k, v in scope.get("headers") or [] if k == b"authorization"]
+    if len(values) != 1:
+        return None
+    scheme, _, token = values[0].decode("latin-1").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def principal_from_claims(claims: dict[str, Any], config: GatewayConfig) -> Principal:
+    auth = config.auth
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise InvalidToken("token has no subject")
+    tenant = claims.get(auth.tenant_claim) or auth.default_tenant
+    if not isinstance(tenant, str) or not tenant:
+        raise InvalidToken("token has no tenant")
+    return Principal(
+        subject=subject,
+        tenant=tenant,
+        scopes=frozenset(_words(claims.get("scope")) | _words(claims.get("scp"))),
+        roles=frozenset(_words(claims.get(auth.roles_claim))),
+    )
+
+
+def _words(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return set(value.split())
+    if isinstance(value, list):
+        return {v for v in value if isinstance(v, str)}
+    return set()

@@ -1,0 +1,80 @@
+"""JWT verification (RFC 9068 style access tokens) with pyjwt against the issuer's JWKS.
+
+Checks, in order: size, header shape, algorithm allow-list, key by `kid` (JWKS cached across
+warm invocations; an unknown `kid` refreshes it at most once per cooldown, so a flood of random
+`kid`s cannot hammer the issuer), signature, `iss`, `aud`, `exp`/`nbf`/`iat` with leeway, and
+required claims. Every failure is one `InvalidToken` whose reason is for the log only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+from jwt import PyJWKClient, PyJWKSet
+
+from tollway.config import AuthConfig
+
+
+class InvalidToken(Exception):
+    """The token is not acceptable. `reason` goes to the log, never to the caller."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TokenVerifier:
+    def __init__(self, auth: AuthConfig, audience: str, jwks: PyJWKSet | None = None) -> None:
+        if not auth.issuer:
+            raise ValueError("a token verifier needs an issuer")
+        self.auth = auth
+        self.audience = audience
+        self._static = jwks
+        self._client = (
+            PyJWKClient(auth.jwks_url, lifespan=auth.jwks_cache_seconds, cooldown_duration=auth.jwks_refresh_cooldown)
+            if jwks is None and auth.jwks_url
+            else None
+        )
+
+    def verify(self, token: str) -> dict[str, Any]:
+        if len(token) > self.auth.max_token_bytes:
+            raise InvalidToken("token exceeds the size limit")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        alg = header.get("alg")
+        if alg not in self.auth.algorithms:
+            raise InvalidToken(f"algorithm {alg!r} not allowed")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise InvalidToken("token has no kid")
+        key = self._key(kid)
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.auth.issuer,
+                leeway=self.auth.leeway_seconds,
+                options={"require": ["exp", "iss", "aud", *self.auth.required_claims]},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from None
+
+    def _key(self, kid: str) -> Any:
+        if self._static is not None:
+            for candidate in self._static.keys:
+                if candidate.key_id == kid:
+                    return candidate.key
+            raise InvalidToken("unknown kid")
+        if self._client is None:
+            raise InvalidToken("no JWKS configured")
+        try:
+            return self._client.get_signing_key(kid).key
+        except jwt.PyJWKClientConnectionError:
+            raise InvalidToken("JWKS unreachable") from None
+        except jwt.PyJWKClientError:
+            raise InvalidToken("unknown kid") from None
