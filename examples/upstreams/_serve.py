@@ -99,13 +99,14 @@ def spawn(
     lifetime: float = 600.0,
     start_timeout: float = 20.0,
     stderr: IO[str] | int | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[str]:
     """Start `python -m <module> --port 0` as a subprocess, yield its MCP URL, stop it on exit.
 
     `--lifetime` makes the child stop by itself even if this process dies without cleaning up.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--port", "0", "--lifetime", str(lifetime)],
+        [sys.executable, "-m", module, "--port", "0", "--lifetime", str(lifetime), *args],
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -1,5 +1,8 @@
 """The official MCP conformance suite, run against the fixture upstream directly and through
-the gateway: the gateway must pass every scored scenario the upstream passes by itself."""
+the gateway: the gateway must pass every scored scenario the upstream passes by itself.
+
+The gateway runs as `tollway dev` with authentication on (the dev issuer). The conformance CLI
+cannot send headers, so it reaches the gateway through a proxy that adds a dev token."""
 
 from __future__ import annotations
 
@@ -55,7 +58,6 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
         config = tmp / "gateway.yaml"
         config.write_text(
             f"resource: http://127.0.0.1:{port}/mcp\n"
-            "auth: {allow_anonymous: true}\n"
             f"upstreams:\n  - name: fixture\n    url: {upstream_url}\n    prefix: ''\n"
         )
         env = {**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING"}
@@ -69,7 +71,30 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
         )
         try:
             _wait_healthy(f"http://127.0.0.1:{port}/healthz", gateway)
-            through = _run_suite(f"http://127.0.0.1:{port}/mcp", tmp / "gateway.json")
+            unauthenticated = httpx.post(f"http://127.0.0.1:{port}/mcp", json={}, timeout=5)
+            assert unauthenticated.status_code == 401, "the gateway under test must enforce authentication"
+            token = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "tollway.cli",
+                    "token",
+                    "--sub",
+                    "conformance",
+                    "--tenant",
+                    "qa",
+                    "--config",
+                    str(config),
+                ],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            (tmp / "token").write_text(token)
+            proxy_args = ["--target", f"http://127.0.0.1:{port}", "--token-file", str(tmp / "token")]
+            with spawn("tests.fixtures.auth_proxy", args=proxy_args) as proxy_url:
+                through = _run_suite(proxy_url, tmp / "gateway.json")
         finally:
             gateway.terminate()
             gateway.wait(timeout=15)
