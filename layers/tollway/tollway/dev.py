@@ -8,6 +8,7 @@ the config's `dev.launch` are started on their URLs' ports and stopped on exit.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import socket
@@ -52,9 +53,8 @@ def run_dev(config_path: str | None, port: int) -> int:
             return JSONResponse(document)
 
         extra_routes = [Route("/.well-known/jwks.json", serve_jwks, methods=["GET"])]
-        token_hint = f"{sys.executable} -m tollway.cli token --sub alice --tenant acme" + (
-            f" --config {config_path}" if config_path else ""
-        )
+        command = os.path.relpath(sys.argv[0]) if os.path.basename(sys.argv[0]) == "tollway" else "tollway"
+        token_hint = f'{command} token --sub alice --tenant acme --scope "finance"' + (f" --config {config_path}" if config_path else "")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     with contextlib.ExitStack() as stack:
         table = stack.enter_context(dynamodb())
@@ -95,6 +95,7 @@ def dynamodb() -> Iterator[str]:
             "AWS_DEFAULT_REGION": "us-east-1",
         }.items():
             os.environ.setdefault(key, value)
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access lines
         server = ThreadedMotoServer(ip_address=HOST, port=_free_port(), verbose=False)
         server.start()
         endpoint = f"http://{HOST}:{server._port}"
