@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--throughput-requests", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench",
         AWS_SECRET_ACCESS_KEY="bench",
@@ -38,13 +40,21 @@ def main() -> None:
         POWERTOOLS_LOG_LEVEL="WARNING",
         TOLLWAY_TABLE="TollwayTable",
     )
+    from bench.issuer import LocalIssuer
     from examples.upstreams._serve import spawn
 
-    with spawn("examples.upstreams.finance") as finance_url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        spawn("examples.upstreams.finance") as finance_url,
+        tempfile.TemporaryDirectory() as tmp,
+        LocalIssuer(Path(tmp) / "key.pem") as issuer,
+    ):
         config_path = Path(tmp) / "gateway.yaml"
         config_path.write_text(
-            f"resource: http://127.0.0.1:8080/mcp\nupstreams:\n  - name: finance\n    url: {finance_url}\n"
+            "resource: http://127.0.0.1:8080/mcp\n"
+            f"auth: {{issuer: {issuer.issuer}, jwks_url: {issuer.jwks_url}}}\n"
+            f"upstreams:\n  - name: finance\n    url: {finance_url}\n"
         )
+        os.environ["BENCH_TOKEN"] = issuer.token()
         os.environ["TOLLWAY_CONFIG"] = str(config_path)
         print("Tollway bench (one run; compare ratios, absolute times are machine-dependent)\n")
         bench_import(args.imports)
@@ -54,6 +64,7 @@ def main() -> None:
         from bench.throughput import bench_throughput
 
         asyncio.run(bench_throughput(finance_url, config_path, args.throughput_requests, args.concurrency))
+        issuer.bench_verify()
 
 
 def bench_import(runs: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import os
 import statistics
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ class FakeContext:
 
 def event(body: dict[str, Any], headers: dict[str, str], method: str = "POST") -> dict[str, Any]:
     raw = json.dumps(body).encode()
+    headers = {**headers, "authorization": f"Bearer {os.environ['BENCH_TOKEN']}"}
     return {
         "version": "2.0",
         "routeKey": "$default",
@@ -140,7 +142,8 @@ def bench_handler(calls: int) -> None:
         legacy_list_ddb = dict(counts)
         results["2025-11-25"] = _time(lambda i: invoke(legacy("tools/call", call, i, session)), calls)
 
-    print("2. warm tools/call through the Lambda handler (Mangum + Starlette, upstream on 127.0.0.1, moto in-process)")
+    print("2. warm tools/call through the Lambda handler (Mangum + Starlette + JWT validation, upstream on")
+    print("   127.0.0.1, moto in-process)")
     for era, times in results.items():
         print(f"   {era:>10}: p50 {_pct(times, 50):.2f} ms  p99 {_pct(times, 99):.2f} ms  ({len(times)} calls)")
     print("\n3. DynamoDB requests (botocore before-call events, warm instance)")

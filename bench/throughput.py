@@ -33,6 +33,7 @@ async def bench_throughput(upstream_url: str, config_path: Path, requests: int, 
         async with httpx.AsyncClient(timeout=30) as client:
             await _wait_healthy(client, f"http://127.0.0.1:{port}/healthz")
             direct = await _run(client, upstream_url, "validate_transaction", requests, concurrency)
+            client.headers["authorization"] = f"Bearer {os.environ['BENCH_TOKEN']}"
             gateway = await _run(client, gateway_url, "finance__validate_transaction", requests, concurrency)
     finally:
         proc.terminate()

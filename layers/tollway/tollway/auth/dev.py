@@ -65,10 +65,11 @@ def mint(
     scopes: str = "",
     ttl: int = 3600,
     extra: dict[str, Any] | None = None,
+    issuer: str = DEV_ISSUER,
 ) -> str:
     now = int(time.time())
     claims: dict[str, Any] = {
-        "iss": DEV_ISSUER,
+        "iss": issuer,
         "sub": subject,
         "aud": audience,
         "iat": now,
