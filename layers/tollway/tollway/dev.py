@@ -54,7 +54,9 @@ def run_dev(config_path: str | None, port: int) -> int:
 
         extra_routes = [Route("/.well-known/jwks.json", serve_jwks, methods=["GET"])]
         command = os.path.relpath(sys.argv[0]) if os.path.basename(sys.argv[0]) == "tollway" else "tollway"
-        token_hint = f'{command} token --sub alice --tenant acme --scope "finance"' + (f" --config {config_path}" if config_path else "")
+        token_hint = f'{command} token --sub alice --tenant acme --scope "finance"' + (
+            f" --config {config_path}" if config_path else ""
+        )
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     with contextlib.ExitStack() as stack:
         table = stack.enter_context(dynamodb())
