@@ -1,0 +1,253 @@
+"""Upstream tools that ask the client for input, through the gateway, with the official SDK client.
+
+A 2025-era client answers the upstream's elicitation/create and sampling/createMessage requests,
+which the gateway relays on the call's SSE stream and routes back to the upstream session. A
+2026-07-28 client answers input_required results: the gateway passes them through and forwards
+the client's retry (inputResponses + requestState) to the upstream.
+
+The upstream is tests/fixtures/conformance_upstream.py, mounted as `conf` (the gateway speaks the
+client's era to it), `old` (2025 era only) and `new` (2026-07-28 only).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from mcp.client import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    ElicitRequestParams,
+    ElicitResult,
+    ErrorData,
+    TextContent,
+)
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import InteractiveGateway
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+TIMEOUT = 30  # seconds per test body
+
+
+class User:
+    """Stands in for the person and the model behind a client: answers and remembers every question."""
+
+    def __init__(self, answers: dict[str, dict[str, Any]] | None = None, model_says: str = "Paris") -> None:
+        self.answers = answers or {}
+        self.model_says = model_says
+        self.questions: list[str] = []
+        self.prompts: list[str] = []
+
+    async def elicit(self, context: Any, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        self.questions.append(params.message)
+        for fragment, content in self.answers.items():
+            if fragment in params.message:
+                if content.get("action") == "decline":
+                    return ElicitResult(action="decline")
+                if content.get("action") == "error":
+                    return ErrorData(code=-32603, message="user closed the dialog")
+                return ElicitResult(action="accept", content=content)
+        return ElicitResult(action="cancel")
+
+    async def sample(self, context: Any, params: CreateMessageRequestParams) -> CreateMessageResult:
+        content = params.messages[0].content
+        assert isinstance(content, TextContent)
+        self.prompts.append(content.text)
+        return CreateMessageResult(
+            role="assistant", content=TextContent(type="text", text=self.model_says), model="test-model"
+        )
+
+
+def client(gateway: InteractiveGateway, mode: str, user: User) -> Client:
+    return Client(
+        gateway.url,
+        mode=mode,
+        read_timeout_seconds=15,
+        elicitation_callback=user.elicit,
+        sampling_callback=user.sample,
+    )
+
+
+def text_of(result: Any) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+# --- 2025 era: server-to-client requests relayed on the session ----------------------------------
+async def test_a_2025_client_answers_an_upstream_elicitation_and_the_tool_uses_the_answer(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    user = User({"Who are you?": {"username": "ada", "email": "ada@example.com"}})
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "legacy", user) as session:
+            result = await session.call_tool("conf__test_elicitation", {"message": "Who are you?"})
+
+    assert user.questions == ["Who are you?"]
+    assert not result.is_error
+    assert text_of(result) == 'User response: action=accept, content={"username": "ada", "email": "ada@example.com"}'
+
+
+async def test_a_2025_clients_declined_elicitation_reaches_the_tool_as_a_decline(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    user = User({"Share your email?": {"action": "decline"}})
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "legacy", user) as session:
+            result = await session.call_tool("conf__test_elicitation", {"message": "Share your email?"})
+
+    assert user.questions == ["Share your email?"]
+    assert text_of(result) == "User response: action=decline, content={}"
+
+
+async def test_a_2025_clients_refusal_to_answer_fails_the_call_with_its_reason(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    user = User({"Anyone there?": {"action": "error"}})
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "legacy", user) as session:
+            with pytest.raises(MCPError, match="user closed the dialog"):
+                await session.call_tool("conf__test_elicitation", {"message": "Anyone there?"})
+            # The session is still good afterwards.
+            after = await session.call_tool("conf__test_simple_text", {})
+
+    assert user.questions == ["Anyone there?"]
+    assert text_of(after) == "This is a simple text response for testing."
+
+
+async def test_a_2025_client_answers_an_upstream_sampling_request_and_the_tool_uses_the_completion(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    user = User(model_says="Canberra")
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "legacy", user) as session:
+            result = await session.call_tool("conf__test_sampling", {"prompt": "Capital of Australia?"})
+
+    assert user.prompts == ["Capital of Australia?"]
+    assert not result.is_error
+    assert text_of(result) == "LLM response: Canberra"
+
+
+async def test_concurrent_elicitations_in_one_2025_session_are_answered_to_the_right_calls(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    names = ["ada", "grace", "alan"]
+    user = User({f"name {n}?": {"username": n, "email": f"{n}@example.com"} for n in names})
+    results: dict[str, str] = {}
+
+    async def ask(session: Client, name: str) -> None:
+        results[name] = text_of(await session.call_tool("conf__test_elicitation", {"message": f"name {name}?"}))
+
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "legacy", user) as session, anyio.create_task_group() as tasks:
+            for name in names:
+                tasks.start_soon(ask, session, name)
+
+    assert sorted(user.questions) == sorted(f"name {n}?" for n in names)
+    assert results == {
+        n: f'User response: action=accept, content={{"username": "{n}", "email": "{n}@example.com"}}' for n in names
+    }
+
+
+# --- 2026-07-28: input_required round trips -----------------------------------------------------------
+async def test_a_2026_client_answers_an_input_required_elicitation_and_the_tool_uses_the_answer(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    user = User({"What is your name?": {"name": "Grace"}})
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "2026-07-28", user) as session:
+            result = await session.call_tool("conf__test_input_required_result_elicitation", {})
+
+    assert user.questions == ["What is your name?"]
+    assert not result.is_error
+    assert text_of(result) == "Hello, Grace!"
+
+
+async def test_a_2026_client_answers_an_input_required_sampling_request_and_the_tool_uses_the_completion(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    user = User(model_says="Paris, of course")
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "2026-07-28", user) as session:
+            result = await session.call_tool("conf__test_input_required_result_sampling", {})
+
+    assert user.prompts == ["What is the capital of France?"]
+    assert text_of(result) == "Model said: Paris, of course"
+
+
+async def test_a_2026_client_goes_through_several_input_rounds_carried_by_request_state(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    user = User({"name?": {"name": "Alan"}, "color?": {"color": "teal"}})
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "2026-07-28", user) as session:
+            rounds = await session.call_tool("conf__test_input_required_result_multi_round", {})
+            confirmed = await session.call_tool("conf__test_input_required_result_request_state", {})
+
+    assert user.questions == ["Step 1: What is your name?", "Step 2: What is your favorite color?", "Please confirm"]
+    assert text_of(rounds) == "Alan likes teal."
+    # The upstream sees its own requestState again only if the gateway forwarded it byte for byte.
+    assert text_of(confirmed) == "state-ok: confirmation received"
+
+
+async def test_a_2026_client_answers_input_required_on_a_prompt(interactive_gateway: InteractiveGateway) -> None:
+    user = User({"What context": {"context": "quarterly review"}})
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "2026-07-28", user) as session:
+            prompt = await session.get_prompt("conf__test_input_required_result_prompt", {})
+
+    assert user.questions == ["What context should the prompt use?"]
+    [message] = prompt.messages
+    assert isinstance(message.content, TextContent)
+    assert message.content.text == "Use the following context: quarterly review"
+
+
+async def test_a_2026_client_reaches_an_upstream_spoken_to_only_at_2026_07_28(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    user = User({"What is your name?": {"name": "Grace"}})
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "2026-07-28", user) as session:
+            result = await session.call_tool("new__test_input_required_result_elicitation", {})
+
+    assert text_of(result) == "Hello, Grace!"
+
+
+# --- across eras ----------------------------------------------------------------------------------------
+async def test_a_2026_client_is_told_a_2025_only_upstream_cannot_ask_it_anything(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    """By design: a stateless client has no stream on which a mid-call server request could reach it,
+    and the upstream's call cannot be held open across the client's input_required retries (each
+    retry may land on another Lambda instance). The gateway declines the request for the client."""
+    user = User({"Who are you?": {"username": "ada", "email": "ada@example.com"}})
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "2026-07-28", user) as session:
+            with pytest.raises(MCPError, match="Client requests are not available through the gateway"):
+                await session.call_tool("old__test_elicitation", {"message": "Who are you?"})
+            after = await session.call_tool("old__test_simple_text", {})
+
+    assert user.questions == []
+    assert text_of(after) == "This is a simple text response for testing."
+
+
+# --- resilience ----------------------------------------------------------------------------------------
+async def test_a_2025_session_survives_an_upstream_restart_and_can_still_be_asked(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    user = User({"Still there?": {"username": "ada", "email": "ada@example.com"}})
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "legacy", user) as session:
+            before = await session.call_tool("conf__test_simple_text", {})
+            # The upstream forgets every session it had; the gateway must open a new one for this client.
+            await anyio.to_thread.run_sync(interactive_gateway.upstream.restart)
+            after = await session.call_tool("conf__test_elicitation", {"message": "Still there?"})
+
+    assert text_of(before) == "This is a simple text response for testing."
+    assert user.questions == ["Still there?"]
+    assert text_of(after) == 'User response: action=accept, content={"username": "ada", "email": "ada@example.com"}'
