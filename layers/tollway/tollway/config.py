@@ -99,6 +99,9 @@ class UpstreamConfig(Strict):
     protocol: Literal["auto", "legacy", "2026-07-28"] = "auto"
     """`auto` probes with server/discover once and remembers the answer."""
     timeout_seconds: Annotated[float, Field(gt=0, le=900)] = 25.0
+    interaction_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    """How long a call may wait on the client while one of its server requests (elicitation,
+    sampling) is relayed — a person may be filling in a form. Streaming servers only."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Static, non-secret headers sent to this upstream."""
     auth: UpstreamAuth = Field(default_factory=UpstreamAuth)

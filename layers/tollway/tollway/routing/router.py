@@ -184,12 +184,23 @@ class Router:
                 extra_headers={**ctx.forward_headers, **identity},
             )
             async for item in stream:
-                yield _to_client(item, message["id"], request_id, publish)
+                item = _to_client(item, message["id"], request_id, publish)
+                if not ctx.modern and (item.get("result") or {}).get("resultType") == "input_required":
+                    # A 2025-era client has no input_required round trip, and this upstream speaks
+                    # only 2026-07-28: say so instead of handing over a result it cannot parse.
+                    raise UpstreamError(
+                        f"Upstream {name!r} needs client input that cannot be relayed to a 2025-era session",
+                        data={"upstream": name},
+                    )
+                yield item
             return
         meta = {k: v for k, v in (params.get("_meta") or {}).items() if k not in _ENVELOPE_KEYS}
         message["params"] = {k: v for k, v in params.items() if k not in ("_meta", "inputResponses", "requestState")}
         if meta:
             message["params"]["_meta"] = meta
+        relays = ctx.streaming and ctx.session is not None
+        read_timeout = upstream.config.interaction_timeout_seconds if relays else None
+        log_floor = _log_floor(params) if ctx.modern else None
         stale: UpstreamSession | None = None
         for attempt in (1, 2):
             session = await self._legacy_session(ctx, name, stale=stale)
@@ -199,12 +210,19 @@ class Router:
                     session=session.session_id,
                     protocol_version=session.protocol_version,
                     extra_headers=identity,
+                    read_timeout=read_timeout,
                 ):
                     if "method" in item and "id" in item:
                         relayed = await self._server_request(ctx, name, item, session)
                         if relayed is not None:
                             yield relayed
                         continue
+                    if (
+                        ctx.modern
+                        and item.get("method") == "notifications/message"
+                        and not _loud_enough(item, log_floor)
+                    ):
+                        continue  # 2026-07-28: logs only for requests that opted in, at their level
                     yield _to_client(item, message["id"], request_id, publish)
                 return
             except SessionLost:
@@ -369,6 +387,21 @@ def _map_content_uris(result: dict[str, Any], public_uri: Callable[[Any], Any]) 
             {**m, "content": block(m.get("content"))} if isinstance(m, dict) else m for m in result["messages"]
         ]
     return result
+
+
+_LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+_LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
+
+
+def _log_floor(params: dict[str, Any]) -> int | None:
+    """2026-07-28: log messages go only to requests that opted in, at or above their level."""
+    level = (params.get("_meta") or {}).get(_LOG_LEVEL_META)
+    return _LOG_LEVELS.index(level) if level in _LOG_LEVELS else None
+
+
+def _loud_enough(notification: dict[str, Any], floor: int | None) -> bool:
+    level = (notification.get("params") or {}).get("level")
+    return floor is not None and level in _LOG_LEVELS and _LOG_LEVELS.index(level) >= floor
 
 
 def _encode_cursor(state: dict[str, str]) -> str:

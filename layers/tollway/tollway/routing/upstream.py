@@ -84,8 +84,12 @@ class Upstream:
         protocol_version: str | None = None,
         modern: bool = False,
         extra_headers: dict[str, str] | None = None,
+        read_timeout: float | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """POST one message; yield every JSON-RPC message of the answer, the response last.
+
+        `read_timeout` (default: the upstream's timeout) bounds the wait between two events; a
+        call whose server requests are relayed to a person gets the longer interaction timeout.
 
         For a notification or a response (202 Accepted) nothing is yielded.
         """
@@ -104,7 +108,11 @@ class Upstream:
             name = (message.get("params") or {}).get(name_key) if name_key else None
             if isinstance(name, str):
                 headers[c.NAME_HEADER] = encode_header_value(name)
-        timeout = httpx.Timeout(self.config.timeout_seconds, connect=min(5.0, self.config.timeout_seconds))
+        timeout = httpx.Timeout(
+            self.config.timeout_seconds,
+            connect=min(5.0, self.config.timeout_seconds),
+            read=read_timeout or self.config.timeout_seconds,
+        )
         body = json.dumps(message, separators=(",", ":")).encode()
         try:
             async with http_client().stream(
