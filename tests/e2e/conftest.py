@@ -253,6 +253,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 class InteractiveGateway:
     gateway: GatewayProcess
     upstream: UpstreamProcess
+    short_timeout: float
+    """`timeout_seconds` of the `brief` mount."""
 
     @property
     def url(self) -> str:
@@ -265,12 +267,13 @@ def interactive_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[In
     whose tools ask the client for input: by elicitation/sampling requests on a 2025 session and
     by input_required results at 2026-07-28.
 
-    The same upstream is mounted three times: `conf` (the gateway picks the client's era),
+    The same upstream is mounted four times: `conf` (the gateway picks the client's era),
     `old` (spoken to as a 2025-era server only) and `new` (as a 2026-07-28 server only), so
-    cross-era combinations can be shown too.
+    cross-era combinations can be shown too, and `brief`, whose upstream timeout is short.
     """
     workdir = tmp_path_factory.mktemp("interactive-gateway")
     upstream = UpstreamProcess(INTERACTIVE_UPSTREAM, workdir / "upstream.log")
+    short_timeout = 2.0
     port = free_port()
     config = gateway_config(
         port,
@@ -279,8 +282,9 @@ def interactive_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[In
             {"name": "conf", "url": upstream.url, "prefix": "conf"},
             {"name": "old", "url": upstream.url, "prefix": "old", "protocol": "legacy"},
             {"name": "new", "url": upstream.url, "prefix": "new", "protocol": "2026-07-28"},
+            {"name": "brief", "url": upstream.url, "prefix": "brief", "timeout_seconds": short_timeout},
         ],
     )
     process = GatewayProcess(config, workdir, port)
     with running(process, [upstream]):
-        yield InteractiveGateway(process, upstream)
+        yield InteractiveGateway(process, upstream, short_timeout)

@@ -6,7 +6,8 @@ which the gateway relays on the call's SSE stream and routes back to the upstrea
 the client's retry (inputResponses + requestState) to the upstream.
 
 The upstream is tests/fixtures/conformance_upstream.py, mounted as `conf` (the gateway speaks the
-client's era to it), `old` (2025 era only) and `new` (2026-07-28 only).
+client's era to it), `old` (2025 era only), `new` (2026-07-28 only) and `brief` (short upstream
+timeout).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mcp_types import (
     ElicitRequestParams,
     ElicitResult,
     ErrorData,
+    LoggingMessageNotificationParams,
     TextContent,
 )
 
@@ -236,6 +238,49 @@ async def test_a_2026_client_is_told_a_2025_only_upstream_cannot_ask_it_anything
     assert text_of(after) == "This is a simple text response for testing."
 
 
+async def test_a_2025_client_is_told_when_a_2026_only_upstream_needs_input_it_cannot_relay(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    """The upstream answers input_required, a result a 2025-era client cannot parse: the client gets
+    a JSON-RPC error saying why, never the 2026-only result shape."""
+    user = User({"What is your name?": {"name": "Grace"}})
+    with anyio.fail_after(TIMEOUT):
+        async with client(interactive_gateway, "legacy", user) as session:
+            with pytest.raises(MCPError, match="cannot be relayed to a 2025-era session"):
+                await session.call_tool("new__test_input_required_result_elicitation", {})
+            after = await session.call_tool("new__test_simple_text", {})
+
+    assert user.questions == []
+    assert text_of(after) == "This is a simple text response for testing."
+
+
+@pytest.mark.parametrize(
+    ("log_level", "expected"),
+    [
+        (None, []),
+        ("info", ["Tool execution started", "Tool processing data", "Tool execution completed"]),
+        ("error", []),
+    ],
+)
+async def test_a_2026_client_gets_a_2025_only_upstreams_log_messages_only_at_the_level_it_opted_in_to(
+    interactive_gateway: InteractiveGateway, log_level: str | None, expected: list[str]
+) -> None:
+    logs: list[Any] = []
+
+    async def on_log(params: LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+
+    opt_in = {"log_level": log_level} if log_level else {}
+    with anyio.fail_after(TIMEOUT):
+        async with Client(
+            interactive_gateway.url, mode="2026-07-28", read_timeout_seconds=15, logging_callback=on_log, **opt_in
+        ) as session:
+            result = await session.call_tool("old__test_tool_with_logging", {})
+
+    assert text_of(result) == "Tool with logging executed successfully"
+    assert logs == expected
+
+
 # --- resilience ----------------------------------------------------------------------------------------
 async def test_a_2025_session_survives_an_upstream_restart_and_can_still_be_asked(
     interactive_gateway: InteractiveGateway,
@@ -251,3 +296,23 @@ async def test_a_2025_session_survives_an_upstream_restart_and_can_still_be_aske
     assert text_of(before) == "This is a simple text response for testing."
     assert user.questions == ["Still there?"]
     assert text_of(after) == 'User response: action=accept, content={"username": "ada", "email": "ada@example.com"}'
+
+
+async def test_a_person_may_take_longer_than_the_upstream_timeout_to_answer_an_elicitation(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    """`timeout_seconds` bounds the upstream's own work, not the time a person spends on a form."""
+    user = User({"Take your time": {"username": "slow", "email": "slow@example.com"}})
+
+    async def slow_person(context: Any, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        await anyio.sleep(interactive_gateway.short_timeout + 1.5)
+        return await user.elicit(context, params)
+
+    with anyio.fail_after(TIMEOUT):
+        async with Client(
+            interactive_gateway.url, mode="legacy", read_timeout_seconds=15, elicitation_callback=slow_person
+        ) as session:
+            result = await session.call_tool("brief__test_elicitation", {"message": "Take your time"})
+
+    assert user.questions == ["Take your time"]
+    assert text_of(result) == 'User response: action=accept, content={"username": "slow", "email": "slow@example.com"}'
