@@ -28,6 +28,7 @@ from tollway.auth.verifier import TokenVerifier
 from tollway.config import GatewayConfig
 from tollway.errors import ConfigError, GatewayError, InternalError
 from tollway.protocol.endpoint import McpEndpoint, error_response
+from tollway.protocol.transport import check_origin
 from tollway.routing.router import Router
 from tollway.store.sessions import DynamoSessionStore, SessionStore
 from tollway.telemetry import logger, metrics
@@ -65,6 +66,7 @@ def create_app(
     middleware = [
         Middleware(TelemetryMiddleware),
         Middleware(ErrorMiddleware),
+        Middleware(OriginGuard, config=config),
         Middleware(AuthMiddleware, config=config, verifier=verifier),
     ]
     app = Starlette(routes=routes, middleware=middleware)
@@ -142,6 +144,19 @@ class ErrorMiddleware:
                 raise
             logger.exception("unhandled error", extra={"path": scope.get("path")})
             await error_response(InternalError(), None, False)(scope, receive, send)
+
+
+class OriginGuard:
+    """Refuses `/mcp` requests from a browser origin or Host the config does not allow."""
+
+    def __init__(self, app: ASGIApp, config: GatewayConfig) -> None:
+        self.app = app
+        self.http = config.http
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/mcp"):
+            check_origin(Request(scope), self.http)  # raises; ErrorMiddleware answers
+        await self.app(scope, receive, send)
 
 
 class TelemetryMiddleware:

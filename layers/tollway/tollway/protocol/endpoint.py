@@ -29,7 +29,7 @@ from tollway.errors import (
 )
 from tollway.pipeline import Pipeline
 from tollway.protocol import constants as c
-from tollway.protocol.transport import Incoming, check_origin, is_modern, read_post
+from tollway.protocol.transport import Incoming, is_modern, read_post
 from tollway.routing.router import Router
 from tollway.store.sessions import Session, SessionStore
 from tollway.telemetry import logger
@@ -148,7 +148,6 @@ class McpEndpoint:
     async def handle(self, request: Request) -> Response:
         if request.method == "POST":
             return await self.post(request)
-        check_origin(request, self.config.http)
         if request.method == "DELETE" and not is_modern(request):
             return await self.delete(request)
         # GET included: there is no standalone server stream, nothing is pushed outside a request.

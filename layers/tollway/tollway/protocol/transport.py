@@ -56,7 +56,10 @@ class Incoming:
 
 
 def check_origin(request: Request, http: HttpConfig) -> None:
-    """403 for a browser origin not allowed by config; 421 for a foreign Host where hosts are pinned."""
+    """403 for a browser origin not allowed by config; 421 for a foreign Host where hosts are pinned.
+
+    Runs as its own middleware ahead of authentication (`OriginGuard`), so a DNS-rebinding or
+    cross-site request is refused as such before any token is looked at."""
     origin = request.headers.get("origin")
     if origin and not any(fnmatch.fnmatchcase(origin, p) for p in http.allowed_origins or ()):
         raise ForbiddenOrigin()
@@ -72,7 +75,6 @@ def is_modern(request: Request) -> bool:
 
 
 async def read_post(request: Request, http: HttpConfig) -> Incoming:
-    check_origin(request, http)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != c.CONTENT_TYPE_JSON:
         raise UnsupportedMediaType()
