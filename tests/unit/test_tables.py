@@ -46,7 +46,10 @@ def test_definitions_from_the_real_template() -> None:
     assert kwargs["AttributeDefinitions"] == [
         {"AttributeName": "pk", "AttributeType": "S"},
         {"AttributeName": "sk", "AttributeType": "S"},
+        {"AttributeName": "gsi1pk", "AttributeType": "S"},
+        {"AttributeName": "gsi1sk", "AttributeType": "S"},
     ]
+    assert [index["IndexName"] for index in kwargs["GlobalSecondaryIndexes"]] == ["ByMonth"]
     assert kwargs["BillingMode"] == "PAY_PER_REQUEST"
     assert "ProvisionedThroughput" not in kwargs
 

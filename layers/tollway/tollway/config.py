@@ -171,6 +171,67 @@ class VirtualServer(Strict):
     description: str | None = None
 
 
+class Limits(Strict):
+    """Limits for one scope (a tenant, a subject within it, or a tool within it).
+    Rates count calls; quotas count cost units. Unset = unlimited."""
+
+    per_second: Annotated[int, Field(gt=0)] | None = None
+    per_minute: Annotated[int, Field(gt=0)] | None = None
+    per_day: Annotated[int, Field(gt=0)] | None = None
+    per_month: Annotated[int, Field(gt=0)] | None = None
+
+
+class Plan(Strict):
+    tenant: Limits = Field(default_factory=Limits)
+    subject: Limits = Field(default_factory=Limits)
+    """Per subject (user or agent) within the tenant."""
+    tools: dict[str, Limits] = Field(default_factory=dict)
+    """Per tool within the tenant: glob pattern on public tool names -> limits."""
+
+
+class QuotaConfig(Strict):
+    plans: dict[str, Plan] = Field(default_factory=dict)
+    default_plan: str | None = None
+    """Plan of tenants whose policy names none; unset: such tenants are not limited."""
+    costs: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    """Glob pattern on public tool names -> cost units per call (first match; default 1)."""
+    failure_policy: Literal["closed", "open"] = "closed"
+    """When DynamoDB cannot answer: refuse the call (retryable error) or let it through."""
+    lease_units: Annotated[int, Field(ge=1, le=10000)] = 1
+    """Units a warm instance reserves per quota write (1 = exact, one write per call). Larger
+    leases cut writes for hot tenants; they shrink as a quota runs out, so it is never exceeded."""
+
+    @model_validator(mode="after")
+    def _default_plan_exists(self) -> QuotaConfig:
+        if self.default_plan is not None and self.default_plan not in self.plans:
+            raise ValueError(f"quotas.default_plan names unknown plan {self.default_plan!r}")
+        return self
+
+
+class CostModel(Strict):
+    """Estimated AWS cost per call (USD); prices are inputs — check your region's."""
+
+    api_gateway_per_million_requests: float = 1.00
+    lambda_per_million_requests: float = 0.20
+    lambda_per_gb_second: float = 0.0000133334
+    """arm64 price."""
+    lambda_memory_mb: Annotated[int, Field(ge=128, le=10240)] = 1024
+    lambda_overhead_ms: Annotated[float, Field(ge=0)] = 10.0
+    """Gateway time per call besides the upstream's (measured by `make bench`)."""
+    dynamodb_per_million_writes: float = 0.625
+    dynamodb_per_million_reads: float = 0.125
+    dynamodb_writes_per_call: Annotated[float, Field(ge=0)] = 2.0
+    dynamodb_reads_per_call: Annotated[float, Field(ge=0)] = 0.0
+    log_bytes_per_call: Annotated[int, Field(ge=0)] = 700
+    cloudwatch_logs_per_gb: float = 0.50
+
+
+class FinanceConfig(Strict):
+    admin_scope: str = "tollway:admin"
+    """Scope a token needs for the admin API (usage reports)."""
+    cost_model: CostModel = Field(default_factory=CostModel)
+
+
 class TenantPolicy(Strict):
     upstreams: list[str] | None = None
     """Upstreams this tenant may reach (default: all)."""
@@ -180,6 +241,10 @@ class TenantPolicy(Strict):
     virtual_server: str | None = None
     """Narrow everything above to a named `virtual_servers` entry."""
     rules: list[AccessRule] = Field(default_factory=list)
+    plan: str | None = None
+    """Quota plan (`quotas.plans`); default `quotas.default_plan`."""
+    failure_policy: Literal["closed", "open"] | None = None
+    """Overrides `quotas.failure_policy` for this tenant."""
 
 
 class GatewayConfig(Strict):
@@ -195,6 +260,8 @@ class GatewayConfig(Strict):
     """Authorization per tenant; key `*` applies to tenants not listed. No entries: every
     authenticated caller may use everything. Entries but none for a tenant: it sees nothing."""
     virtual_servers: dict[str, VirtualServer] = Field(default_factory=dict)
+    quotas: QuotaConfig = Field(default_factory=QuotaConfig)
+    finance: FinanceConfig = Field(default_factory=FinanceConfig)
 
     @model_validator(mode="after")
     def _references_exist(self) -> GatewayConfig:
@@ -203,6 +270,8 @@ class GatewayConfig(Strict):
             for name in policy.upstreams or []:
                 if name not in names:
                     raise ValueError(f"tenants.{tenant}.upstreams names unknown upstream {name!r}")
+            if policy.plan and policy.plan not in self.quotas.plans:
+                raise ValueError(f"tenants.{tenant}.plan names unknown plan {policy.plan!r}")
             if policy.virtual_server and policy.virtual_server not in self.virtual_servers:
                 raise ValueError(
                     f"tenants.{tenant}.virtual_server names unknown virtual server {policy.virtual_server!r}"

@@ -27,27 +27,37 @@ from tollway.auth.middleware import AuthMiddleware
 from tollway.auth.verifier import TokenVerifier
 from tollway.config import GatewayConfig
 from tollway.errors import ConfigError, GatewayError, InternalError
+from tollway.pipeline import Pipeline
+from tollway.policy.quota import QuotaEnforcer
 from tollway.protocol.endpoint import McpEndpoint, error_response
 from tollway.protocol.transport import check_origin
 from tollway.routing.router import Router
-from tollway.store.sessions import DynamoSessionStore, SessionStore
+from tollway.store import Stores
+from tollway.store.sessions import SessionStore
 from tollway.telemetry import logger, metrics
 
 
 def create_app(
     config: GatewayConfig,
     *,
+    stores: Stores | None = None,
     store: SessionStore | None = None,
     streaming: bool | None = None,
     dev_keys: PyJWKSet | None = None,
     extra_routes: list[Route] | None = None,
 ) -> Starlette:
-    """The gateway as an ASGI app. `dev_keys` is passed only by `tollway dev` (the dev issuer)."""
+    """The gateway as an ASGI app.
+
+    `stores`: DynamoDB by default; tests pass `Stores.memory()` (or just `store=` a session
+    store, which implies in-memory counters and usage too). `dev_keys` is passed only by
+    `tollway dev` (the dev issuer)."""
     if streaming is None:
         streaming = config.http.streaming if config.http.streaming is not None else not _on_lambda()
     verifier = build_verifier(config, dev_keys)
-    store = store if store is not None else DynamoSessionStore()
-    endpoint = McpEndpoint(config, store, Router(config, store), streaming=streaming)
+    stores = stores or (Stores.memory(sessions=store) if store is not None else Stores.dynamo())
+    router = Router(config, stores.sessions)
+    pipeline = Pipeline(config, router, QuotaEnforcer(config, stores.counters), stores.usage)
+    endpoint = McpEndpoint(config, stores.sessions, pipeline, streaming=streaming)
 
     async def metadata(request: Request) -> Response:
         return JSONResponse(protected_resource_metadata(config))

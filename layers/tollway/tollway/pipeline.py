@@ -3,24 +3,28 @@
 Methods the gateway answers itself (discovery, lists, ping) are handled here; methods
 that name a tool, prompt or resource go through the pipeline stages to one upstream:
 
-    resolve name -> authorize -> [quota -> validate -> mask request]   (later stages)
-    -> upstream call -> [mask + shape response -> audit + usage]
+    resolve name -> authorize -> quota -> [validate -> mask request]   (later stages)
+    -> upstream call -> [mask + shape response] -> usage + metrics
 
 Lists are filtered by the same authorization decision as calls.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from tollway import __version__
 from tollway.config import GatewayConfig
 from tollway.context import RequestContext
-from tollway.errors import InvalidParams, MethodNotFound
+from tollway.errors import GatewayError, InvalidParams, MethodNotFound
 from tollway.policy.authorization import Authorizer, Kind
+from tollway.policy.quota import Admission, QuotaEnforcer, QuotaExceeded
 from tollway.protocol import constants as c
 from tollway.routing.router import LIST_METHODS, Router
+from tollway.store.usage import UsageRecorder
+from tollway.telemetry import logger, metrics, tool_call_metrics
 
 ROUTED_METHODS = (
     "tools/call",
@@ -37,9 +41,11 @@ RESOURCE_NOT_FOUND = -32002
 
 
 class Pipeline:
-    def __init__(self, config: GatewayConfig, router: Router) -> None:
+    def __init__(self, config: GatewayConfig, router: Router, quota: QuotaEnforcer, usage: UsageRecorder) -> None:
         self.config = config
         self.router = router
+        self.quota = quota
+        self.usage = usage
         self.server_info = {"name": config.name, "version": __version__}
         self.authorizer = Authorizer(config)
         self._own: dict[str, Callable[[RequestContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
@@ -72,10 +78,45 @@ class Pipeline:
         kind, public_name = _policy_subject(method, params)
         if not self.authorizer.allows(ctx.principal, kind, upstream, public_name):
             raise _unknown(method, params)  # indistinguishable from a name no upstream has
-        async for item in self.router.call(ctx, upstream, method, upstream_params, request_id):
-            if "method" not in item and isinstance(item.get("result"), dict):
-                item = {**item, "result": self._decorate(ctx, method, item["result"])}
-            yield item
+        admission = self._admit(ctx, public_name) if method == "tools/call" else None
+        started, failed = time.perf_counter(), True
+        try:
+            async for item in self.router.call(ctx, upstream, method, upstream_params, request_id):
+                if "method" not in item and item.get("id") == request_id:
+                    result = item.get("result")
+                    failed = not isinstance(result, dict) or bool(result.get("isError"))
+                    if isinstance(result, dict):
+                        item = {**item, "result": self._decorate(ctx, method, result)}
+                yield item
+        finally:
+            if admission is not None:
+                self._record(ctx, public_name, admission.units, failed, started)
+
+    # --- quota and usage ---------------------------------------------------------------------------
+    def _admit(self, ctx: RequestContext, tool: str) -> Admission:
+        try:
+            return self.quota.admit(ctx.principal, tool)
+        except QuotaExceeded:
+            self._safely(lambda: self.usage.record(ctx.principal.tenant, tool, rejected=True))
+            raise
+
+    def _record(self, ctx: RequestContext, tool: str, units: int, failed: bool, started: float) -> None:
+        """Usage for finance (durable) and metrics. Calls that fail upstream still consume their
+        units: the upstream may have done the work, and a retry storm must not be free."""
+        latency_ms = (time.perf_counter() - started) * 1000
+        tenant = ctx.principal.tenant
+        self._safely(lambda: self.usage.record(tenant, tool, units=units, error=failed, latency_ms=latency_ms))
+        known = tenant if tenant in self.config.tenants else "other"
+        tool_call_metrics(known, tool, latency_ms, failed, units)
+
+    @staticmethod
+    def _safely(write: Callable[[], None]) -> None:
+        # The call already happened: a usage write that fails is logged and counted, not answered.
+        try:
+            write()
+        except GatewayError:
+            logger.error("usage record lost")
+            metrics.add_metric(name="UsageWriteFailures", unit="Count", value=1)
 
     # --- methods the gateway answers itself ------------------------------------------------------
     async def _ping(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:

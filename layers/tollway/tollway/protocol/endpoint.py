@@ -30,7 +30,6 @@ from tollway.errors import (
 from tollway.pipeline import Pipeline
 from tollway.protocol import constants as c
 from tollway.protocol.transport import Incoming, is_modern, read_post
-from tollway.routing.router import Router
 from tollway.store.sessions import Session, SessionStore
 from tollway.telemetry import logger
 
@@ -39,11 +38,11 @@ ALLOW_MODERN = "POST"
 
 
 class McpEndpoint:
-    def __init__(self, config: GatewayConfig, store: SessionStore, router: Router, streaming: bool) -> None:
+    def __init__(self, config: GatewayConfig, store: SessionStore, pipeline: Pipeline, streaming: bool) -> None:
         self.config = config
         self.store = store
-        self.router = router
-        self.pipeline = Pipeline(config, router)
+        self.pipeline = pipeline
+        self.router = pipeline.router
         self.streaming = streaming
 
     # --- POST ---------------------------------------------------------------------------------

@@ -1,0 +1,29 @@
+"""DynamoDB access behind small interfaces, with in-memory stand-ins for tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tollway.store.counters import CounterStore, DynamoCounterStore, MemoryCounterStore
+from tollway.store.sessions import DynamoSessionStore, MemorySessionStore, SessionStore
+from tollway.store.usage import MemoryUsageStore, UsageRecorder, UsageStore
+
+
+@dataclass
+class Stores:
+    sessions: SessionStore
+    counters: CounterStore
+    usage: UsageRecorder
+
+    @classmethod
+    def dynamo(cls) -> Stores:
+        """The deployed stores; boto3 clients are created on first use, so requests that need
+        no DynamoDB never import boto3."""
+        return cls(DynamoSessionStore(), DynamoCounterStore(), UsageStore())
+
+    @classmethod
+    def memory(cls, sessions: SessionStore | None = None) -> Stores:
+        return cls(sessions or MemorySessionStore(), MemoryCounterStore(), MemoryUsageStore())
+
+
+__all__ = ["Stores"]

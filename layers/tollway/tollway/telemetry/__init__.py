@@ -13,3 +13,22 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Tollway")
 
 logger = Logger(use_rfc3339=True)
 metrics = Metrics()
+
+
+def tool_call_metrics(tenant: str, tool: str, latency_ms: float, error: bool, units: int) -> None:
+    """One EMF record per tool call with Tenant and Tool dimensions.
+
+    Cardinality stays bounded: `tenant` is a tenant named in the config or "other" (the caller
+    maps it), and `tool` comes from the configured upstreams' catalogs, so the number of metric
+    series is at most (configured tenants + 1) x (published tools)."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+    if is_metrics_disabled():
+        return
+    with single_metric(name="ToolCalls", unit=MetricUnit.Count, value=1) as metric:
+        metric.add_dimension(name="Tenant", value=tenant)
+        metric.add_dimension(name="Tool", value=tool)
+        metric.add_metric(name="ToolLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+        metric.add_metric(name="CostUnits", unit=MetricUnit.Count, value=units)
+        metric.add_metric(name="ToolErrors", unit=MetricUnit.Count, value=1 if error else 0)

@@ -1,0 +1,104 @@
+"""Window counters for rate limits and quotas: exact under concurrency, one request per admission.
+
+Item per (scope, window):  pk LIMIT#<scope key>   sk <period>#<window start>   used (N), expires_at
+An admission adds its units to every window it touches in ONE TransactWriteItems, each with the
+condition `used + units <= limit`: N concurrent Lambda invocations can never admit more than a
+limit allows, and a refused call consumes nothing (the transaction is all or nothing).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    """Human name of the limit: `tenant per_minute`, `subject per_day`, `tool finance__* per_second`."""
+    pk: str
+    sk: str
+    limit: int
+    resets_at: float
+    """Epoch seconds when the window ends."""
+
+
+class LimitReached(Exception):
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        super().__init__(window.name)
+
+
+class CounterStoreUnavailable(Exception):
+    """The store could not decide (throttled, unreachable). The caller applies the failure policy."""
+
+
+class CounterStore(Protocol):
+    def consume(self, charges: list[tuple[Window, int]]) -> None:
+        """Add each charge's units to its window, all or nothing; LimitReached names a full window."""
+        ...
+
+
+class MemoryCounterStore:
+    """In-process store for tests; same contract."""
+
+    def __init__(self) -> None:
+        self.used: dict[tuple[str, str], int] = {}
+        self.fail_with: Exception | None = None
+
+    def consume(self, charges: list[tuple[Window, int]]) -> None:
+        if self.fail_with is not None:
+            raise CounterStoreUnavailable() from self.fail_with
+        for window, units in charges:
+            if self.used.get((window.pk, window.sk), 0) + units > window.limit:
+                raise LimitReached(window)
+        for window, units in charges:
+            self.used[(window.pk, window.sk)] = self.used.get((window.pk, window.sk), 0) + units
+
+
+class DynamoCounterStore:
+    def __init__(self, table_name: str | None = None, client: Any = None) -> None:
+        self.table_name = table_name or os.environ.get("TOLLWAY_TABLE", "TollwayTable")
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    def consume(self, charges: list[tuple[Window, int]]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        items = [
+            {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": {"pk": {"S": window.pk}, "sk": {"S": window.sk}},
+                    "UpdateExpression": "ADD used :units SET expires_at = :ttl",
+                    "ConditionExpression": "attribute_not_exists(used) OR used <= :room",
+                    "ExpressionAttributeValues": {
+                        ":units": {"N": str(units)},
+                        ":room": {"N": str(window.limit - units)},
+                        # Kept a day past the window, so an operator can still look at it.
+                        ":ttl": {"N": str(int(window.resets_at) + 86400)},
+                    },
+                }
+            }
+            for window, units in charges
+        ]
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "TransactionCanceledException":
+                reasons = exc.response.get("CancellationReasons") or []
+                for (window, _), reason in zip(charges, reasons, strict=False):
+                    if reason.get("Code") == "ConditionalCheckFailed":
+                        raise LimitReached(window) from None
+            raise CounterStoreUnavailable(error.get("Code", "ClientError")) from exc
+        except BotoCoreError as exc:
+            raise CounterStoreUnavailable(type(exc).__name__) from exc

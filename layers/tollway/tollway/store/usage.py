@@ -1,0 +1,151 @@
+"""Usage records for finance: one item per tenant, day and tool, updated atomically per call.
+
+  pk USAGE#<tenant>   sk <YYYY-MM-DD>#<tool>             one tenant's month: Query begins_with
+  gsi1pk USAGE#<YYYY-MM>   gsi1sk <tenant>#<day>#<tool>  every tenant's month: Query index ByMonth
+  calls, units, errors, latency_ms (sums), rejected (calls refused by a limit)
+
+No TTL: usage is kept. Each item stays well under 1 KB whatever the traffic (counters only).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from tollway.errors import InternalError
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    tenant: str
+    day: str
+    tool: str
+    calls: int
+    units: int
+    errors: int
+    rejected: int
+    latency_ms: int
+
+
+class UsageRecorder(Protocol):
+    def record(
+        self,
+        tenant: str,
+        tool: str,
+        *,
+        units: int = 0,
+        error: bool = False,
+        rejected: bool = False,
+        latency_ms: float = 0.0,
+        now: datetime | None = None,
+    ) -> None: ...
+
+
+class MemoryUsageStore:
+    """In-process recorder for tests: keeps every record."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def record(self, tenant: str, tool: str, **fields: Any) -> None:
+        self.records.append({"tenant": tenant, "tool": tool, **fields})
+
+
+class UsageStore:
+    def __init__(self, table_name: str | None = None, client: Any = None) -> None:
+        self.table_name = table_name or os.environ.get("TOLLWAY_TABLE", "TollwayTable")
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    def record(
+        self,
+        tenant: str,
+        tool: str,
+        *,
+        units: int = 0,
+        error: bool = False,
+        rejected: bool = False,
+        latency_ms: float = 0.0,
+        now: datetime | None = None,
+    ) -> None:
+        """One atomic ADD per call: admitted calls count calls/units/errors/latency; refused ones `rejected`."""
+        day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
+        values: dict[str, Any] = {
+            ":tenant": {"S": tenant},
+            ":tool": {"S": tool},
+            ":day": {"S": day},
+            ":gpk": {"S": f"USAGE#{day[:7]}"},
+            ":gsk": {"S": f"{tenant}#{day}#{tool}"},
+        }
+        if rejected:
+            add = "rejected :one"
+            values[":one"] = {"N": "1"}
+        else:
+            add = "calls :one, units :units, errors :errors, latency_ms :latency"
+            values.update(
+                {
+                    ":one": {"N": "1"},
+                    ":units": {"N": str(units)},
+                    ":errors": {"N": "1" if error else "0"},
+                    ":latency": {"N": str(round(latency_ms))},
+                }
+            )
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"pk": {"S": f"USAGE#{tenant}"}, "sk": {"S": f"{day}#{tool}"}},
+                UpdateExpression=f"SET {_KEYS} ADD {add}",
+                ExpressionAttributeNames={"#d": "day"},
+                ExpressionAttributeValues=values,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise InternalError("Usage store unavailable", data={"retryable": True}) from exc
+
+    def month(self, month: str, tenant: str | None = None) -> list[UsageRow]:
+        """Every record of `month` (YYYY-MM), for one tenant or all; Query only, never Scan."""
+        if tenant is not None:
+            query = {
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :month)",
+                "ExpressionAttributeValues": {":pk": {"S": f"USAGE#{tenant}"}, ":month": {"S": month}},
+            }
+        else:
+            query = {
+                "IndexName": "ByMonth",
+                "KeyConditionExpression": "gsi1pk = :gpk",
+                "ExpressionAttributeValues": {":gpk": {"S": f"USAGE#{month}"}},
+            }
+        rows: list[UsageRow] = []
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(TableName=self.table_name, **query):
+            rows.extend(_row(item) for item in page.get("Items", []))
+        return sorted(rows, key=lambda r: (r.tenant, r.day, r.tool))
+
+
+_KEYS = "tenant = :tenant, tool = :tool, #d = :day, gsi1pk = :gpk, gsi1sk = :gsk"
+
+
+def _row(item: dict[str, Any]) -> UsageRow:
+    def n(key: str) -> int:
+        return int(item.get(key, {}).get("N", "0"))
+
+    return UsageRow(
+        tenant=item["tenant"]["S"],
+        day=item["day"]["S"],
+        tool=item["tool"]["S"],
+        calls=n("calls"),
+        units=n("units"),
+        errors=n("errors"),
+        rejected=n("rejected"),
+        latency_ms=n("latency_ms"),
+    )
