@@ -90,6 +90,10 @@ class FakeUpstream:
         raise AssertionError(f"unexpected {method}")
 
 
+CATALOG: dict[str | None, tuple[list[str], str | None]] = {None: (["one", "two"], None)}
+"""What the fake upstream lists: the gateway answers names outside it as unknown without a call."""
+
+
 def _upstream(name: str) -> UpstreamConfig:
     return UpstreamConfig(name=name, url=f"http://127.0.0.1:9/{name}")
 
@@ -213,7 +217,7 @@ def test_a_tool_name_that_cannot_be_mounted_is_withheld_from_the_list() -> None:
 
 
 def test_a_call_reaches_the_upstream_under_its_own_name_and_links_come_back_prefixed() -> None:
-    alpha = FakeUpstream(_upstream("alpha"))
+    alpha = FakeUpstream(_upstream("alpha"), tools=CATALOG)
     gateway = Gateway(alpha, FakeUpstream(_upstream("beta")))
 
     response = gateway.modern("tools/call", {"name": "alpha__one", "arguments": {}}, name="alpha__one")
@@ -230,7 +234,7 @@ def test_a_call_reaches_the_upstream_under_its_own_name_and_links_come_back_pref
 
 
 def test_a_legacy_upstream_session_is_opened_once_and_kept_in_the_client_session() -> None:
-    alpha = FakeUpstream(_upstream("alpha"), modern=False)
+    alpha = FakeUpstream(_upstream("alpha"), tools=CATALOG, modern=False)
     gateway = Gateway(alpha)
     session = gateway.open_session()
 
@@ -244,7 +248,7 @@ def test_a_legacy_upstream_session_is_opened_once_and_kept_in_the_client_session
 
 
 def test_a_legacy_upstream_that_lost_its_session_is_reinitialized_once_and_the_call_succeeds() -> None:
-    alpha = FakeUpstream(_upstream("alpha"), modern=False, loses_sessions=1)
+    alpha = FakeUpstream(_upstream("alpha"), tools=CATALOG, modern=False, loses_sessions=1)
     gateway = Gateway(alpha)
     session = gateway.open_session()
 
@@ -270,7 +274,7 @@ def test_a_legacy_upstream_that_keeps_losing_sessions_gives_a_stable_error() -> 
 
 
 def test_a_sessionless_caller_shares_one_legacy_upstream_session_per_principal() -> None:
-    alpha = FakeUpstream(_upstream("alpha"), modern=False)
+    alpha = FakeUpstream(_upstream("alpha"), tools=CATALOG, modern=False)
     gateway = Gateway(alpha)
 
     for tool in ("one", "two"):

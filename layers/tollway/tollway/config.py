@@ -51,8 +51,8 @@ class AuthConfig(Strict):
     required_claims: list[str] = Field(default_factory=list)
     leeway_seconds: Annotated[int, Field(ge=0, le=300)] = 30
     max_token_bytes: Annotated[int, Field(ge=512, le=65536)] = 8192
-    jwks_cache_seconds: Annotated[int, Field(ge=0)] = 300
-    jwks_refresh_cooldown: Annotated[float, Field(ge=1)] = 30.0
+    jwks_cache_seconds: Annotated[int, Field(ge=1)] = 300
+    jwks_refresh_cooldown: Annotated[float, Field(ge=1)] = 10.0
     """At most one JWKS refresh per cooldown for unknown `kid`s."""
     allow_anonymous: bool = False
     """Explicit opt-out of authentication (local experiments only); without an issuer and

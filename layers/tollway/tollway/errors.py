@@ -132,5 +132,9 @@ class UpstreamError(GatewayError):
     code, message = c.INTERNAL_ERROR, "Upstream unavailable"
 
 
+class UpstreamAuthError(UpstreamError):
+    """The gateway's own credentials for an upstream are missing or refused: not a probe miss."""
+
+
 class InternalError(GatewayError):
     code, message = c.INTERNAL_ERROR, "Internal error"

@@ -78,6 +78,10 @@ class Pipeline:
         kind, public_name = _policy_subject(method, params)
         if not self.authorizer.allows(ctx.principal, kind, upstream, public_name):
             raise _unknown(method, params)  # indistinguishable from a name no upstream has
+        if method in ("tools/call", "prompts/get") and not await self.router.exists(
+            ctx, upstream, method, upstream_params["name"]
+        ):
+            raise _unknown(method, params)
         admission = self._admit(ctx, public_name) if method == "tools/call" else None
         started, failed = time.perf_counter(), True
         try:

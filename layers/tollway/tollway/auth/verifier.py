@@ -15,6 +15,9 @@ from jwt import PyJWKClient, PyJWKSet
 
 from tollway.config import AuthConfig
 
+JWKS_TIMEOUT_SECONDS = 5
+"""A slow issuer must not hold requests past API Gateway's 29 s (lookups share one lock)."""
+
 
 class InvalidToken(Exception):
     """The token is not acceptable. `reason` goes to the log, never to the caller."""
@@ -32,7 +35,12 @@ class TokenVerifier:
         self.audience = audience
         self._static = jwks
         self._client = (
-            PyJWKClient(auth.jwks_url, lifespan=auth.jwks_cache_seconds, cooldown_duration=auth.jwks_refresh_cooldown)
+            PyJWKClient(
+                auth.jwks_url,
+                lifespan=auth.jwks_cache_seconds,
+                cooldown_duration=auth.jwks_refresh_cooldown,
+                timeout=JWKS_TIMEOUT_SECONDS,
+            )
             if jwks is None and auth.jwks_url
             else None
         )
@@ -78,3 +86,5 @@ class TokenVerifier:
             raise InvalidToken("JWKS unreachable") from None
         except jwt.PyJWKClientError:
             raise InvalidToken("unknown kid") from None
+        except (jwt.PyJWKSetError, jwt.InvalidKeyError, ValueError):
+            raise InvalidToken("JWKS is not a usable key set") from None

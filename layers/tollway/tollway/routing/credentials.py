@@ -16,7 +16,7 @@ import anyio.to_thread
 import httpx
 
 from tollway.config import UpstreamConfig
-from tollway.errors import UpstreamError
+from tollway.errors import UpstreamAuthError
 from tollway.telemetry import logger
 
 SECRET_MAX_AGE = 300
@@ -60,7 +60,7 @@ class UpstreamCredentials:
             logger.error(
                 "upstream secret unavailable", extra={"upstream": self.config.name, "error": type(exc).__name__}
             )
-            raise UpstreamError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
+            raise UpstreamAuthError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
         return str(value)
 
     async def _client_credentials_token(self) -> str:
@@ -78,7 +78,7 @@ class UpstreamCredentials:
             logger.error(
                 "upstream client secret is not {client_id, client_secret}", extra={"upstream": self.config.name}
             )
-            raise UpstreamError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
+            raise UpstreamAuthError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
         if auth.scope:
             form["scope"] = auth.scope
         http = self._http or httpx.AsyncClient()
@@ -86,7 +86,7 @@ class UpstreamCredentials:
             reply = await http.post(auth.token_url or "", data=form, timeout=10.0)
             body = reply.json() if reply.status_code == 200 else {}
         except (httpx.HTTPError, ValueError) as exc:
-            raise UpstreamError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
+            raise UpstreamAuthError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
         finally:
             if self._http is None:
                 await http.aclose()
@@ -95,7 +95,7 @@ class UpstreamCredentials:
             logger.error(
                 "upstream token endpoint refused", extra={"upstream": self.config.name, "status": reply.status_code}
             )
-            raise UpstreamError(f"Upstream {self.config.name!r} credentials are unavailable")
+            raise UpstreamAuthError(f"Upstream {self.config.name!r} credentials are unavailable")
         lifetime = body.get("expires_in")
         lifetime = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else 300.0
         self._token = _Token(token, time.time() + lifetime)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -38,6 +39,9 @@ Visible = Callable[[str, str, str], bool]
 _NAME_FIELD = {"tools": "name", "prompts": "name", "resources": "uri", "resourceTemplates": "uriTemplate"}
 _ENVELOPE_KEYS = (c.META_PROTOCOL_VERSION, c.META_CLIENT_INFO, c.META_CLIENT_CAPABILITIES)
 SERVER_REQUEST_ID_PREFIX = "tw:"
+CATALOG_MIN_REFRESH_SECONDS = 5.0
+"""A missing name refreshes a catalog at most this often (a flood of unknown names costs nothing)."""
+CATALOG_MAX_PAGES = 50
 
 
 class Router:
@@ -47,6 +51,7 @@ class Router:
         self.namespace = Namespace(config.upstreams)
         self.upstreams = {u.name: Upstream(u) for u in config.upstreams}
         self._info: dict[str, UpstreamInfo] = {}
+        self._catalogs: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self._principal_sessions: dict[tuple[str, str], UpstreamSession] = {}
 
     # --- what upstreams speak ---------------------------------------------------------------
@@ -133,6 +138,29 @@ class Router:
             return None
         item[field] = public
         return item
+
+    # --- catalogs -------------------------------------------------------------------------------
+    async def exists(self, ctx: RequestContext, name: str, method: str, item: str) -> bool:
+        """Whether upstream `name` lists tool/prompt `item` (its own name). The gateway answers an
+        unknown name itself, exactly as it answers a denied one, so neither can be told apart.
+        Catalogs are cached per warm instance and refreshed when a name is missing."""
+        kind = "tools" if method == "tools/call" else "prompts"
+        cached = self._catalogs.get((name, kind))
+        now = time.monotonic()
+        if cached is not None and (item in cached[1] or now - cached[0] < CATALOG_MIN_REFRESH_SECONDS):
+            return item in cached[1]
+        names: set[str] = set()
+        cursor: str | None = None
+        for _ in range(CATALOG_MAX_PAGES):
+            params = {"cursor": cursor} if cursor else {}
+            reply = await self._final(self.call(ctx, name, f"{kind}/list", params, request_id=0))
+            result = reply.get("result") if isinstance(reply.get("result"), dict) else {}
+            names.update(str(x.get("name")) for x in result.get(kind) or [] if isinstance(x, dict))
+            cursor = result.get("nextCursor") if isinstance(result.get("nextCursor"), str) else None
+            if cursor is None:
+                break
+        self._catalogs[(name, kind)] = (now, frozenset(names))
+        return item in names
 
     # --- calls ----------------------------------------------------------------------------------
     def resolve(self, method: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

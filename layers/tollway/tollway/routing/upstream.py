@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from tollway.config import UpstreamConfig
-from tollway.errors import UpstreamError
+from tollway.errors import UpstreamAuthError, UpstreamError
 from tollway.protocol import constants as c
 from tollway.protocol.headers import encode_header_value
 from tollway.routing.credentials import UpstreamCredentials
@@ -173,11 +173,7 @@ class Upstream:
         if response.status_code == 404 and session:
             raise SessionLost(self.name)
         if response.status_code in (401, 403):
-            self.credentials.forget_token()
-            logger.error("upstream refused the gateway's credentials", extra={"upstream": self.name})
-            raise UpstreamError(
-                f"Upstream {self.name!r} refused the gateway's credentials", data={"upstream": self.name}
-            )
+            raise self._refused()
         if response.status_code == 202:
             return
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -195,6 +191,13 @@ class Upstream:
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             raise self._invalid("not a JSON-RPC message")
         yield message
+
+    def _refused(self) -> UpstreamAuthError:
+        self.credentials.forget_token()
+        logger.error("upstream refused the gateway's credentials", extra={"upstream": self.name})
+        return UpstreamAuthError(
+            f"Upstream {self.name!r} refused the gateway's credentials", data={"upstream": self.name}
+        )
 
     def _invalid(self, why: str) -> UpstreamError:
         logger.warning("upstream answered invalid MCP", extra={"upstream": self.name, "reason": why})
@@ -236,6 +239,8 @@ class Upstream:
         }
         try:
             reply = await self.request(message, protocol_version=c.LATEST_MODERN_VERSION, modern=True)
+        except UpstreamAuthError:
+            raise  # a credentials problem, not a sign of a 2025-only server
         except UpstreamError:
             return None
         result = reply.get("result")
@@ -281,6 +286,8 @@ class Upstream:
                 raise UpstreamError(
                     f"Upstream {self.name!r} is unavailable", data={"upstream": self.name, "retryable": True}
                 ) from exc
+            if response.status_code in (401, 403):
+                raise self._refused()
             session_id = response.headers.get(c.SESSION_ID_HEADER)
             return _single_response(response, message["id"]) or {}
 
