@@ -49,22 +49,43 @@ def main() -> None:
         LocalIssuer(Path(tmp) / "key.pem") as issuer,
     ):
         config_path = Path(tmp) / "gateway.yaml"
-        config_path.write_text(
-            "resource: http://127.0.0.1:8080/mcp\n"
-            f"auth: {{issuer: {issuer.issuer}, jwks_url: {issuer.jwks_url}}}\n"
-            f"upstreams:\n  - name: finance\n    url: {finance_url}\n"
-        )
+        config_path.write_text(bench_config(issuer, finance_url, lease_units=1))
+        lease_config = Path(tmp) / "gateway-lease.yaml"
+        lease_config.write_text(bench_config(issuer, finance_url, lease_units=100))
         os.environ["BENCH_TOKEN"] = issuer.token()
         os.environ["TOLLWAY_CONFIG"] = str(config_path)
         print("Tollway bench (one run; compare ratios, absolute times are machine-dependent)\n")
         bench_import(args.imports)
         from bench.handler import bench_handler
 
-        bench_handler(args.calls)
+        bench_handler(args.calls, config_path, lease_config)
         from bench.throughput import bench_throughput
 
-        asyncio.run(bench_throughput(finance_url, config_path, args.throughput_requests, args.concurrency))
+        routing_only = Path(tmp) / "gateway-routing.yaml"
+        routing_only.write_text(bench_config(issuer, finance_url, lease_units=1, quotas=False))
+        configs = {"no quotas:": routing_only, "exact quotas:": config_path, "quota leases:": lease_config}
+        asyncio.run(bench_throughput(finance_url, configs, args.throughput_requests, args.concurrency))
         issuer.bench_verify()
+
+
+def bench_config(issuer: object, upstream_url: str, lease_units: int, quotas: bool = True) -> str:
+    """Auth on, one upstream, a quota plan (limits far above the bench's traffic)."""
+    base = (
+        "resource: http://127.0.0.1:8080/mcp\n"
+        f"auth: {{issuer: {issuer.issuer}, jwks_url: {issuer.jwks_url}}}\n"  # type: ignore[attr-defined]
+        f"upstreams:\n  - name: finance\n    url: {upstream_url}\n"
+    )
+    if not quotas:
+        return base
+    return base + (
+        "quotas:\n"
+        "  default_plan: bench\n"
+        f"  lease_units: {lease_units}\n"
+        "  plans:\n"
+        "    bench:\n"
+        "      tenant: {per_minute: 1000000, per_day: 100000000}\n"
+        "      subject: {per_minute: 1000000}\n"
+    )
 
 
 def bench_import(runs: int) -> None:

@@ -10,6 +10,7 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.__main__ import HANDLER, ROOT
@@ -96,7 +97,7 @@ def legacy(method: str, params: dict[str, Any], rid: int, session: str | None) -
     return event({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}, headers)
 
 
-def bench_handler(calls: int) -> None:
+def bench_handler(calls: int, config_path: Path, lease_config: Path) -> None:
     from moto import mock_aws
 
     with mock_aws():
@@ -104,54 +105,60 @@ def bench_handler(calls: int) -> None:
         from tollway.store.tables import ensure_tables
 
         ensure_tables(boto3.client("dynamodb"), ROOT / "template.yaml", {"TollwayTable": "TollwayTable"})
-        spec = importlib.util.spec_from_file_location("gateway_app_bench", HANDLER)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        ctx = FakeContext()
-        store = module.app.state.endpoint.store
-        counts: Counter[str] = Counter()
+        exact = _run(calls, config_path, "gateway_app_bench")
+        lease = _run(calls, lease_config, "gateway_app_bench_lease")
+
+    print("2. warm tools/call through the Lambda handler (Mangum + Starlette + JWT validation + quota + usage,")
+    print("   upstream on 127.0.0.1, moto in-process)")
+    for era, times in exact["times"].items():
+        print(f"   {era:>10}: p50 {_pct(times, 50):.2f} ms  p99 {_pct(times, 99):.2f} ms  ({len(times)} calls)")
+    print("\n3. DynamoDB requests per request on a warm instance (botocore before-call events, every client)")
+    for label, run in (("exact quotas (lease_units 1)", exact), ("quota leases (lease_units 100)", lease)):
+        print(f"   {label}:")
+        for what, (count, by_op) in run["requests"].items():
+            print(f"     {what:<22} {count:5.2f}  {by_op}")
+    writes = {label: run["requests"]["2026-07-28 tools/call"][0] for label, run in (("exact", exact), ("lease", lease))}
+    os.environ["BENCH_WRITES_PER_CALL"] = json.dumps(writes)
+    print()
+
+
+def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
+    os.environ["TOLLWAY_CONFIG"] = str(config_path)
+    spec = importlib.util.spec_from_file_location(module_name, HANDLER)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    ctx = FakeContext()
+    endpoint = module.app.state.endpoint
+    counts: Counter[str] = Counter()
+    for store in (endpoint.store, endpoint.pipeline.quota.store, endpoint.pipeline.usage):
         store.client.meta.events.register("before-call.dynamodb.*", lambda model, **_: counts.update([model.name]))
 
-        def invoke(ev: dict[str, Any]) -> dict[str, Any]:
-            reply = module.handler(ev, ctx)
-            assert reply["statusCode"] == 200, reply
-            return reply
+    def invoke(ev: dict[str, Any]) -> dict[str, Any]:
+        reply = module.handler(ev, ctx)
+        assert reply["statusCode"] == 200, reply
+        return reply
 
-        args = {"card_number": "4242424242424242", "amount": 12.5}
-        results = {}
-        # --- 2026-07-28 -----------------------------------------------------------------------
-        invoke(modern_call("finance__validate_transaction", args, 0))  # warm-up: probe, connections
+    def per_request(label: str, make: Any, n: int) -> None:
         counts.clear()
-        invoke(modern_call("finance__validate_transaction", args, 1))
-        modern_call_ddb = sum(counts.values())
-        counts.clear()
-        invoke(modern_list(2))
-        modern_list_ddb = sum(counts.values())
-        results[MODERN] = _time(lambda i: invoke(modern_call("finance__validate_transaction", args, i)), calls)
-        # --- 2025-11-25 (session) --------------------------------------------------------------
-        init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
-        reply = invoke(legacy("initialize", init, 0, None))
-        session = reply["headers"]["mcp-session-id"]
-        call = {"name": "finance__validate_transaction", "arguments": args}
-        invoke(legacy("tools/call", call, 1, session))  # opens the upstream session
-        counts.clear()
-        invoke(legacy("tools/call", call, 2, session))
-        legacy_call_ddb = dict(counts)
-        counts.clear()
-        invoke(legacy("tools/list", {}, 3, session))
-        legacy_list_ddb = dict(counts)
-        results["2025-11-25"] = _time(lambda i: invoke(legacy("tools/call", call, i, session)), calls)
+        for i in range(n):
+            invoke(make(i))
+        requests[label] = (sum(counts.values()) / n, {k: round(v / n, 2) for k, v in counts.items()})
 
-    print("2. warm tools/call through the Lambda handler (Mangum + Starlette + JWT validation, upstream on")
-    print("   127.0.0.1, moto in-process)")
-    for era, times in results.items():
-        print(f"   {era:>10}: p50 {_pct(times, 50):.2f} ms  p99 {_pct(times, 99):.2f} ms  ({len(times)} calls)")
-    print("\n3. DynamoDB requests (botocore before-call events, warm instance)")
-    print(f"   2026-07-28 tools/call: {modern_call_ddb}   tools/list: {modern_list_ddb}   (goal: 0 reads per call)")
-    print(
-        f"   2025-11-25 tools/call: {sum(legacy_call_ddb.values())} {legacy_call_ddb}   "
-        f"tools/list: {sum(legacy_list_ddb.values())} {legacy_list_ddb}\n"
-    )
+    args = {"card_number": "4242424242424242", "amount": 12.5}
+    requests: dict[str, tuple[float, dict[str, float]]] = {}
+    times: dict[str, list[float]] = {}
+    invoke(modern_call("finance__validate_transaction", args, 0))  # warm-up: probe, connections, JWKS
+    per_request("2026-07-28 tools/call", lambda i: modern_call("finance__validate_transaction", args, i), 50)
+    per_request("2026-07-28 tools/list", lambda i: modern_list(i), 5)
+    times[MODERN] = _time(lambda i: invoke(modern_call("finance__validate_transaction", args, i)), calls)
+    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
+    session = invoke(legacy("initialize", init, 0, None))["headers"]["mcp-session-id"]
+    call = {"name": "finance__validate_transaction", "arguments": args}
+    invoke(legacy("tools/call", call, 1, session))  # opens the upstream session
+    per_request("2025-11-25 tools/call", lambda i: legacy("tools/call", call, i, session), 50)
+    per_request("2025-11-25 tools/list", lambda i: legacy("tools/list", {}, i, session), 5)
+    times["2025-11-25"] = _time(lambda i: invoke(legacy("tools/call", call, i, session)), calls)
+    return {"times": times, "requests": requests}
 
 
 def _time(fn: Any, n: int) -> list[float]:

@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio.to_thread
+
 from tollway import __version__
 from tollway.config import GatewayConfig
 from tollway.context import RequestContext
@@ -82,7 +84,8 @@ class Pipeline:
             ctx, upstream, method, upstream_params["name"]
         ):
             raise _unknown(method, params)
-        admission = self._admit(ctx, public_name) if method == "tools/call" else None
+        # Store I/O off the event loop: the local server serves many requests at once.
+        admission = await anyio.to_thread.run_sync(self._admit, ctx, public_name) if method == "tools/call" else None
         started, failed = time.perf_counter(), True
         try:
             async for item in self.router.call(ctx, upstream, method, upstream_params, request_id):
@@ -94,7 +97,7 @@ class Pipeline:
                 yield item
         finally:
             if admission is not None:
-                self._record(ctx, public_name, admission.units, failed, started)
+                await anyio.to_thread.run_sync(self._record, ctx, public_name, admission.units, failed, started)
 
     # --- quota and usage ---------------------------------------------------------------------------
     def _admit(self, ctx: RequestContext, tool: str) -> Admission:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import calendar
 import fnmatch
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +52,8 @@ class QuotaEnforcer:
         self.store = store
         self._leases: dict[Window, int] = {}
         """Units this instance has reserved and not yet spent, per window."""
+        self._lock = threading.Lock()
+        """Admissions run in worker threads on the local server: one at a time per process."""
 
     def cost(self, tool: str) -> int:
         for pattern, units in self.config.quotas.costs.items():
@@ -78,6 +81,10 @@ class QuotaEnforcer:
         return charges
 
     def admit(self, principal: Principal, tool: str) -> Admission:
+        with self._lock:
+            return self._admit(principal, tool)
+
+    def _admit(self, principal: Principal, tool: str) -> Admission:
         at = time.time()
         charges = self.windows(principal, tool, at)
         units = self.cost(tool)

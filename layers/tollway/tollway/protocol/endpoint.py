@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -53,7 +54,7 @@ class McpEndpoint:
         try:
             if not incoming.modern and incoming.method == "initialize" and incoming.kind == "request":
                 return await self._initialize(incoming, principal)
-            ctx = self._context(incoming, principal)
+            ctx = await self._context(incoming, principal)
             if incoming.kind == "notification":
                 return Response(status_code=202)
             if incoming.kind == "response":
@@ -66,7 +67,7 @@ class McpEndpoint:
             logger.exception("request failed", extra={"method": incoming.method})
             return error_response(InternalError(), request_id, incoming.modern)
 
-    def _context(self, incoming: Incoming, principal: Principal) -> RequestContext:
+    async def _context(self, incoming: Incoming, principal: Principal) -> RequestContext:
         if incoming.modern:
             meta = incoming.params.get("_meta") or {}
             return RequestContext(
@@ -77,7 +78,8 @@ class McpEndpoint:
                 client_capabilities=_dict(meta.get(c.META_CLIENT_CAPABILITIES)),
                 forward_headers=incoming.forward_headers,
             )
-        session = self._session(incoming.session_id, principal)
+        # Store I/O off the event loop: the local server serves many requests at once.
+        session = await anyio.to_thread.run_sync(self._session, incoming.session_id, principal)
         return RequestContext(
             principal=principal,
             modern=False,
