@@ -232,6 +232,66 @@ class FinanceConfig(Strict):
     cost_model: CostModel = Field(default_factory=CostModel)
 
 
+class FieldRule(Strict):
+    """What to do with a field path (`$.account.iban`, `customer.email`) of one tool's arguments
+    or structured results."""
+
+    path: str
+    action: Literal["mask", "remove", "hash", "round", "bucket"] = "mask"
+    digits: Annotated[int, Field(ge=-9, le=9)] = 0
+    """`round`: decimal places kept (negative rounds to tens, hundreds…)."""
+    buckets: list[float] = Field(default_factory=list)
+    """`bucket`: ascending upper bounds; a value becomes the range it falls in ("1000-5000")."""
+
+
+class ToolMasking(Strict):
+    allow_detectors: list[str] = Field(default_factory=list)
+    """Detectors not applied to this tool's arguments (a tool that legitimately needs an email)."""
+    arguments: list[FieldRule] = Field(default_factory=list)
+    results: list[FieldRule] = Field(default_factory=list)
+    max_result_bytes: Annotated[int, Field(gt=0)] | None = None
+    """Shape oversized results: text beyond this is cut with a clear truncation marker."""
+    projection: str | None = None
+    """JMESPath applied to structured results, so agents get what they need and no more."""
+
+
+class MaskingConfig(Strict):
+    enabled: bool = True
+    detectors: list[str] = Field(
+        default_factory=lambda: [
+            "email",
+            "phone",
+            "card",
+            "ssn",
+            "iban",
+            "ip",
+            "aws_access_key",
+            "jwt",
+            "api_key",
+        ]
+    )
+    tools: dict[str, ToolMasking] = Field(default_factory=dict)
+    """Glob pattern on public tool names -> per-tool rules (every matching entry applies)."""
+    hash_key_secret: str | None = None
+    """Secrets Manager secret holding the key for `hash` rules (consistent per tenant); unset:
+    a key derived from the gateway name — fine locally, set a secret in production."""
+
+
+class DefinitionPolicy(Strict):
+    """What happens to upstream tool/resource/prompt definitions that look poisoned."""
+
+    high: Literal["block", "sanitize", "warn"] = "block"
+    medium: Literal["block", "sanitize", "warn"] = "sanitize"
+    low: Literal["block", "sanitize", "warn"] = "warn"
+    max_description_chars: Annotated[int, Field(gt=0)] = 2000
+    pinning: bool = True
+    """Pin approved definitions (hash in DynamoDB); a changed definition is withheld until re-approved."""
+    auto_approve_first_seen: bool = True
+    """Pin definitions the first time they are seen (trust on first use); false: an admin approves each."""
+    result_injection: Literal["flag", "wrap", "block", "off"] = "flag"
+    """Instruction-like text in results: mark it in `_meta`, wrap it as quoted data, or fail the call."""
+
+
 class TenantPolicy(Strict):
     upstreams: list[str] | None = None
     """Upstreams this tenant may reach (default: all)."""
@@ -262,6 +322,8 @@ class GatewayConfig(Strict):
     virtual_servers: dict[str, VirtualServer] = Field(default_factory=dict)
     quotas: QuotaConfig = Field(default_factory=QuotaConfig)
     finance: FinanceConfig = Field(default_factory=FinanceConfig)
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    definitions: DefinitionPolicy = Field(default_factory=DefinitionPolicy)
 
     @model_validator(mode="after")
     def _references_exist(self) -> GatewayConfig:
