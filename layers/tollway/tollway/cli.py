@@ -24,6 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--config", help="gateway.yaml whose resource is the audience (default as `dev`)")
 
+    usage = commands.add_parser("usage", help="finance: usage and estimated cost per tenant, tool and day")
+    usage_commands = usage.add_subparsers(dest="usage_command", required=True)
+    report = usage_commands.add_parser("report", help="one month's usage report from the DynamoDB table")
+    report.add_argument("--month", required=True, help="YYYY-MM (UTC days)")
+    report.add_argument("--tenant", help="one tenant only (default: every tenant)")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table", help="default: table")
+    report.add_argument("--config", help="gateway.yaml with finance.cost_model (default as `dev`)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "dev":
@@ -32,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_dev(config_path=args.config, port=args.port)
         if args.command == "token":
             return print_token(args)
+        if args.command == "usage":
+            from tollway.finance import usage_report
+
+            return usage_report(args.month, tenant=args.tenant, format=args.format, config_path=args.config)
     except ConfigError as exc:
         print(f"tollway: {exc}", file=sys.stderr)
         return 2

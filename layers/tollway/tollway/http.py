@@ -27,6 +27,7 @@ from tollway.auth.middleware import AuthMiddleware
 from tollway.auth.verifier import TokenVerifier
 from tollway.config import GatewayConfig
 from tollway.errors import ConfigError, GatewayError, InternalError
+from tollway.finance.admin import UsageReportEndpoint
 from tollway.pipeline import Pipeline
 from tollway.policy.quota import QuotaEnforcer
 from tollway.protocol.endpoint import McpEndpoint, error_response
@@ -71,6 +72,7 @@ def create_app(
         Route("/.well-known/oauth-protected-resource", metadata, methods=["GET"]),
         Route("/.well-known/oauth-protected-resource/mcp", metadata, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/admin/usage", UsageReportEndpoint(config, verifier, stores.usage).handle, methods=["GET"]),
         *(extra_routes or []),
     ]
     middleware = [

@@ -1,0 +1,161 @@
+"""GET /admin/usage: one month's usage report over HTTP, for finance tools and spreadsheets.
+
+    GET /admin/usage?month=2026-11[&tenant=acme][&format=json|csv]
+    Authorization: Bearer <a token carrying finance.admin_scope, default `tollway:admin`>
+
+200: the report's JSON (shape in `tollway.finance.report`), or its CSV as an attachment.
+401: no token, or one that fails verification; the same `WWW-Authenticate` challenge as /mcp.
+403: a valid token without the admin scope: `error="insufficient_scope", scope="tollway:admin"`;
+     also every request when the gateway runs without authentication (`auth.allow_anonymous`):
+     every tenant's usage is never anonymous.
+400: a month that is not YYYY-MM, an empty or repeated parameter, an unknown format.
+Refusals are the gateway's usual JSON-RPC error bodies, with a stable message and no detail.
+
+The auth middleware guards /mcp only, so this endpoint verifies the token itself, with the
+verifier `create_app` built for the gateway (same issuer, audience, JWKS cache and claims).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tollway.auth.middleware import InsufficientScope, Unauthorized, metadata_url, principal_from_claims
+from tollway.auth.verifier import InvalidToken, TokenVerifier
+from tollway.config import GatewayConfig
+from tollway.context import Principal
+from tollway.errors import GatewayError, InternalError, InvalidRequest
+from tollway.protocol import constants as c
+from tollway.store.usage import UsageRow
+from tollway.telemetry import logger, metrics
+
+PATH = "/admin/usage"
+CSV_TYPE = "text/csv; charset=utf-8"
+_FORMATS = ("json", "csv")
+_MAX_TENANT = 256
+
+
+class UsageReader(Protocol):
+    def month(self, month: str, tenant: str | None = None) -> list[UsageRow]: ...
+
+
+class AdminRequiresAuthentication(GatewayError):
+    status, code, message = 403, c.INVALID_REQUEST, "Forbidden: the admin API requires authentication"
+
+
+class UsageReportsUnavailable(GatewayError):
+    status, code, message = 501, c.INTERNAL_ERROR, "Usage reports need the DynamoDB usage store"
+
+
+class UsageReportEndpoint:
+    """`handle` is the Starlette endpoint; `store` is the gateway's usage store."""
+
+    def __init__(self, config: GatewayConfig, verifier: TokenVerifier | None, store: Any) -> None:
+        self.config = config
+        self.verifier = verifier
+        self.store: UsageReader | None = store if callable(getattr(store, "month", None)) else None
+        self.scope = config.finance.admin_scope
+        self.challenge = f'Bearer resource_metadata="{metadata_url(config.resource)}"'
+
+    async def handle(self, request: Request) -> Response:
+        # Imported here, not with the app: the first /mcp request of a cold start does not wait for it.
+        from tollway.finance.report import parse_month, render, summarize, to_json
+
+        principal = await self._admin(request)
+        month = _param(request, "month")
+        if month is None:
+            raise InvalidRequest("Bad Request: month is required (YYYY-MM)")
+        try:
+            parse_month(month)
+        except ValueError:
+            raise InvalidRequest("Bad Request: month must be YYYY-MM") from None
+        tenant = _param(request, "tenant")
+        if tenant is not None and len(tenant) > _MAX_TENANT:
+            raise InvalidRequest("Bad Request: tenant is too long")
+        format = _param(request, "format") or "json"
+        if format not in _FORMATS:
+            raise InvalidRequest("Bad Request: format must be json or csv")
+        if self.store is None:
+            raise UsageReportsUnavailable()
+        rows = await self._rows(month, tenant)
+        logger.info(
+            "usage report",
+            extra={
+                "subject": principal.subject,
+                "tenant": principal.tenant,
+                "month": month,
+                "report_tenant": tenant,
+                "format": format,
+            },
+        )
+        report = summarize(rows, month, tenant=tenant, model=self.config.finance.cost_model)
+        headers = {"cache-control": "no-store"}
+        if format == "csv":
+            name = f"tollway-usage-{month}" + (f"-{_filename_safe(tenant)}" if tenant else "")
+            headers["content-disposition"] = f'attachment; filename="{name}.csv"'
+            return Response(render(report, "csv"), media_type=CSV_TYPE, headers=headers)
+        # Compact: a Lambda answer is at most 6 MB, and the report is read by programs.
+        body = json.dumps(to_json(report), separators=(",", ":"), ensure_ascii=False)
+        return Response(body, media_type=c.CONTENT_TYPE_JSON, headers=headers)
+
+    async def _admin(self, request: Request) -> Principal:
+        if self.verifier is None:
+            raise AdminRequiresAuthentication()
+        if {"access_token", "token", "id_token"} & request.query_params.keys():
+            self._refuse("token in query string")
+            raise Unauthorized(headers={"www-authenticate": f'{self.challenge}, error="invalid_request"'})
+        token = _bearer(request)
+        if token is None:
+            raise Unauthorized(headers={"www-authenticate": self.challenge})
+        try:
+            claims = await anyio.to_thread.run_sync(self.verifier.verify, token)
+            principal = principal_from_claims(claims, self.config)
+        except InvalidToken as exc:
+            self._refuse(exc.reason)
+            raise Unauthorized(headers={"www-authenticate": f'{self.challenge}, error="invalid_token"'}) from None
+        if self.scope not in principal.scopes:
+            self._refuse("insufficient scope", tenant=principal.tenant)
+            header = f'{self.challenge}, error="insufficient_scope", scope="{self.scope}"'
+            raise InsufficientScope(headers={"www-authenticate": header}, data={"requiredScopes": [self.scope]})
+        return principal
+
+    async def _rows(self, month: str, tenant: str | None) -> list[UsageRow]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        assert self.store is not None
+        try:
+            return await anyio.to_thread.run_sync(self.store.month, month, tenant)
+        except (BotoCoreError, ClientError) as exc:
+            logger.error("usage store unavailable", extra={"error": type(exc).__name__, "detail": str(exc)})
+            raise InternalError("Usage store unavailable", data={"retryable": True}, status=503) from exc
+
+    @staticmethod
+    def _refuse(reason: str, **extra: Any) -> None:
+        logger.warning("admin authentication refused", extra={"path": PATH, "reason": reason, **extra})
+        metrics.add_metric(name="AuthFailures", unit="Count", value=1)
+
+
+def _param(request: Request, name: str) -> str | None:
+    values = request.query_params.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1 or not values[0]:
+        raise InvalidRequest(f"Bad Request: {name} must be given once, not empty")
+    return values[0]
+
+
+def _bearer(request: Request) -> str | None:
+    values = request.headers.getlist("authorization")
+    if len(values) != 1:
+        return None
+    scheme, _, token = values[0].partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _filename_safe(value: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in value)
