@@ -452,12 +452,15 @@ def test_an_unauthenticated_gateway_never_serves_usage(dynamodb: Any) -> None:
     assert_http_error(response, 403, c.INVALID_REQUEST, message="Forbidden: the admin API requires authentication")
 
 
-def test_a_gateway_with_in_memory_usage_says_reports_are_unavailable(key: ec.EllipticCurvePrivateKey) -> None:
-    app = create_app(admin_config(), store=MemorySessionStore(), dev_keys=jwk_set(key))
+def test_a_gateway_with_in_memory_usage_reports_what_it_recorded(key: ec.EllipticCurvePrivateKey) -> None:
+    stores = Stores.memory()
+    stores.usage.record("acme", "finance__run_forecast", units=10, now=datetime(2026, 11, 3, tzinfo=UTC))
+    app = create_app(admin_config(), stores=stores, dev_keys=jwk_set(key))
     with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.get("/admin/usage", params={"month": MONTH}, headers=bearer(key))
+        response = client.get("/admin/usage", params={"month": MONTH, "format": "json"}, headers=bearer(key))
 
-    assert_http_error(response, 501, c.INTERNAL_ERROR, message="Usage reports need the DynamoDB usage store")
+    assert response.status_code == 200
+    assert "finance__run_forecast" in response.text
 
 
 def test_a_usage_store_failure_answers_503_without_detail(dynamodb: Any, key: ec.EllipticCurvePrivateKey) -> None:

@@ -1,6 +1,6 @@
 """The auth stage: bearer token -> Principal on scope["principal"], or a spec challenge.
 
-Only `/mcp` is protected; discovery endpoints (`/.well-known/…`, `/healthz`) stay open.
+`/mcp` and the admin API are protected; discovery endpoints (`/.well-known/…`, `/healthz`) stay open.
 401 carries `WWW-Authenticate: Bearer resource_metadata=…` (plus `error="invalid_token"` when
 a token was sent); a valid token without the gateway's required scopes gets 403
 `insufficient_scope` naming them. Why a token failed is logged, never answered.
@@ -23,6 +23,7 @@ from tollway.protocol.endpoint import error_response
 from tollway.telemetry import logger, metrics
 
 _QUERY_TOKEN_PARAMS = {"access_token", "token", "id_token"}
+PROTECTED_PREFIXES = ("/mcp", "/admin")
 
 
 class Unauthorized(GatewayError):
@@ -47,7 +48,7 @@ class AuthMiddleware:
         self.challenge = f'Bearer resource_metadata="{metadata_url(config.resource)}"'
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/mcp"):
+        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIXES):
             await self.app(scope, receive, send)
             return
         try:

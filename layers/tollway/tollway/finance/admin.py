@@ -11,8 +11,8 @@
 400: a month that is not YYYY-MM, an empty or repeated parameter, an unknown format.
 Refusals are the gateway's usual JSON-RPC error bodies, with a stable message and no detail.
 
-The auth middleware guards /mcp only, so this endpoint verifies the token itself, with the
-verifier `create_app` built for the gateway (same issuer, audience, JWKS cache and claims).
+The auth stage verifies the token as for /mcp (same issuer, audience, JWKS cache and claims);
+this endpoint adds the admin-scope check.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tollway.auth.middleware import InsufficientScope, Unauthorized, metadata_url, principal_from_claims
-from tollway.auth.verifier import InvalidToken, TokenVerifier
+from tollway.auth.middleware import InsufficientScope, metadata_url
+from tollway.auth.verifier import TokenVerifier
 from tollway.config import GatewayConfig
-from tollway.context import Principal
+from tollway.context import ANONYMOUS, Principal
 from tollway.errors import GatewayError, InternalError, InvalidRequest
 from tollway.protocol import constants as c
 from tollway.store.usage import UsageRow
@@ -47,17 +47,13 @@ class AdminRequiresAuthentication(GatewayError):
     status, code, message = 403, c.INVALID_REQUEST, "Forbidden: the admin API requires authentication"
 
 
-class UsageReportsUnavailable(GatewayError):
-    status, code, message = 501, c.INTERNAL_ERROR, "Usage reports need the DynamoDB usage store"
-
-
 class UsageReportEndpoint:
     """`handle` is the Starlette endpoint; `store` is the gateway's usage store."""
 
     def __init__(self, config: GatewayConfig, verifier: TokenVerifier | None, store: Any) -> None:
         self.config = config
         self.verifier = verifier
-        self.store: UsageReader | None = store if callable(getattr(store, "month", None)) else None
+        self.store: UsageReader = store
         self.scope = config.finance.admin_scope
         self.challenge = f'Bearer resource_metadata="{metadata_url(config.resource)}"'
 
@@ -79,8 +75,6 @@ class UsageReportEndpoint:
         format = _param(request, "format") or "json"
         if format not in _FORMATS:
             raise InvalidRequest("Bad Request: format must be json or csv")
-        if self.store is None:
-            raise UsageReportsUnavailable()
         rows = await self._rows(month, tenant)
         logger.info(
             "usage report",
@@ -103,22 +97,14 @@ class UsageReportEndpoint:
         return Response(body, media_type=c.CONTENT_TYPE_JSON, headers=headers)
 
     async def _admin(self, request: Request) -> Principal:
-        if self.verifier is None:
+        """The auth stage has verified the token (401 otherwise); the admin API also needs the
+        admin scope, and is never served anonymously."""
+        principal: Principal = request.scope.get("principal", ANONYMOUS)
+        if self.verifier is None or principal is ANONYMOUS:
             raise AdminRequiresAuthentication()
-        if {"access_token", "token", "id_token"} & request.query_params.keys():
-            self._refuse("token in query string")
-            raise Unauthorized(headers={"www-authenticate": f'{self.challenge}, error="invalid_request"'})
-        token = _bearer(request)
-        if token is None:
-            raise Unauthorized(headers={"www-authenticate": self.challenge})
-        try:
-            claims = await anyio.to_thread.run_sync(self.verifier.verify, token)
-            principal = principal_from_claims(claims, self.config)
-        except InvalidToken as exc:
-            self._refuse(exc.reason)
-            raise Unauthorized(headers={"www-authenticate": f'{self.challenge}, error="invalid_token"'}) from None
         if self.scope not in principal.scopes:
-            self._refuse("insufficient scope", tenant=principal.tenant)
+            logger.warning("admin access refused", extra={"path": PATH, "tenant": principal.tenant})
+            metrics.add_metric(name="AuthFailures", unit="Count", value=1)
             header = f'{self.challenge}, error="insufficient_scope", scope="{self.scope}"'
             raise InsufficientScope(headers={"www-authenticate": header}, data={"requiredScopes": [self.scope]})
         return principal
@@ -126,17 +112,11 @@ class UsageReportEndpoint:
     async def _rows(self, month: str, tenant: str | None) -> list[UsageRow]:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        assert self.store is not None
         try:
             return await anyio.to_thread.run_sync(self.store.month, month, tenant)
         except (BotoCoreError, ClientError) as exc:
             logger.error("usage store unavailable", extra={"error": type(exc).__name__, "detail": str(exc)})
             raise InternalError("Usage store unavailable", data={"retryable": True}, status=503) from exc
-
-    @staticmethod
-    def _refuse(reason: str, **extra: Any) -> None:
-        logger.warning("admin authentication refused", extra={"path": PATH, "reason": reason, **extra})
-        metrics.add_metric(name="AuthFailures", unit="Count", value=1)
 
 
 def _param(request: Request, name: str) -> str | None:
@@ -146,15 +126,6 @@ def _param(request: Request, name: str) -> str | None:
     if len(values) > 1 or not values[0]:
         raise InvalidRequest(f"Bad Request: {name} must be given once, not empty")
     return values[0]
-
-
-def _bearer(request: Request) -> str | None:
-    values = request.headers.getlist("authorization")
-    if len(values) != 1:
-        return None
-    scheme, _, token = values[0].partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
 
 
 def _filename_safe(value: str) -> str:

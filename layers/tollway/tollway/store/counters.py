@@ -8,9 +8,10 @@ limit allows, and a refused call consumes nothing (the transaction is all or not
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
+
+from tollway.store.table import DynamoTable
 
 
 @dataclass(frozen=True)
@@ -57,19 +58,7 @@ class MemoryCounterStore:
             self.used[(window.pk, window.sk)] = self.used.get((window.pk, window.sk), 0) + units
 
 
-class DynamoCounterStore:
-    def __init__(self, table_name: str | None = None, client: Any = None) -> None:
-        self.table_name = table_name or os.environ.get("TOLLWAY_TABLE", "TollwayTable")
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("dynamodb")
-        return self._client
-
+class DynamoCounterStore(DynamoTable):
     def consume(self, charges: list[tuple[Window, int]]) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tollway.errors import InternalError
+from tollway.store.table import DynamoTable
 
 
 @dataclass(frozen=True)
@@ -101,21 +101,9 @@ class MemorySessionStore:
         self.principal_upstreams[(principal, upstream)] = (value, int(time.time()) + ttl)
 
 
-class DynamoSessionStore:
+class DynamoSessionStore(DynamoTable):
     """The deployed store. Takes an injected boto3 DynamoDB client (created lazily by default,
     so requests that need no session never import boto3)."""
-
-    def __init__(self, table_name: str | None = None, client: Any = None) -> None:
-        self.table_name = table_name or os.environ.get("TOLLWAY_TABLE", "TollwayTable")
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("dynamodb")
-        return self._client
 
     def create(self, session: Session) -> None:
         item = {

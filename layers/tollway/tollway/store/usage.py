@@ -9,12 +9,12 @@ No TTL: usage is kept. Each item stays well under 1 KB whatever the traffic (cou
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tollway.errors import InternalError
+from tollway.store.table import DynamoTable
 
 
 @dataclass(frozen=True)
@@ -50,22 +50,31 @@ class MemoryUsageStore:
         self.records: list[dict[str, Any]] = []
 
     def record(self, tenant: str, tool: str, **fields: Any) -> None:
-        self.records.append({"tenant": tenant, "tool": tool, **fields})
+        day = (fields.pop("now", None) or datetime.now(UTC)).strftime("%Y-%m-%d")
+        self.records.append({"tenant": tenant, "tool": tool, "day": day, **fields})
+
+    def month(self, month: str, tenant: str | None = None) -> list[UsageRow]:
+        rows: dict[tuple[str, str, str], UsageRow] = {}
+        for r in self.records:
+            if not r["day"].startswith(month) or (tenant is not None and r["tenant"] != tenant):
+                continue
+            key = (r["tenant"], r["day"], r["tool"])
+            old = rows.get(key) or UsageRow(r["tenant"], r["day"], r["tool"], 0, 0, 0, 0, 0)
+            rejected = bool(r.get("rejected"))
+            rows[key] = UsageRow(
+                old.tenant,
+                old.day,
+                old.tool,
+                calls=old.calls + (0 if rejected else 1),
+                units=old.units + (0 if rejected else r.get("units", 0)),
+                errors=old.errors + (1 if r.get("error") and not rejected else 0),
+                rejected=old.rejected + (1 if rejected else 0),
+                latency_ms=old.latency_ms + (0 if rejected else round(r.get("latency_ms", 0.0))),
+            )
+        return sorted(rows.values(), key=lambda row: (row.tenant, row.day, row.tool))
 
 
-class UsageStore:
-    def __init__(self, table_name: str | None = None, client: Any = None) -> None:
-        self.table_name = table_name or os.environ.get("TOLLWAY_TABLE", "TollwayTable")
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("dynamodb")
-        return self._client
-
+class UsageStore(DynamoTable):
     def record(
         self,
         tenant: str,
