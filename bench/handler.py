@@ -117,9 +117,22 @@ def bench_handler(calls: int, config_path: Path, lease_config: Path) -> None:
         print(f"   {label}:")
         for what, (count, by_op) in run["requests"].items():
             print(f"     {what:<22} {count:5.2f}  {by_op}")
-    writes = {label: run["requests"]["2026-07-28 tools/call"][0] for label, run in (("exact", exact), ("lease", lease))}
-    os.environ["BENCH_WRITES_PER_CALL"] = json.dumps(writes)
     print()
+    _cost(exact, lease)
+
+
+def _cost(exact: dict[str, Any], lease: dict[str, Any]) -> None:
+    """Estimated AWS cost per million tools/call from the default cost model, with the DynamoDB
+    requests measured above (2026-07-28 calls: no reads)."""
+    from tollway.config import CostModel
+    from tollway.finance.report import cost_per_million_calls
+
+    print("6. estimated AWS cost per million tools/call (default cost model, 10 ms of gateway Lambda time)")
+    for label, run in (("exact quotas", exact), ("quota leases", lease)):
+        writes = run["requests"]["2026-07-28 tools/call"][0]
+        model = CostModel(dynamodb_writes_per_call=writes, dynamodb_reads_per_call=0)
+        print(f"   {label:<13} {writes:.2f} writes/call: ${cost_per_million_calls(model):.2f} per million calls")
+    print("   (AgentCore Gateway: $5.00 per million tool calls, before Lambda/upstream costs)\n")
 
 
 def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
