@@ -92,8 +92,11 @@ class QuotaEnforcer:
             return Admission(units)
         needed = [(w, u) for w, u in charges if self._leases.get(w, 0) < u]
         try:
+            for window, charge in charges:
+                if charge > window.limit:  # could never fit, even in an empty window
+                    raise LimitReached(window)
             if needed:
-                self._reserve(needed)
+                self._reserve(needed, keep={w for w, _ in charges})
         except LimitReached as reached:
             window = reached.window
             retry_after = max(1, int(window.resets_at - at + 0.999))
@@ -124,10 +127,10 @@ class QuotaEnforcer:
                 return Admission(units)
             raise QuotaUnavailable(data={"retryable": True}, headers={"retry-after": "1"}) from None
         for window, charge in charges:
-            self._leases[window] -= charge
+            self._leases[window] = self._leases.get(window, 0) - charge
         return Admission(units)
 
-    def _reserve(self, needed: list[tuple[Window, int]]) -> None:
+    def _reserve(self, needed: list[tuple[Window, int]], keep: set[Window]) -> None:
         """Reserve a lease per window (exact cost if the lease does not fit), all or nothing."""
         lease_units = self.config.quotas.lease_units
         attempts = [needed]
@@ -143,8 +146,8 @@ class QuotaEnforcer:
                     raise
                 continue
             at = time.time()
-            # Units left in ended windows expire with them.
-            self._leases = {w: n for w, n in self._leases.items() if w.resets_at > at}
+            # Units left in ended windows expire with them (not those this admission is charging).
+            self._leases = {w: n for w, n in self._leases.items() if w.resets_at > at or w in keep}
             for window, reserved in attempt:
                 self._leases[window] = self._leases.get(window, 0) + reserved
             return
@@ -163,7 +166,8 @@ def _charges(limits: Limits, scope: str, pk: str, units: int, at: float) -> list
             continue
         start, end = _bounds(period, moment)
         charge = 1 if period in ("per_second", "per_minute") else units  # rates count calls
-        result.append((Window(f"{scope} {period}", pk, f"{period}#{start}", limit, end), charge))
+        if charge:  # a free tool uses no quota units
+            result.append((Window(f"{scope} {period}", pk, f"{period}#{start}", limit, end), charge))
     return result
 
 

@@ -8,10 +8,15 @@ limit allows, and a refused call consumes nothing (the transaction is all or not
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from tollway.store.table import DynamoTable
+
+CONFLICT_RETRIES = 3
+"""Concurrent transactions on one item cancel each other (TransactionConflict): retried, not fatal."""
 
 
 @dataclass(frozen=True)
@@ -79,15 +84,22 @@ class DynamoCounterStore(DynamoTable):
             }
             for window, units in charges
         ]
-        try:
-            self.client.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            if error.get("Code") == "TransactionCanceledException":
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
                 reasons = exc.response.get("CancellationReasons") or []
+                if error.get("Code") != "TransactionCanceledException":
+                    raise CounterStoreUnavailable(error.get("Code", "ClientError")) from exc
                 for (window, _), reason in zip(charges, reasons, strict=False):
                     if reason.get("Code") == "ConditionalCheckFailed":
                         raise LimitReached(window) from None
-            raise CounterStoreUnavailable(error.get("Code", "ClientError")) from exc
-        except BotoCoreError as exc:
-            raise CounterStoreUnavailable(type(exc).__name__) from exc
+                conflicted = any(reason.get("Code") == "TransactionConflict" for reason in reasons)
+                if not conflicted or attempt == CONFLICT_RETRIES:
+                    raise CounterStoreUnavailable("TransactionCanceledException") from exc
+                # Another admission is writing the same window right now: try again shortly.
+                time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+            except BotoCoreError as exc:
+                raise CounterStoreUnavailable(type(exc).__name__) from exc
