@@ -112,7 +112,7 @@ def bench_handler(calls: int, config_path: Path, lease_config: Path) -> None:
     print("   upstream on 127.0.0.1, moto in-process)")
     for era, times in exact["times"].items():
         print(f"   {era:>10}: p50 {_pct(times, 50):.2f} ms  p99 {_pct(times, 99):.2f} ms  ({len(times)} calls)")
-    print("\n3. DynamoDB requests per request on a warm instance (botocore before-call events, every client)")
+    print("\n3. DynamoDB requests (and billed write units) per request, warm instance, botocore events")
     for label, run in (("exact quotas (lease_units 1)", exact), ("quota leases (lease_units 100)", lease)):
         print(f"   {label}:")
         for what, (count, by_op) in run["requests"].items():
@@ -129,9 +129,9 @@ def _cost(exact: dict[str, Any], lease: dict[str, Any]) -> None:
 
     print("6. estimated AWS cost per million tools/call (default cost model, 10 ms of gateway Lambda time)")
     for label, run in (("exact quotas", exact), ("quota leases", lease)):
-        writes = run["requests"]["2026-07-28 tools/call"][0]
-        model = CostModel(dynamodb_writes_per_call=writes, dynamodb_reads_per_call=0)
-        print(f"   {label:<13} {writes:.2f} writes/call: ${cost_per_million_calls(model):.2f} per million calls")
+        units = run["requests"]["2026-07-28 tools/call"][1].get("write units", 0.0)
+        model = CostModel(dynamodb_writes_per_call=units, dynamodb_reads_per_call=0)
+        print(f"   {label:<13} {units:.2f} write units/call: ${cost_per_million_calls(model):.2f} per million calls")
     print("   (AgentCore Gateway: $5.00 per million tool calls, before Lambda/upstream costs)\n")
 
 
@@ -143,8 +143,17 @@ def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
     ctx = FakeContext()
     endpoint = module.app.state.endpoint
     counts: Counter[str] = Counter()
+
+    def count(model: Any, params: dict[str, Any], **_: Any) -> None:
+        counts.update([model.name])
+        # Billing: a transactional write costs 2 write units per item; a plain write 1 (items < 1 KB).
+        if model.name == "TransactWriteItems":
+            counts.update({"write units": 2 * len(params.get("TransactItems", []))})
+        elif model.name in ("PutItem", "UpdateItem", "DeleteItem"):
+            counts.update(["write units"])
+
     for store in (endpoint.store, endpoint.pipeline.quota.store, endpoint.pipeline.usage):
-        store.client.meta.events.register("before-call.dynamodb.*", lambda model, **_: counts.update([model.name]))
+        store.client.meta.events.register("before-call.dynamodb.*", count)
 
     def invoke(ev: dict[str, Any]) -> dict[str, Any]:
         reply = module.handler(ev, ctx)
@@ -155,7 +164,8 @@ def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
         counts.clear()
         for i in range(n):
             invoke(make(i))
-        requests[label] = (sum(counts.values()) / n, {k: round(v / n, 2) for k, v in counts.items()})
+        calls = sum(v for k, v in counts.items() if k != "write units")
+        requests[label] = (calls / n, {k: round(v / n, 2) for k, v in counts.items()})
 
     args = {"card_number": "4242424242424242", "amount": 12.5}
     requests: dict[str, tuple[float, dict[str, float]]] = {}

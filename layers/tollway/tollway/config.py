@@ -221,6 +221,8 @@ class CostModel(Strict):
     dynamodb_per_million_writes: float = 0.625
     dynamodb_per_million_reads: float = 0.125
     dynamodb_writes_per_call: Annotated[float, Field(ge=0)] = 2.0
+    """Billed write units per call: 1 for the usage record plus 2 per quota window charged
+    (transactions bill double), fewer with leases. `make bench` prints the measured figure."""
     dynamodb_reads_per_call: Annotated[float, Field(ge=0)] = 0.0
     log_bytes_per_call: Annotated[int, Field(ge=0)] = 700
     cloudwatch_logs_per_gb: float = 0.50
