@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +33,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--format", choices=["table", "csv", "json"], default="table", help="default: table")
     report.add_argument("--config", help="gateway.yaml with finance.cost_model (default as `dev`)")
 
+    upstream = commands.add_parser("upstream", help="operators: upstream definitions awaiting approval")
+    upstream_commands = upstream.add_subparsers(dest="upstream_command", required=True)
+    pending = upstream_commands.add_parser("pending", help="definitions that changed or await approval")
+    pending.add_argument("--config", help="gateway.yaml naming the upstreams (default as `dev`)")
+    approve = upstream_commands.add_parser("approve", help="approve (pin) an upstream's current definition")
+    approve.add_argument("upstream", help="upstream name, as in gateway.yaml")
+    approve.add_argument("name", help="the definition's own name at the upstream (tool/prompt name or URI)")
+    approve.add_argument("--kind", choices=["tool", "resource", "resource_template", "prompt"], default="tool")
+    approve.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (audit)")
+    approve.add_argument("--config", help="gateway.yaml naming the upstreams (default as `dev`)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "dev":
@@ -44,10 +56,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tollway.finance import usage_report
 
             return usage_report(args.month, tenant=args.tenant, format=args.format, config_path=args.config)
+        if args.command == "upstream":
+            return upstream_command(args)
     except ConfigError as exc:
         print(f"tollway: {exc}", file=sys.stderr)
         return 2
     return 1
+
+
+def upstream_command(args: argparse.Namespace) -> int:
+    from tollway.config import load_config
+    from tollway.policy.definitions import NothingToApprove, approve_current
+    from tollway.store.pins import DynamoPinStore
+    from tollway.store.table import use_local_credentials_for_loopback
+
+    config = load_config(args.config)
+    use_local_credentials_for_loopback()
+    store = DynamoPinStore()
+    if args.upstream_command == "pending":
+        pins = store.list_pending(u.name for u in config.upstreams)
+        for pin in pins:
+            state = "changed since approval" if pin.status == "approved" else "awaiting approval"
+            print(f"{pin.upstream}\t{pin.kind}\t{pin.name}\t{state}\t{pin.seen_hash or pin.hash}")
+        if not pins:
+            print("nothing awaits approval")
+        return 0
+    if args.upstream not in {u.name for u in config.upstreams}:
+        print(f"tollway: unknown upstream {args.upstream!r}", file=sys.stderr)
+        return 2
+    try:
+        pin = approve_current(store, args.upstream, args.kind, args.name, args.by)
+    except NothingToApprove:
+        print(f"tollway: no pending {args.kind} {args.name!r} on {args.upstream}", file=sys.stderr)
+        return 1
+    print(f"approved {pin.upstream} {pin.kind} {pin.name} ({pin.hash[:12]}…) by {pin.approved_by}")
+    return 0
 
 
 def print_token(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from tollway.auth.dev import DEV_ISSUER, jwk_set, jwks, signing_key
 from tollway.config import load_config
 from tollway.errors import ConfigError
+from tollway.store.table import LOCAL_AWS_DEFAULTS
 
 HOST = "127.0.0.1"
 LOCAL_TABLE = "TollwayTable"
@@ -91,11 +92,7 @@ def dynamodb() -> Iterator[str]:
     if not endpoint:
         from moto.server import ThreadedMotoServer
 
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
+        for key, value in LOCAL_AWS_DEFAULTS.items():
             os.environ.setdefault(key, value)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access lines
         server = ThreadedMotoServer(ip_address=HOST, port=_free_port(), verbose=False)

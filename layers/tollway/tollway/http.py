@@ -29,6 +29,7 @@ from tollway.config import GatewayConfig
 from tollway.errors import ConfigError, GatewayError, InternalError
 from tollway.finance.admin import UsageReportEndpoint
 from tollway.pipeline import Pipeline
+from tollway.policy.definitions import DefinitionGate
 from tollway.policy.quota import QuotaEnforcer
 from tollway.protocol.endpoint import McpEndpoint, error_response
 from tollway.protocol.transport import check_origin
@@ -56,7 +57,7 @@ def create_app(
         streaming = config.http.streaming if config.http.streaming is not None else not _on_lambda()
     verifier = build_verifier(config, dev_keys)
     stores = stores or (Stores.memory(sessions=store) if store is not None else Stores.dynamo())
-    router = Router(config, stores.sessions)
+    router = Router(config, stores.sessions, DefinitionGate(config, stores.pins))
     pipeline = Pipeline(config, router, QuotaEnforcer(config, stores.counters), stores.usage)
     endpoint = McpEndpoint(config, stores.sessions, pipeline, streaming=streaming)
 

@@ -93,11 +93,22 @@ class Pipeline:
                     result = item.get("result")
                     failed = not isinstance(result, dict) or bool(result.get("isError"))
                     if isinstance(result, dict):
+                        if method == "tools/call":
+                            result = self._guard(result, public_name)
                         item = {**item, "result": self._decorate(ctx, method, result)}
                 yield item
         finally:
             if admission is not None:
                 await anyio.to_thread.run_sync(self._record, ctx, public_name, admission.units, failed, started)
+
+    def _guard(self, result: dict[str, Any], tool: str) -> dict[str, Any]:
+        """Instruction-like text in a tool result: flag, wrap or withhold it (`definitions.result_injection`)."""
+        mode = self.config.definitions.result_injection
+        if mode == "off":
+            return result
+        from tollway.masking.scanner import guard_result
+
+        return guard_result(result, mode, item_name=tool)
 
     # --- quota and usage ---------------------------------------------------------------------------
     def _admit(self, ctx: RequestContext, tool: str) -> Admission:

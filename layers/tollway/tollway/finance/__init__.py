@@ -8,15 +8,12 @@ usage_report()  `tollway usage report`, reading the usage table with the normal 
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TextIO
-from urllib.parse import urlsplit
 
 from tollway.config import CostModel, load_config
 from tollway.errors import ConfigError
-
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+from tollway.store.table import use_local_credentials_for_loopback
 
 
 def usage_report(
@@ -49,7 +46,7 @@ def usage_report(
         print(f"tollway: --format must be one of {', '.join(FORMATS)}", file=err)
         return 2
     model = _cost_model(config_path, err)
-    _local_credentials()
+    use_local_credentials_for_loopback()
 
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -73,16 +70,3 @@ def _cost_model(config_path: str | None, err: TextIO) -> CostModel:
     except ConfigError as exc:
         print(f"tollway: {exc}; estimating cost with the default cost model", file=err)
         return CostModel()
-
-
-def _local_credentials() -> None:
-    """A loopback DynamoDB (`tollway dev`'s embedded one) takes any credentials; supply the same
-    placeholders `tollway dev` uses, so the report runs from a fresh shell."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
-    if endpoint and urlsplit(endpoint).hostname in _LOOPBACK:
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            os.environ.setdefault(key, value)

@@ -16,9 +16,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio.to_thread
+
 from tollway.config import GatewayConfig, UpstreamConfig
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidParams, UpstreamError
+from tollway.policy.definitions import DefinitionGate
 from tollway.protocol import constants as c
 from tollway.routing.namespace import Namespace
 from tollway.routing.upstream import SessionLost, Upstream, UpstreamInfo, next_request_id
@@ -45,9 +48,10 @@ CATALOG_MAX_PAGES = 50
 
 
 class Router:
-    def __init__(self, config: GatewayConfig, store: SessionStore) -> None:
+    def __init__(self, config: GatewayConfig, store: SessionStore, gate: DefinitionGate) -> None:
         self.config = config
         self.store = store
+        self.gate = gate
         self.namespace = Namespace(config.upstreams)
         self.upstreams = {u.name: Upstream(u) for u in config.upstreams}
         self._info: dict[str, UpstreamInfo] = {}
@@ -101,7 +105,8 @@ class Router:
                 continue
             ok += 1
             upstream = self.upstreams[name].config
-            for item in page.get(key) or []:
+            raw = [item for item in page.get(key) or [] if isinstance(item, dict)]
+            for item in await anyio.to_thread.run_sync(self.gate.admit, name, key, raw):
                 public = self._publish(upstream, key, item)
                 if public is not None and visible(capability, name, public[_NAME_FIELD[key]]):
                     items.append(public)
@@ -155,7 +160,9 @@ class Router:
             params = {"cursor": cursor} if cursor else {}
             reply = await self._final(self.call(ctx, name, f"{kind}/list", params, request_id=0))
             result = reply.get("result") if isinstance(reply.get("result"), dict) else {}
-            names.update(str(x.get("name")) for x in result.get(kind) or [] if isinstance(x, dict))
+            raw = [x for x in result.get(kind) or [] if isinstance(x, dict)]
+            # Only what may be published can be called: withheld and blocked items are unknown.
+            names.update(str(x.get("name")) for x in await anyio.to_thread.run_sync(self.gate.admit, name, kind, raw))
             cursor = result.get("nextCursor") if isinstance(result.get("nextCursor"), str) else None
             if cursor is None:
                 break

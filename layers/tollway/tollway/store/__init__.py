@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tollway.store.counters import CounterStore, DynamoCounterStore, MemoryCounterStore
+from tollway.store.pins import DynamoPinStore, MemoryPinStore, PinStore
 from tollway.store.sessions import DynamoSessionStore, MemorySessionStore, SessionStore
 from tollway.store.usage import MemoryUsageStore, UsageRecorder, UsageStore
 
@@ -14,16 +15,18 @@ class Stores:
     sessions: SessionStore
     counters: CounterStore
     usage: UsageRecorder
+    pins: PinStore = field(default_factory=MemoryPinStore)
+    """Defaults to memory for hand-built test stores; `dynamo()` sets the DynamoDB one."""
 
     @classmethod
     def dynamo(cls) -> Stores:
         """The deployed stores; boto3 clients are created on first use, so requests that need
         no DynamoDB never import boto3."""
-        return cls(DynamoSessionStore(), DynamoCounterStore(), UsageStore())
+        return cls(DynamoSessionStore(), DynamoCounterStore(), UsageStore(), DynamoPinStore())
 
     @classmethod
     def memory(cls, sessions: SessionStore | None = None) -> Stores:
-        return cls(sessions or MemorySessionStore(), MemoryCounterStore(), MemoryUsageStore())
+        return cls(sessions or MemorySessionStore(), MemoryCounterStore(), MemoryUsageStore(), MemoryPinStore())
 
 
 __all__ = ["Stores"]

@@ -21,3 +21,18 @@ class DynamoTable:
 
             self._client = boto3.client("dynamodb")
         return self._client
+
+
+LOCAL_AWS_DEFAULTS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def use_local_credentials_for_loopback() -> None:
+    """A loopback DynamoDB (`tollway dev`'s embedded one) takes any credentials: fill in
+    placeholders, so operator commands run against it from a fresh shell."""
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+    if endpoint and urlsplit(endpoint).hostname in _LOOPBACK:
+        for key, value in LOCAL_AWS_DEFAULTS.items():
+            os.environ.setdefault(key, value)
