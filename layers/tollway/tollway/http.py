@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tollway.admin import DefinitionsAdmin
 from tollway.auth.dev import DEV_ISSUER
 from tollway.auth.middleware import AuthMiddleware
 from tollway.auth.verifier import TokenVerifier
@@ -60,6 +61,7 @@ def create_app(
     router = Router(config, stores.sessions, DefinitionGate(config, stores.pins))
     pipeline = Pipeline(config, router, QuotaEnforcer(config, stores.counters), stores.usage)
     endpoint = McpEndpoint(config, stores.sessions, pipeline, streaming=streaming)
+    definitions_admin = DefinitionsAdmin(config, stores.pins, authenticated=verifier is not None)
 
     async def metadata(request: Request) -> Response:
         return JSONResponse(protected_resource_metadata(config))
@@ -74,6 +76,8 @@ def create_app(
         Route("/.well-known/oauth-protected-resource/mcp", metadata, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/admin/usage", UsageReportEndpoint(config, verifier, stores.usage).handle, methods=["GET"]),
+        Route("/admin/definitions/pending", definitions_admin.pending, methods=["GET"]),
+        Route("/admin/definitions/approve", definitions_admin.approve, methods=["POST"]),
         *(extra_routes or []),
     ]
     middleware = [

@@ -24,14 +24,14 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tollway.auth.middleware import InsufficientScope, metadata_url
+from tollway.admin import admin_principal
 from tollway.auth.verifier import TokenVerifier
 from tollway.config import GatewayConfig
-from tollway.context import ANONYMOUS, Principal
-from tollway.errors import GatewayError, InternalError, InvalidRequest
+from tollway.context import Principal
+from tollway.errors import InternalError, InvalidRequest
 from tollway.protocol import constants as c
 from tollway.store.usage import UsageRow
-from tollway.telemetry import logger, metrics
+from tollway.telemetry import logger
 
 PATH = "/admin/usage"
 CSV_TYPE = "text/csv; charset=utf-8"
@@ -43,10 +43,6 @@ class UsageReader(Protocol):
     def month(self, month: str, tenant: str | None = None) -> list[UsageRow]: ...
 
 
-class AdminRequiresAuthentication(GatewayError):
-    status, code, message = 403, c.INVALID_REQUEST, "Forbidden: the admin API requires authentication"
-
-
 class UsageReportEndpoint:
     """`handle` is the Starlette endpoint; `store` is the gateway's usage store."""
 
@@ -54,8 +50,6 @@ class UsageReportEndpoint:
         self.config = config
         self.verifier = verifier
         self.store: UsageReader = store
-        self.scope = config.finance.admin_scope
-        self.challenge = f'Bearer resource_metadata="{metadata_url(config.resource)}"'
 
     async def handle(self, request: Request) -> Response:
         # Imported here, not with the app: the first /mcp request of a cold start does not wait for it.
@@ -97,17 +91,7 @@ class UsageReportEndpoint:
         return Response(body, media_type=c.CONTENT_TYPE_JSON, headers=headers)
 
     async def _admin(self, request: Request) -> Principal:
-        """The auth stage has verified the token (401 otherwise); the admin API also needs the
-        admin scope, and is never served anonymously."""
-        principal: Principal = request.scope.get("principal", ANONYMOUS)
-        if self.verifier is None or principal is ANONYMOUS:
-            raise AdminRequiresAuthentication()
-        if self.scope not in principal.scopes:
-            logger.warning("admin access refused", extra={"path": PATH, "tenant": principal.tenant})
-            metrics.add_metric(name="AuthFailures", unit="Count", value=1)
-            header = f'{self.challenge}, error="insufficient_scope", scope="{self.scope}"'
-            raise InsufficientScope(headers={"www-authenticate": header}, data={"requiredScopes": [self.scope]})
-        return principal
+        return admin_principal(request, self.config, authenticated=self.verifier is not None)
 
     async def _rows(self, month: str, tenant: str | None) -> list[UsageRow]:
         from botocore.exceptions import BotoCoreError, ClientError
