@@ -10,6 +10,7 @@ Every `/admin/…` request passes the auth stage like `/mcp` (401 otherwise) and
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
@@ -19,7 +20,7 @@ from starlette.responses import Response
 from tollway.auth.middleware import InsufficientScope, metadata_url
 from tollway.config import GatewayConfig
 from tollway.context import ANONYMOUS, Principal
-from tollway.errors import GatewayError, InvalidRequest
+from tollway.errors import GatewayError, InternalError, InvalidRequest
 from tollway.protocol import constants as c
 from tollway.protocol.endpoint import json_response
 from tollway.store.pins import PinStore
@@ -59,7 +60,7 @@ class DefinitionsAdmin:
     async def pending(self, request: Request) -> Response:
         admin_principal(request, self.config, self.authenticated)
         upstreams = [u.name for u in self.config.upstreams]
-        pins = await anyio.to_thread.run_sync(lambda: self.pins.list_pending(upstreams))
+        pins = await _store(lambda: self.pins.list_pending(upstreams))
         return json_response(
             {
                 "pending": [
@@ -88,10 +89,18 @@ class DefinitionsAdmin:
             raise InvalidRequest(f"Bad Request: name is required and kind is one of {', '.join(KINDS)}")
         by = f"{principal.tenant}/{principal.subject}"
         try:
-            pin = await anyio.to_thread.run_sync(lambda: approve_current(self.pins, upstream, kind, name, by))
+            pin = await _store(lambda: approve_current(self.pins, upstream, kind, name, by))
         except NothingToApprove:
             raise NotFound() from None
         return json_response({"upstream": pin.upstream, "kind": pin.kind, "name": pin.name, "approvedHash": pin.hash})
+
+
+async def _store(operation: Callable[[], Any]) -> Any:
+    """Pin store I/O off the event loop; its failure is a retryable 503, as for /admin/usage."""
+    try:
+        return await anyio.to_thread.run_sync(operation)
+    except InternalError as exc:
+        raise InternalError("Pin store unavailable", data={"retryable": True}, status=503) from exc
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

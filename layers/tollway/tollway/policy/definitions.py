@@ -69,11 +69,11 @@ class DefinitionGate:
             if event.type == "drift":
                 logger.warning(
                     "definition changed since approval: withheld until re-approved",
-                    extra={"upstream": event.upstream, "kind": event.kind, "name": event.name},
+                    extra={"upstream": event.upstream, "kind": event.kind, "item": event.name},
                 )
                 metrics.add_metric(name="DefinitionDrift", unit="Count", value=1)
             elif event.type == "pending" and not event.recorded:
-                logger.info("definition awaits approval", extra={"upstream": event.upstream, "name": event.name})
+                logger.info("definition awaits approval", extra={"upstream": event.upstream, "item": event.name})
         if any(not e.recorded for e in events):
             record_events(self.store, events)
             self._pins.pop(events[0].upstream, None)  # read the new state next time
@@ -89,5 +89,5 @@ def approve_current(store: PinStore, upstream: str, kind: str, name: str, approv
     if pin is None or (pin.status == "approved" and not pin.seen_hash):
         raise NothingToApprove(name)
     current = pin.seen_hash if pin.status == "approved" else pin.hash
-    logger.info("definition approved", extra={"upstream": upstream, "kind": kind, "name": name, "by": approved_by})
+    logger.info("definition approved", extra={"upstream": upstream, "kind": kind, "item": name, "by": approved_by})
     return store.approve(upstream, kind, name, current or pin.hash, approved_by)

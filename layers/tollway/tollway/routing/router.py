@@ -44,6 +44,7 @@ _ENVELOPE_KEYS = (c.META_PROTOCOL_VERSION, c.META_CLIENT_INFO, c.META_CLIENT_CAP
 SERVER_REQUEST_ID_PREFIX = "tw:"
 CATALOG_MIN_REFRESH_SECONDS = 5.0
 """A missing name refreshes a catalog at most this often (a flood of unknown names costs nothing)."""
+CATALOG_MAX_AGE_SECONDS = 30.0
 CATALOG_MAX_PAGES = 50
 
 
@@ -152,8 +153,13 @@ class Router:
         kind = "tools" if method == "tools/call" else "prompts"
         cached = self._catalogs.get((name, kind))
         now = time.monotonic()
-        if cached is not None and (item in cached[1] or now - cached[0] < CATALOG_MIN_REFRESH_SECONDS):
-            return item in cached[1]
+        if cached is not None:
+            age = now - cached[0]
+            # Known names are trusted for CATALOG_MAX_AGE_SECONDS, so a definition that changes
+            # (drift) is withheld from calls on warm instances too; unknown names refresh at most
+            # every CATALOG_MIN_REFRESH_SECONDS.
+            if (item in cached[1] and age < CATALOG_MAX_AGE_SECONDS) or age < CATALOG_MIN_REFRESH_SECONDS:
+                return item in cached[1]
         names: set[str] = set()
         cursor: str | None = None
         for _ in range(CATALOG_MAX_PAGES):
