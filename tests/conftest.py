@@ -56,7 +56,8 @@ def config_data(upstreams: dict[str, str], **sections: Any) -> dict[str, Any]:
     """A gateway.yaml mapping: one upstream per `name -> url`, prefixed by its name.
 
     Authentication is switched off explicitly where the config supports saying so; tests of
-    the auth stage build their own configs.
+    the auth stage build their own configs. Masking is off too, so routing tests see upstream
+    data as served; the masking tests turn it on.
     """
     auth: dict[str, Any] = {}
     if "allow_anonymous" in AuthConfig.model_fields:
@@ -65,6 +66,7 @@ def config_data(upstreams: dict[str, str], **sections: Any) -> dict[str, Any]:
         "resource": RESOURCE,
         "auth": auth,
         "upstreams": [{"name": name, "url": url} for name, url in upstreams.items()],
+        "masking": {"enabled": False},
     }
     data.update(sections)
     return data

@@ -209,7 +209,8 @@ def _gateway_env() -> dict[str, str]:
 
 
 def gateway_config(port: int, **sections: Any) -> dict[str, Any]:
-    return {"resource": f"http://{HOST}:{port}/mcp", **sections}
+    """Masking off unless asked for: these gateways test routing with upstream data as served."""
+    return {"resource": f"http://{HOST}:{port}/mcp", "masking": {"enabled": False}, **sections}
 
 
 @contextlib.contextmanager

@@ -45,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     approve.add_argument("--config", help="gateway.yaml naming the upstreams (default as `dev`)")
 
     args = parser.parse_args(argv)
+    if args.command != "dev":
+        # Operator commands print their answer on stdout: structured logs go to stderr.
+        from tollway.telemetry import logger
+
+        logger.registered_handler.setStream(sys.stderr)
     try:
         if args.command == "dev":
             from tollway.dev import run_dev

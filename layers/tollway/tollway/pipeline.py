@@ -3,8 +3,8 @@
 Methods the gateway answers itself (discovery, lists, ping) are handled here; methods
 that name a tool, prompt or resource go through the pipeline stages to one upstream:
 
-    resolve name -> authorize -> quota -> [validate -> mask request]   (later stages)
-    -> upstream call -> [mask + shape response] -> usage + metrics
+    resolve name -> authorize (+ definition gate) -> quota -> mask request
+    -> upstream call -> mask + guard + shape response -> usage + metrics
 
 Lists are filtered by the same authorization decision as calls.
 """
@@ -21,6 +21,7 @@ from tollway import __version__
 from tollway.config import GatewayConfig
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidParams, MethodNotFound
+from tollway.masking.stage import MaskingStage
 from tollway.policy.authorization import Authorizer, Kind
 from tollway.policy.quota import Admission, QuotaEnforcer, QuotaExceeded
 from tollway.protocol import constants as c
@@ -50,6 +51,7 @@ class Pipeline:
         self.usage = usage
         self.server_info = {"name": config.name, "version": __version__}
         self.authorizer = Authorizer(config)
+        self.masking = MaskingStage(config)
         self._own: dict[str, Callable[[RequestContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "ping": self._ping,
             "server/discover": self._discover,
@@ -86,9 +88,14 @@ class Pipeline:
             raise _unknown(method, params)
         # Store I/O off the event loop: the local server serves many requests at once.
         admission = await anyio.to_thread.run_sync(self._admit, ctx, public_name) if method == "tools/call" else None
+        if method == "tools/call":
+            masked = self.masking.arguments(ctx.principal.tenant, public_name, upstream_params.get("arguments"))
+            upstream_params = {**upstream_params, "arguments": masked} if masked is not None else upstream_params
         started, failed = time.perf_counter(), True
         try:
             async for item in self.router.call(ctx, upstream, method, upstream_params, request_id):
+                if "id" not in item or item.get("id") == request_id:  # not relayed server requests
+                    item = self.masking.message(ctx.principal.tenant, method, public_name, item)
                 if "method" not in item and item.get("id") == request_id:
                     result = item.get("result")
                     failed = not isinstance(result, dict) or bool(result.get("isError"))
@@ -153,6 +160,8 @@ class Pipeline:
             return self.authorizer.allows(ctx.principal, kind, upstream, public_name)  # type: ignore[arg-type]
 
         result = await self.router.list(ctx, method, params.get("cursor"), visible)
+        if method == "tools/list":
+            result["tools"] = [self.masking.publish_tool(t) for t in result["tools"]]
         if ctx.modern:
             result.update(ttlMs=self.config.http.list_ttl_ms, cacheScope="private")
         return result

@@ -13,19 +13,20 @@ number (`…4242 4242` inside `4242 4242 4242 4242 4241`) is never taken from it
 | `phone`          | `+` E.164 with or without separators; national with    | dates, times, versions, amounts  |
 |                  | separators: `(415) 555-2671`, `06 12 34 56 78`,        | with thousands separators, plain |
 |                  | `020 7946 0958`, `07700 900123`                        | integers (order ids, timestamps) |
-| `card`           | 13–19 digits, bare or in groups of one separator,      | Luhn failures, other prefixes    |
-|                  | prefix 2221–2720 or 3–6, Luhn-valid                    |                                  |
+| `card`           | 13-19 digits, bare or in groups of one separator,      | Luhn failures, other prefixes    |
+|                  | prefix 2221-2720 or 3-6, Luhn-valid                    |                                  |
 | `ssn`            | US `AAA-GG-SSSS` (dashed only)                         | area 000/666/9xx, group 00,      |
 |                  |                                                        | serial 0000, undashed 9 digits   |
 | `iban`           | upper-case IBANs, compact or in groups of four         | mod-97 failures, wrong length    |
 |                  |                                                        | for the country                  |
-| `ip`             | IPv4 (octets 0–255, no leading zeros), IPv6            | loopback, unspecified, broadcast |
+| `ip`             | IPv4 (octets 0-255, no leading zeros), IPv6            | loopback, unspecified, broadcast |
 |                  |                                                        | and netmasks, `v1.2.3.4`, OIDs   |
 | `aws_access_key` | `AKIA`/`ASIA` + 16 base32 characters                   | other AWS id prefixes (not keys) |
 | `jwt`            | three base64url segments, header JSON with `alg`       |                                  |
 | `api_key`        | `sk-…`, `sk_live_…`, `ghp_…`, `github_pat_…`, `xoxb-…`,| placeholders (`<key>`, `${X}`,   |
 |                  | `AIza…`; the value after `api_key=`, `password:`,      | `****`), pagination tokens       |
-|                  | `client_secret=`…; `Bearer <token>`                    | (`next_token=`)                  |
+|                  | `client_secret=`…; `Bearer <token>`; the password in   | (`next_token=`)                  |
+|                  | `https://user:password@host`                           |                                  |
 
 `find_spans` resolves overlaps by priority (the order of `DETECTORS`): a JWT after `Bearer` is
 a `jwt`, an email inside `password=…` is an `api_key` value.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import ipaddress
 import json
 import re
@@ -72,10 +74,14 @@ class Rule:
     accept: Accept
     hints: tuple[str, ...] = ()
     """Substrings one of which every match contains: a cheap test before the regex runs."""
+    fold_case: bool = False
+    """Test the hints against the lower-cased text."""
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
-        if self.hints and not any(hint in text for hint in self.hints):
-            return
+        if self.hints:
+            haystack = text.lower() if self.fold_case else text
+            if not any(hint in haystack for hint in self.hints):
+                return
         pos = 0
         while match := self.pattern.search(text, pos):
             span = self.accept(match)
@@ -106,36 +112,51 @@ def _whole(check: Callable[[str], bool], group: int | str = 0) -> Accept:
 
 
 # --- email ----------------------------------------------------------------------------------------
-# `%40` is an `@` percent-encoded in a URL query (`?email=jo%40example.com`); the local part
-# excludes `%` so that form is found. An `@` followed by `host:path` is an scp-style git remote.
-_EMAIL_RE = re.compile(
-    r"(?<![A-Za-z0-9._%+\-])"
-    r"[A-Za-z0-9_][A-Za-z0-9._+\-]{0,63}"
-    r"(?:@|%40)"
-    r"(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za-z]{2,24}"
-    r"(?![A-Za-z0-9_\-]|\.[A-Za-z0-9]|:[A-Za-z~/_])"
-)
+# Found from each `@` outwards (a scan for one character is fast; a pattern that starts with
+# the local part would be tried at every letter of the text). `%40` is an `@` percent-encoded
+# in a URL query (`?email=jo%40example.com`). An `@` followed by `host:path` is an scp-style
+# git remote, not an address.
+_AT_RE = re.compile(r"@|%40")
+_DOMAIN_RE = re.compile(r"(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za-z]{2,24}(?![A-Za-z0-9_\-]|\.[A-Za-z0-9]|:[A-Za-z~/_])")
+_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-")
 # Image/file suffixes are not TLDs: `icon@2x.png`, `logo@3x.webp`.
-_FILE_SUFFIXES = frozenset("png jpg jpeg gif svg webp bmp ico tif tiff pdf js css html htm json txt md".split())
+_FILE_SUFFIXES = frozenset(
+    ("png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tif", "tiff", "pdf", "js", "css", "html", "json", "txt")
+)
 
 
-def _email(text: str) -> bool:
-    domain = text.rsplit(".", 1)
-    labels = re.split(r"@|%40", text, maxsplit=1)[1].split(".")
-    if any(label.startswith("-") or label.endswith("-") for label in labels):
-        return False
-    return domain[1].lower() not in _FILE_SUFFIXES
+def _email(match: re.Match[str]) -> tuple[int, int] | None:
+    text, at = match.string, match.start()
+    start = at
+    while start > 0 and at - start < 64 and text[start - 1] in _LOCAL_CHARS:
+        start -= 1
+    if (
+        start == at
+        or text[start] in ".+-"
+        or (start > 0 and (text[start - 1] in _LOCAL_CHARS or text[start - 1] == "%"))
+    ):
+        return None  # no local part, a local part longer than 64, or one glued to `%2B…`
+    domain = _DOMAIN_RE.match(text, match.end())
+    if domain is None:
+        return None
+    labels = domain.group(0).split(".")
+    if any(label.startswith("-") or label.endswith("-") for label in labels) or labels[-1].lower() in _FILE_SUFFIXES:
+        return None
+    return start, domain.end()
 
 
 # --- phone ----------------------------------------------------------------------------------------
 # Groups of digits (or a parenthesised area code) joined by one separator; the validator judges
-# the shape. Not after a word, a path, a time, a number and its separator, or a decimal point.
+# the shape. Not after a word, a path, a number and its separator, or a decimal point; a national
+# number not after `:` either (`10:30`), while `tel:+1…` is a phone. Each branch starts with its
+# first character and checks what precedes it afterwards: a pattern that opens with a lookbehind
+# makes the regex engine try every position, one that opens with a character class lets it skip.
 _PHONE_GROUP = r"(?:\(\d{1,5}\)|\d{1,15}+)"
+_PHONE_MORE = rf"(?:(?:[ .\-]|(?<=\))|(?=\())\ ?{_PHONE_GROUP})"
 _PHONE_RE = re.compile(
-    r"(?<![\w+\-./@#$€£])(?<!\d[ .\-])"
-    r"(?:(\+)|(?<!:))"  # `tel:+1…` is a phone, `10:30` is a time
-    rf"{_PHONE_GROUP}"
-    rf"(?:(?:[ .\-]|(?<=\))|(?=\())\ ?{_PHONE_GROUP}){{0,7}}"
+    rf"(?:(\+)(?<![\w+\-./@#$€£]\+)(?<!\d[ .\-]\+){_PHONE_GROUP}{_PHONE_MORE}{{0,7}}"
+    rf"|\((?<![\w+\-./:@#$€£]\()(?<!\d[ .\-]\()\d{{1,5}}\){_PHONE_MORE}{{1,7}}"
+    rf"|\d(?<![\w+\-./:@#$€£]\d)(?<!\d[ .\-]\d)\d{{0,14}}+{_PHONE_MORE}{{1,7}})"
     r"(?![\w]|[.\-:/,]?\d)"
 )
 _DIGIT_GROUPS = re.compile(r"\(?(\d+)\)?")
@@ -164,8 +185,8 @@ def _phone(match: re.Match[str]) -> tuple[int, int] | None:
 
 # --- card -----------------------------------------------------------------------------------------
 _CARD_RE = re.compile(
-    r"(?<![\w+\-./:])(?<!\d[ \-])"
-    r"(?:\d{13,19}+|\d{4}(?:[ \-]\d{1,7}+){1,5})"
+    r"\d(?<![\w+\-./:]\d)(?<!\d[ \-]\d)"
+    r"(?:\d{12,18}+|\d{3}(?:[ \-]\d{1,7}+){1,5})"
     r"(?![\w]|[.\-]\d)"
 )
 
@@ -201,7 +222,7 @@ def _card(match: re.Match[str]) -> tuple[int, int] | None:
 
 
 # --- ssn ------------------------------------------------------------------------------------------
-_SSN_RE = re.compile(r"(?<![\w\-./])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w\-]|\.\d)")
+_SSN_RE = re.compile(r"\d(?<![\w\-./]\d)\d\d(?<!000|666)(?<!9\d\d)-(?!00)\d{2}-(?!0000)\d{4}(?![\w\-]|\.\d)")
 
 
 # --- iban -----------------------------------------------------------------------------------------
@@ -217,7 +238,7 @@ IBAN_LENGTHS = {
     "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
     "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }  # fmt: skip
-_IBAN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+_IBAN_RE = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 
 
 def iban_valid(compact: str) -> bool:
@@ -246,8 +267,9 @@ def _iban(match: re.Match[str]) -> tuple[int, int] | None:
 
 
 # --- ip -------------------------------------------------------------------------------------------
-_IPV4_RE = re.compile(r"(?<![\w.\-])\d{1,3}(?:\.\d{1,3}){3}(?![\w\-]|\.\d)")
-_IPV6_RE = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f.]{0,39}:[0-9A-Fa-f.]{0,39}:)[0-9A-Fa-f:.]{2,45}+(?![\w])")
+_IPV4_RE = re.compile(r"\d(?<![\w.\-]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w\-]|\.\d)")
+# Two colons within the first groups; what precedes the candidate is checked in `_ipv6`.
+_IPV6_RE = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{0,41}+(?![\w])")
 
 
 def _ipv4(text: str) -> bool:
@@ -271,6 +293,8 @@ def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def _ipv6(match: re.Match[str]) -> tuple[int, int] | None:
     text, start = match.group(0), match.start()
+    if start and (match.string[start - 1].isalnum() or match.string[start - 1] in "_:."):
+        return None
     for candidate in (text, text.rstrip(".:")):
         if not any(ch.isdigit() for ch in candidate):
             return None  # `dead::beef`, `a::b` read as words, not addresses
@@ -283,9 +307,11 @@ def _ipv6(match: re.Match[str]) -> tuple[int, int] | None:
 
 
 # --- secrets --------------------------------------------------------------------------------------
-_AWS_KEY_RE = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z2-7]{16}(?![A-Za-z0-9])")
+_AWS_KEY_RE = re.compile(r"A(?<![A-Za-z0-9]A)(?:KIA|SIA)[A-Z2-7]{16}(?![A-Za-z0-9])")
 
-_JWT_RE = re.compile(r"(?<![A-Za-z0-9_\-])(eyJ[A-Za-z0-9_\-]+)\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*+(?![A-Za-z0-9_\-.])")
+_JWT_RE = re.compile(
+    r"(eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]+)\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*+(?![A-Za-z0-9_\-.])"
+)
 
 
 def _jwt(match: re.Match[str]) -> tuple[int, int] | None:
@@ -297,13 +323,8 @@ def _jwt(match: re.Match[str]) -> tuple[int, int] | None:
     return match.span() if isinstance(decoded, dict) and "alg" in decoded else None
 
 
-_KEY_NAMES = (
-    r"api[_\-]?key|apikey|api[_\-]?secret|api[_\-]?token|client[_\-]?secret|secret[_\-]?key|"
-    r"access[_\-]?token|refresh[_\-]?token|id[_\-]?token|auth[_\-]?token|private[_\-]?key|"
-    r"aws[_\-]?secret[_\-]?access[_\-]?key|password|passwd|pwd"
-)
-_API_KEY_RE = re.compile(
-    r"(?<![A-Za-z0-9_\-])(?P<token>"
+_TOKEN_RE = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?:"
     r"sk-[A-Za-z0-9_\-]{20,}+"
     r"|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}+"
     r"|gh[pousr]_[A-Za-z0-9]{36,}+"
@@ -311,21 +332,45 @@ _API_KEY_RE = re.compile(
     r"|xox[abpr]-[A-Za-z0-9\-]{10,}+"
     r"|AIza[A-Za-z0-9_\-]{35}"
     r")(?![A-Za-z0-9_\-])"
-    rf"|(?<![A-Za-z0-9])(?i:{_KEY_NAMES})[\"']?\s*[:=]\s*[\"']?(?P<value>[^\s\"'`,;&<>\\]{{8,}})"
-    r"|(?<![A-Za-z0-9])Bearer\s+(?P<bearer>[A-Za-z0-9._~+/\-]{16,}+=*)"
 )
+_TOKEN_HINTS = ("sk-", "sk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AIza")
+
+
+def _token(match: re.Match[str]) -> tuple[int, int] | None:
+    token = match.group(0)
+    if token.startswith("sk-") and not (re.search(r"\d", token) and re.search(r"[A-Za-z]", token[3:])):
+        return None  # `sk-` slugs made of words
+    return match.span()
+
+
+# The value after a credential's name: `api_key=…`, `"password": "…"`, `Client-Secret: …`, and
+# the same in JSON encoded once more as a JSON string (`\"password\": \"…\"`).
+_KEY_NAMES = (
+    r"api[_\-]?key|apikey|api[_\-]?secret|api[_\-]?token|client[_\-]?secret|secret[_\-]?key|"
+    r"access[_\-]?token|refresh[_\-]?token|id[_\-]?token|auth[_\-]?token|private[_\-]?key|"
+    r"aws[_\-]?secret[_\-]?access[_\-]?key|password|passwd|pwd"
+)
+_ASSIGNMENT_RE = re.compile(
+    rf"(?<![A-Za-z0-9])(?i:{_KEY_NAMES})(?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?(?P<value>[^\s\"'`,;&<>\\]{{8,}})"
+)
+_ASSIGNMENT_HINTS = ("key", "secret", "token", "passw", "pwd")
 _PLACEHOLDER_RE = re.compile(r"^(?:[<{\[(%$]|(.)\1+$|(?i:null|none|undefined|redacted|changeme)$)")
 
 
-def _api_key(match: re.Match[str]) -> tuple[int, int] | None:
-    if match.group("token"):
-        token = match.group("token")
-        if token.startswith("sk-") and not (re.search(r"\d", token) and re.search(r"[A-Za-z]", token[3:])):
-            return None  # `sk-` slugs made of words
-        return match.span("token")
-    if match.group("value"):
-        return None if _PLACEHOLDER_RE.match(match.group("value")) else match.span("value")
-    return match.span("bearer") if re.search(r"\d", match.group("bearer")) else None
+def _assignment(match: re.Match[str]) -> tuple[int, int] | None:
+    return None if _PLACEHOLDER_RE.match(match.group("value")) else match.span("value")
+
+
+# A literal first lets the regex engine skip ahead; the boundary is checked behind it.
+_BEARER_RE = re.compile(r"Bearer(?<![A-Za-z0-9]Bearer)\s+(?P<value>[A-Za-z0-9._~+/\-]{16,}+=*)")
+
+
+def _bearer(match: re.Match[str]) -> tuple[int, int] | None:
+    return match.span("value") if re.search(r"\d", match.group("value")) else None
+
+
+# The password in a URL's userinfo: `https://user:password@host`.
+_URL_PASSWORD_RE = re.compile(r"://[^\s/?#@:\"'<>]{1,128}:(?P<value>[^\s/?#@\"'<>]{1,256})@")
 
 
 DETECTORS: dict[str, Detector] = {
@@ -333,31 +378,38 @@ DETECTORS: dict[str, Detector] = {
     for d in (
         Detector(JWT, (Rule(_JWT_RE, _jwt, ("eyJ",)),)),
         Detector(AWS_ACCESS_KEY, (Rule(_AWS_KEY_RE, _whole(lambda _: True), ("AKIA", "ASIA")),)),
-        Detector(API_KEY, (Rule(_API_KEY_RE, _api_key),)),
-        Detector(EMAIL, (Rule(_EMAIL_RE, _whole(_email), ("@", "%40")),)),
+        Detector(
+            API_KEY,
+            (
+                Rule(_TOKEN_RE, _token, _TOKEN_HINTS),
+                Rule(_ASSIGNMENT_RE, _assignment, _ASSIGNMENT_HINTS, fold_case=True),
+                Rule(_BEARER_RE, _bearer, ("Bearer",)),
+                Rule(_URL_PASSWORD_RE, lambda m: m.span("value"), ("://",)),
+            ),
+        ),
+        Detector(EMAIL, (Rule(_AT_RE, _email),)),
         Detector(IBAN, (Rule(_IBAN_RE, _iban),)),
         Detector(CARD, (Rule(_CARD_RE, _card),)),
         Detector(SSN, (Rule(_SSN_RE, _whole(lambda _: True), ("-",)),)),
-        Detector(IP, (Rule(_IPV4_RE, _whole(_ipv4), (".",)), Rule(_IPV6_RE, _ipv6, (":",)))),
+        Detector(IP, (Rule(_IPV6_RE, _ipv6, (":",)), Rule(_IPV4_RE, _whole(_ipv4), (".",)))),
         Detector(PHONE, (Rule(_PHONE_RE, _phone),)),
     )
 }
 """Name -> detector, in priority order: where two detectors' spans overlap, the earlier wins."""
 
 
-def unknown_detectors(names: Iterable[str]) -> list[str]:
-    return [name for name in names if name not in DETECTORS]
-
-
 def find_spans(text: str, names: Iterable[str] | None = None) -> list[Span]:
     """Non-overlapping spans of the named detectors (default: all) in `text`, in text order."""
     wanted = DETECTORS.keys() if names is None else set(names)
+    starts: list[int] = []
     kept: list[Span] = []
     for name, detector in DETECTORS.items():
         if name not in wanted:
             continue
         for span in detector.spans(text):
-            if all(span.end <= k.start or span.start >= k.end for k in kept):
-                kept.append(span)
-    kept.sort(key=lambda s: s.start)
+            i = bisect.bisect_left(starts, span.start)
+            if (i and kept[i - 1].end > span.start) or (i < len(kept) and kept[i].start < span.end):
+                continue  # overlaps a span of an earlier (higher-priority) detector
+            starts.insert(i, span.start)
+            kept.insert(i, span)
     return kept

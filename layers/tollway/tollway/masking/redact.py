@@ -24,8 +24,10 @@ detector, never the values: they are safe to log and audit.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from itertools import accumulate
 from typing import Any
 
 from tollway.errors import ConfigError
@@ -47,7 +49,7 @@ Findings = list[tuple[str, int]]
 """(detector, count) in detector priority order; never the matched values."""
 
 _MIN_LENGTH = 6
-"""Nothing shorter can hold a finding (`a@b.co`): short strings skip the detectors."""
+"""Nothing shorter can hold a finding (`a@b.co`)."""
 
 
 def _keep_last(text: str, keep: int, keep_first: int = 0) -> str:
@@ -102,17 +104,13 @@ class Redactor:
         check_detectors(names, "masking.detectors")
         self.detectors: tuple[str, ...] = tuple(name for name in DETECTORS if name in names)
 
-    def _active(self, skip: Collection[str]) -> tuple[str, ...]:
-        return tuple(name for name in self.detectors if name not in skip) if skip else self.detectors
-
     def redact_text(self, text: str, skip: Collection[str] = ()) -> tuple[str, Findings]:
-        counts: Counter[str] = Counter()
-        return self._text(text, self._active(skip), counts), self._findings(counts)
+        value, findings = self._redact([((), text)], text, skip)
+        return value, findings
 
     def redact_value(self, value: Any, skip: Collection[str] = ()) -> tuple[Any, Findings]:
         """Any JSON value: strings are redacted, keys and other scalars kept, shape unchanged."""
-        counts: Counter[str] = Counter()
-        return self._value(value, self._active(skip), counts), self._findings(counts)
+        return self._redact(list(_strings(value, ())), value, skip)
 
     def redact_mcp_result(self, result: dict[str, Any], skip: Collection[str] = ()) -> tuple[dict[str, Any], Findings]:
         """The text an agent reads in a result, its schema untouched.
@@ -122,85 +120,104 @@ class Redactor:
         `messages[].content` text and embedded resource text. Binary data (`blob`, image and
         audio `data`), URIs, MIME types, names and `_meta` are left as they are.
         """
-        names = self._active(skip)
-        counts: Counter[str] = Counter()
-        out = result
-        if isinstance(result.get("content"), list):
-            out = _replace(out, "content", [self._block(b, names, counts) for b in result["content"]])
-        if "structuredContent" in result:
-            out = _replace(out, "structuredContent", self._value(result["structuredContent"], names, counts))
-        if isinstance(result.get("contents"), list):
-            contents = [_with_text(c, lambda t: self._text(t, names, counts)) for c in result["contents"]]
-            out = _replace(out, "contents", contents)
-        if isinstance(result.get("messages"), list):
-            messages = [self._message(m, names, counts) for m in result["messages"]]
-            out = _replace(out, "messages", messages)
-        return out, self._findings(counts)
+        return self._redact(list(_result_strings(result)), result, skip)
 
-    # --- walking ----------------------------------------------------------------------------------
-    def _text(self, text: str, names: tuple[str, ...], counts: Counter[str]) -> str:
-        if len(text) < _MIN_LENGTH or not names:
-            return text
-        spans = find_spans(text, names)
+    def _redact(self, slots: list[tuple[Path, str]], root: Any, skip: Collection[str]) -> tuple[Any, Findings]:
+        names = tuple(name for name in self.detectors if name not in skip) if skip else self.detectors
+        if not names or not slots:
+            return root, []
+        # One pass over all the strings joined by newlines, not one per string: a result is
+        # often many short strings, and per-call overhead would dominate. No detector's span
+        # can contain a newline, so no finding crosses from one string into the next.
+        texts = [text for _, text in slots]
+        joined = "\n".join(texts)
+        spans = find_spans(joined, names) if len(joined) >= _MIN_LENGTH else []
         if not spans:
-            return text
-        parts: list[str] = []
-        pos = 0
+            return root, []
+        offsets = list(accumulate((len(t) + 1 for t in texts[:-1]), initial=0))
+        counts: Counter[str] = Counter()
+        pieces: dict[int, list[str]] = {}
+        cursor: dict[int, int] = {}
         for span in spans:
-            parts.append(text[pos : span.start])
-            parts.append(MASKS[span.detector](text[span.start : span.end]))
+            i = bisect.bisect_right(offsets, span.start) - 1
+            start, end = span.start - offsets[i], span.end - offsets[i]
+            text = texts[i]
+            parts = pieces.setdefault(i, [])
+            parts.append(text[cursor.get(i, 0) : start])
+            parts.append(MASKS[span.detector](text[start:end]))
+            cursor[i] = end
             counts[span.detector] += 1
-            pos = span.end
-        parts.append(text[pos:])
-        return "".join(parts)
-
-    def _value(self, value: Any, names: tuple[str, ...], counts: Counter[str]) -> Any:
-        if isinstance(value, str):
-            return self._text(value, names, counts)
-        if isinstance(value, dict):
-            items = {key: self._value(item, names, counts) for key, item in value.items()}
-            return value if all(items[k] is value[k] for k in value) else items
-        if isinstance(value, list):
-            elements = [self._value(item, names, counts) for item in value]
-            return value if all(a is b for a, b in zip(elements, value, strict=True)) else elements
-        return value
-
-    def _block(self, block: Any, names: tuple[str, ...], counts: Counter[str]) -> Any:
-        """One content block: text, or an embedded resource's text."""
-        if not isinstance(block, dict):
-            return block
-        if block.get("type") == "text":
-            return _with_text(block, lambda t: self._text(t, names, counts))
-        if block.get("type") == "resource" and isinstance(block.get("resource"), dict):
-            resource = _with_text(block["resource"], lambda t: self._text(t, names, counts))
-            return _replace(block, "resource", resource)
-        return block
-
-    def _message(self, message: Any, names: tuple[str, ...], counts: Counter[str]) -> Any:
-        if not isinstance(message, dict):
-            return message
-        content = message.get("content")
-        if isinstance(content, list):
-            return _replace(message, "content", [self._block(b, names, counts) for b in content])
-        return _replace(message, "content", self._block(content, names, counts))
-
-    def _findings(self, counts: Counter[str]) -> Findings:
-        return [(name, counts[name]) for name in self.detectors if counts[name]]
+        changes = [(slots[i][0], "".join(parts) + texts[i][cursor[i] :]) for i, parts in pieces.items()]
+        findings = [(name, counts[name]) for name in self.detectors if counts[name]]
+        return _write(root, changes), findings
 
 
-def _replace(container: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """`container` with `key` set to `value`: a copy only when the value changed."""
-    old = container.get(key)
-    if value is old or (isinstance(value, list) and isinstance(old, list) and _same(value, old)):
-        return container
-    return {**container, key: value}
+Path = tuple[str | int, ...]
 
 
-def _same(a: list[Any], b: list[Any]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, (*path, i))
 
 
-def _with_text(item: Any, redact: Callable[[str], str]) -> Any:
-    if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-        return item
-    return _replace(item, "text", redact(item["text"]))
+def _text_of(item: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    if isinstance(item, dict) and isinstance(item.get("text"), str):
+        yield (*path, "text"), item["text"]
+
+
+def _block_strings(block: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    """One content block: its text, or an embedded resource's text."""
+    if not isinstance(block, dict):
+        return
+    if block.get("type") == "text":
+        yield from _text_of(block, path)
+    elif block.get("type") == "resource":
+        yield from _text_of(block.get("resource"), (*path, "resource"))
+
+
+def _result_strings(result: dict[str, Any]) -> Iterator[tuple[Path, str]]:
+    if isinstance(result.get("content"), list):
+        for i, block in enumerate(result["content"]):
+            yield from _block_strings(block, ("content", i))
+    if "structuredContent" in result:
+        yield from _strings(result["structuredContent"], ("structuredContent",))
+    if isinstance(result.get("contents"), list):
+        for i, item in enumerate(result["contents"]):
+            yield from _text_of(item, ("contents", i))
+    if isinstance(result.get("messages"), list):
+        for i, message in enumerate(result["messages"]):
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                for j, block in enumerate(content):
+                    yield from _block_strings(block, ("messages", i, "content", j))
+            else:
+                yield from _block_strings(content, ("messages", i, "content"))
+
+
+def _write(root: Any, changes: list[tuple[Path, str]]) -> Any:
+    """`root` with the string at each path replaced; containers on those paths are copied once,
+    everything else is shared with the input."""
+    if len(changes) == 1 and not changes[0][0]:
+        return changes[0][1]
+    copies: dict[int, Any] = {}
+
+    def copy_of(node: Any) -> Any:
+        copied = copies.get(id(node))
+        if copied is None:
+            copied = copies[id(node)] = dict(node) if isinstance(node, dict) else list(node)
+        return copied
+
+    new_root = copy_of(root)
+    for path, text in changes:
+        original, node = root, new_root
+        for key in path[:-1]:
+            original = original[key]
+            node[key] = node = copy_of(original)
+        node[path[-1]] = text
+    return new_root

@@ -1,0 +1,124 @@
+"""The masking stage of the pipeline: what leaves the gateway in either direction is cleaned.
+
+  request:  tools/call arguments -> detectors (minus the tool's `allow_detectors`) -> field rules
+  response: results, resource contents, prompt messages, relayed notifications and upstream
+            error messages -> detectors -> field rules (structured results) -> projection
+            (JMESPath) -> size limit with a truncation marker
+Findings are counted and logged by detector name only, never with the values.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from typing import Any
+
+from tollway.config import FieldRule, GatewayConfig, ToolMasking
+from tollway.masking.redact import Redactor
+from tollway.telemetry import logger, metrics
+
+TRUNCATION_MARKER = "\n…[truncated by Tollway: {shown} of {total} bytes; ask for less]"
+
+
+class MaskingStage:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config.masking
+        self.redactor = Redactor(self.config.detectors)
+        # Consistent tokens for `hash` rules: a configured secret in production (see config).
+        self._hash_key = hashlib.sha256(f"tollway-field-hash:{config.name}".encode()).digest()
+
+    def publish_tool(self, tool: dict[str, Any]) -> dict[str, Any]:
+        """A tool whose structured results the gateway reshapes (field rules, projection) is
+        listed without its outputSchema: the upstream's schema no longer describes them."""
+        name = str(tool.get("name", ""))
+        if "outputSchema" in tool and any(r.results or r.projection for r in self.rules(name)):
+            return {k: v for k, v in tool.items() if k != "outputSchema"}
+        return tool
+
+    def rules(self, tool: str) -> list[ToolMasking]:
+        return [rules for pattern, rules in self.config.tools.items() if fnmatch.fnmatchcase(tool, pattern)]
+
+    # --- requests --------------------------------------------------------------------------------
+    def arguments(self, tenant: str, tool: str, arguments: Any) -> Any:
+        if not self.config.enabled or not isinstance(arguments, dict):
+            return arguments
+        rules = self.rules(tool)
+        skip = {d for r in rules for d in r.allow_detectors}
+        masked, findings = self.redactor.redact_value(arguments, skip=skip)
+        self._count("arguments", tool, findings)
+        for rule in (f for r in rules for f in r.arguments):
+            masked = self._field(masked, rule, tenant)
+        return masked
+
+    # --- responses -------------------------------------------------------------------------------
+    def message(self, tenant: str, method: str, name: str, message: dict[str, Any]) -> dict[str, Any]:
+        """One JSON-RPC message on its way back to the agent (a response or a notification)."""
+        if not self.config.enabled:
+            return message
+        if "method" in message:  # relayed notification (progress text, log data)
+            params, findings = self.redactor.redact_value(message.get("params"))
+            self._count("notification", name, findings)
+            return {**message, "params": params} if findings else message
+        if isinstance(message.get("error"), dict):
+            error, findings = self.redactor.redact_value(message["error"])
+            self._count("error", name, findings)
+            return {**message, "error": error}
+        result = message.get("result")
+        if not isinstance(result, dict):
+            return message
+        result, findings = self.redactor.redact_mcp_result(result)
+        self._count("result", name, findings)
+        if method == "tools/call":
+            result = self._shape(tenant, name, result)
+        return {**message, "result": result}
+
+    def _shape(self, tenant: str, tool: str, result: dict[str, Any]) -> dict[str, Any]:
+        for rules in self.rules(tool):
+            structured = result.get("structuredContent")
+            if structured is not None:
+                for rule in rules.results:
+                    structured = self._field(structured, rule, tenant)
+                if rules.projection:
+                    from aws_lambda_powertools.utilities.jmespath_utils import query
+
+                    structured = query(structured, rules.projection)
+                    # The text mirror of a projected result must not carry what was projected away.
+                    result = {**result, "content": [{"type": "text", "text": json.dumps(structured)}]}
+                result = {**result, "structuredContent": structured}
+            if rules.max_result_bytes:
+                result = _truncate(result, rules.max_result_bytes)
+        return result
+
+    def _field(self, value: Any, rule: FieldRule, tenant: str) -> Any:
+        from tollway.masking.fields import apply_field_rules
+
+        return apply_field_rules(value, [rule], self._hash_key, tenant)
+
+    @staticmethod
+    def _count(where: str, item: str, findings: Any) -> None:
+        if findings:
+            logger.info("masked", extra={"where": where, "item": item, "detectors": dict(findings)})
+            metrics.add_metric(name="MaskedValues", unit="Count", value=sum(dict(findings).values()))
+
+
+def _truncate(result: dict[str, Any], limit: int) -> dict[str, Any]:
+    """Cut text content so the result's text stays within `limit` bytes, with a clear marker."""
+    total = sum(len(b.get("text", "").encode()) for b in result.get("content") or [] if isinstance(b, dict))
+    if total <= limit:
+        return result
+    budget, content = limit, []
+    for block in result.get("content") or []:
+        if not isinstance(block, dict) or block.get("type") != "text":
+            content.append(block)
+            continue
+        text = block.get("text", "")
+        data = text.encode()
+        if len(data) > budget:
+            text = data[: max(budget, 0)].decode(errors="ignore") + TRUNCATION_MARKER.format(shown=limit, total=total)
+        budget -= len(data)
+        content.append({**block, "text": text})
+        if budget <= 0:
+            break
+    # structuredContent stays: a client validates it against the tool's outputSchema.
+    return {**result, "content": content}
