@@ -129,3 +129,40 @@ def test_nothing_the_gateway_logs_contains_seeded_pii_or_the_callers_token(
     assert '"masked"' in everything  # the masking stage itself logged what it found (names, counts)
     for value in [*SEEDED_PII, token]:
         assert value not in everything, f"{value!r} reached the log"
+
+
+def test_an_oversized_result_is_cut_with_a_clear_marker(upstreams: dict[str, Any], tmp_path: Path) -> None:
+    agent, _ = _agent(upstreams, tmp_path, masking={"tools": {"support__list_orders": {"max_result_bytes": 120}}})
+
+    response = agent.modern("tools/call", {"name": "support__list_orders", "arguments": {"customer_id": "C-1001"}})
+
+    text = _text(response)
+    assert text.endswith("[truncated by Tollway: 120 of " + text.split(" of ")[-1])
+    assert len(text.split("\n…[truncated")[0].encode()) <= 120
+
+
+def test_a_projection_gives_the_agent_only_the_fields_it_needs(upstreams: dict[str, Any], tmp_path: Path) -> None:
+    projection = {"support__get_customer_profile": {"projection": "{name: name, tier: tier}"}}
+    agent, _ = _agent(upstreams, tmp_path, masking={"tools": projection})
+
+    listed = agent.modern("tools/list").json()["result"]["tools"]
+    response = agent.modern(
+        "tools/call", {"name": "support__get_customer_profile", "arguments": {"customer_id": "C-1001"}}
+    )
+
+    profile = next(t for t in listed if t["name"] == "support__get_customer_profile")
+    assert "outputSchema" not in profile  # the upstream's schema no longer describes the result
+    assert response.json()["result"]["structuredContent"] == {"name": "Ada Lovelace", "tier": "gold"}
+    assert json.loads(_text(response)) == {"name": "Ada Lovelace", "tier": "gold"}
+
+
+def test_account_identifiers_hash_to_the_same_token_within_a_tenant(upstreams: dict[str, Any], tmp_path: Path) -> None:
+    rules = {"support__get_customer_profile": {"results": [{"path": "customer_id", "action": "hash"}]}}
+    agent, _ = _agent(upstreams, tmp_path, masking={"tools": rules})
+    call = {"name": "support__get_customer_profile", "arguments": {"customer_id": "C-1001"}}
+
+    first = agent.modern("tools/call", call).json()["result"]["structuredContent"]["customer_id"]
+    second = agent.modern("tools/call", call).json()["result"]["structuredContent"]["customer_id"]
+
+    assert first == second
+    assert first != "C-1001"
