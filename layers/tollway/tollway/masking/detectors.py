@@ -104,11 +104,12 @@ class Detector:
                 yield Span(self.name, start, end)
 
 
-def _whole(check: Callable[[str], bool], group: int | str = 0) -> Accept:
-    def accept(match: re.Match[str]) -> tuple[int, int] | None:
-        return match.span(group) if check(match.group(group)) else None
+def _whole(check: Callable[[str], bool]) -> Accept:
+    return lambda match: match.span() if check(match.group(0)) else None
 
-    return accept
+
+def _matched(match: re.Match[str]) -> tuple[int, int]:
+    return match.span()
 
 
 # --- email ----------------------------------------------------------------------------------------
@@ -179,6 +180,8 @@ def _phone(match: re.Match[str]) -> tuple[int, int] | None:
         return match.span() if trunk else None
     if all(len(g) == 3 for g in groups[1:]):
         return None  # thousands separators: `12 345 678 901`, `1.234.567.890`
+    if all(len(g) == 4 for g in groups):
+        return None  # ids in fours: AWS account `1234-5678-9012`, licence keys
     separators = set(re.sub(r"\d", "", text))
     return match.span() if len(separators) == 1 else None  # `2024-01-15 1030` is two tokens
 
@@ -357,8 +360,15 @@ _ASSIGNMENT_HINTS = ("key", "secret", "token", "passw", "pwd")
 _PLACEHOLDER_RE = re.compile(r"^(?:[<{\[(%$]|(.)\1+$|(?i:null|none|undefined|redacted|changeme)$)")
 
 
+_SECRET_CHARS_RE = re.compile(r"[\d_+/=!@#$%^*~]")
+
+
 def _assignment(match: re.Match[str]) -> tuple[int, int] | None:
-    return None if _PLACEHOLDER_RE.match(match.group("value")) else match.span("value")
+    value = match.group("value")
+    if _PLACEHOLDER_RE.match(value):
+        return None
+    # Secrets have digits or symbols, or are long; `Password: requirements…` is prose.
+    return match.span("value") if _SECRET_CHARS_RE.search(value) or len(value) >= 24 else None
 
 
 # A literal first lets the regex engine skip ahead; the boundary is checked behind it.
@@ -377,7 +387,7 @@ DETECTORS: dict[str, Detector] = {
     d.name: d
     for d in (
         Detector(JWT, (Rule(_JWT_RE, _jwt, ("eyJ",)),)),
-        Detector(AWS_ACCESS_KEY, (Rule(_AWS_KEY_RE, _whole(lambda _: True), ("AKIA", "ASIA")),)),
+        Detector(AWS_ACCESS_KEY, (Rule(_AWS_KEY_RE, _matched, ("AKIA", "ASIA")),)),
         Detector(
             API_KEY,
             (
@@ -390,7 +400,7 @@ DETECTORS: dict[str, Detector] = {
         Detector(EMAIL, (Rule(_AT_RE, _email),)),
         Detector(IBAN, (Rule(_IBAN_RE, _iban),)),
         Detector(CARD, (Rule(_CARD_RE, _card),)),
-        Detector(SSN, (Rule(_SSN_RE, _whole(lambda _: True), ("-",)),)),
+        Detector(SSN, (Rule(_SSN_RE, _matched, ("-",)),)),
         Detector(IP, (Rule(_IPV6_RE, _ipv6, (":",)), Rule(_IPV4_RE, _whole(_ipv4), (".",)))),
         Detector(PHONE, (Rule(_PHONE_RE, _phone),)),
     )
