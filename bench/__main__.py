@@ -66,6 +66,9 @@ def main() -> None:
         configs = {"no quotas:": routing_only, "exact quotas:": config_path, "quota leases:": lease_config}
         asyncio.run(bench_throughput(finance_url, configs, args.throughput_requests, args.concurrency))
         issuer.bench_verify()
+        from bench.masking import bench_masking
+
+        bench_masking()
 
 
 def bench_config(issuer: object, upstream_url: str, lease_units: int, quotas: bool = True) -> str:

@@ -344,7 +344,8 @@ def test_the_approve_command_pins_the_definition_the_upstream_serves_now(
     status = main(["upstream", "approve", "poisoned", "convert_currency", "--by", "fiona", "--config", str(config)])
 
     out, err = capsys.readouterr()
-    assert (status, out, err) == (0, "approved poisoned tool convert_currency (bbbbbbbbbbbb…) by fiona\n", "")
+    assert (status, out) == (0, "approved poisoned tool convert_currency (bbbbbbbbbbbb…) by fiona\n")
+    assert '"message":"definition approved"' in err  # the audit log line goes to stderr
     pin = store.get_all("poisoned")[("tool", "convert_currency")]
     assert (pin.hash, pin.seen_hash) == ("b" * 64, None)
 

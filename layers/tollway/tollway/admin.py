@@ -24,7 +24,7 @@ from tollway.errors import GatewayError, InternalError, InvalidRequest
 from tollway.protocol import constants as c
 from tollway.protocol.endpoint import json_response
 from tollway.store.pins import PinStore
-from tollway.telemetry import logger, metrics
+from tollway.telemetry import count, logger
 
 KINDS = ("tool", "resource", "resource_template", "prompt")
 
@@ -44,7 +44,7 @@ def admin_principal(request: Request, config: GatewayConfig, authenticated: bool
     scope = config.finance.admin_scope
     if scope not in principal.scopes:
         logger.warning("admin access refused", extra={"path": request.url.path, "tenant": principal.tenant})
-        metrics.add_metric(name="AuthFailures", unit="Count", value=1)
+        count("AuthFailures", 1)
         challenge = f'Bearer resource_metadata="{metadata_url(config.resource)}"'
         header = f'{challenge}, error="insufficient_scope", scope="{scope}"'
         raise InsufficientScope(headers={"www-authenticate": header}, data={"requiredScopes": [scope]})

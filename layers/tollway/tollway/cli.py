@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Operator commands print their answer on stdout: structured logs go to stderr.
         from tollway.telemetry import logger
 
-        logger.registered_handler.setStream(sys.stderr)
+        logger.registered_handler.setStream(_CurrentStderr())
     try:
         if args.command == "dev":
             from tollway.dev import run_dev
@@ -67,6 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tollway: {exc}", file=sys.stderr)
         return 2
     return 1
+
+
+class _CurrentStderr:
+    """Whatever sys.stderr is when a log line is written (it may be replaced, e.g. by tests)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def upstream_command(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from tollway.policy.quota import Admission, QuotaEnforcer, QuotaExceeded
 from tollway.protocol import constants as c
 from tollway.routing.router import LIST_METHODS, Router
 from tollway.store.usage import UsageRecorder
-from tollway.telemetry import logger, metrics, tool_call_metrics
+from tollway.telemetry import count, logger, tool_call_metrics
 
 ROUTED_METHODS = (
     "tools/call",
@@ -141,7 +141,7 @@ class Pipeline:
             write()
         except GatewayError:
             logger.error("usage record lost")
-            metrics.add_metric(name="UsageWriteFailures", unit="Count", value=1)
+            count("UsageWriteFailures", 1)
 
     # --- methods the gateway answers itself ------------------------------------------------------
     async def _ping(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:

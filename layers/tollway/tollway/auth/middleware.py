@@ -20,7 +20,7 @@ from tollway.context import ANONYMOUS, Principal
 from tollway.errors import GatewayError
 from tollway.protocol import constants as c
 from tollway.protocol.endpoint import error_response
-from tollway.telemetry import logger, metrics
+from tollway.telemetry import count, logger
 
 _QUERY_TOKEN_PARAMS = {"access_token", "token", "id_token"}
 PROTECTED_PREFIXES = ("/mcp", "/admin")
@@ -85,7 +85,7 @@ class AuthMiddleware:
     @staticmethod
     def _refuse(reason: str, **extra: Any) -> None:
         logger.warning("authentication refused", extra={"reason": reason, **extra})
-        metrics.add_metric(name="AuthFailures", unit="Count", value=1)
+        count("AuthFailures", 1)
 
 
 def _bearer(scope: Scope) -> str | None:

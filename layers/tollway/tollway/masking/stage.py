@@ -16,7 +16,7 @@ from typing import Any
 
 from tollway.config import FieldRule, GatewayConfig, ToolMasking
 from tollway.masking.redact import Redactor
-from tollway.telemetry import logger, metrics
+from tollway.telemetry import count, logger
 
 TRUNCATION_MARKER = "\n…[truncated by Tollway: {shown} of {total} bytes; ask for less]"
 
@@ -99,7 +99,7 @@ class MaskingStage:
     def _count(where: str, item: str, findings: Any) -> None:
         if findings:
             logger.info("masked", extra={"where": where, "item": item, "detectors": dict(findings)})
-            metrics.add_metric(name="MaskedValues", unit="Count", value=sum(dict(findings).values()))
+            count("MaskedValues", sum(dict(findings).values()))
 
 
 def _truncate(result: dict[str, Any], limit: int) -> dict[str, Any]:

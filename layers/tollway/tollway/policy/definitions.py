@@ -14,7 +14,7 @@ from typing import Any
 
 from tollway.config import GatewayConfig
 from tollway.store.pins import Pin, PinEvent, PinStore, check_definitions, record_events
-from tollway.telemetry import logger, metrics
+from tollway.telemetry import count, logger
 
 PIN_CACHE_SECONDS = 30.0
 
@@ -50,7 +50,7 @@ class DefinitionGate:
                             "findings": [f.to_dict() for f in screened.findings],
                         },
                     )
-                    metrics.add_metric(name="PoisonedDefinitions", unit="Count", value=1)
+                    count("PoisonedDefinitions", 1)
             if screened.definition is not None:
                 published.append(screened.definition)
         return published
@@ -71,7 +71,7 @@ class DefinitionGate:
                     "definition changed since approval: withheld until re-approved",
                     extra={"upstream": event.upstream, "kind": event.kind, "item": event.name},
                 )
-                metrics.add_metric(name="DefinitionDrift", unit="Count", value=1)
+                count("DefinitionDrift", 1)
             elif event.type == "pending" and not event.recorded:
                 logger.info("definition awaits approval", extra={"upstream": event.upstream, "item": event.name})
         if any(not e.recorded for e in events):

@@ -26,7 +26,7 @@ from tollway.context import Principal
 from tollway.errors import GatewayError
 from tollway.protocol import constants as c
 from tollway.store.counters import CounterStore, CounterStoreUnavailable, LimitReached, Window
-from tollway.telemetry import logger, metrics
+from tollway.telemetry import count, logger
 
 RATE_LIMITED = -32029
 """JSON-RPC code for a call refused by a rate limit or quota (server-defined range)."""
@@ -104,7 +104,7 @@ class QuotaEnforcer:
                 "call refused by a limit",
                 extra={"tenant": principal.tenant, "tool": tool, "limit": window.name},
             )
-            metrics.add_metric(name="RateLimited", unit="Count", value=1)
+            count("RateLimited", 1)
             raise QuotaExceeded(
                 f"Rate limit exceeded: {window.name} ({window.limit})",
                 data={
@@ -122,7 +122,7 @@ class QuotaEnforcer:
                 "quota store unavailable",
                 extra={"tenant": principal.tenant, "failure_policy": failure_policy},
             )
-            metrics.add_metric(name="QuotaStoreFailures", unit="Count", value=1)
+            count("QuotaStoreFailures", 1)
             if failure_policy == "open":
                 return Admission(units)
             raise QuotaUnavailable(data={"retryable": True}, headers={"retry-after": "1"}) from None
