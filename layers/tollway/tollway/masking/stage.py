@@ -15,7 +15,8 @@ import json
 from typing import Any
 
 from tollway.config import FieldRule, GatewayConfig, ToolMasking
-from tollway.masking.redact import Redactor
+from tollway.masking.fields import check_field_rules, default_hash_key
+from tollway.masking.redact import Redactor, check_detectors
 from tollway.telemetry import count, logger
 
 TRUNCATION_MARKER = "\n…[truncated by Tollway: {shown} of {total} bytes; ask for less]"
@@ -25,8 +26,13 @@ class MaskingStage:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config.masking
         self.redactor = Redactor(self.config.detectors)
-        # Consistent tokens for `hash` rules: a configured secret in production (see config).
-        self._hash_key = hashlib.sha256(f"tollway-field-hash:{config.name}".encode()).digest()
+        self._gateway_name = config.name
+        self._key: bytes | None = None
+        # A typo in a tool's allowances or a field path fails at load, not on every call.
+        for pattern, rules in self.config.tools.items():
+            check_detectors(rules.allow_detectors, f"masking.tools.{pattern}.allow_detectors")
+            check_field_rules(rules.arguments, f"masking.tools.{pattern}.arguments")
+            check_field_rules(rules.results, f"masking.tools.{pattern}.results")
 
     def publish_tool(self, tool: dict[str, Any]) -> dict[str, Any]:
         """A tool whose structured results the gateway reshapes (field rules, projection) is
@@ -74,21 +80,36 @@ class MaskingStage:
         return {**message, "result": result}
 
     def _shape(self, tenant: str, tool: str, result: dict[str, Any]) -> dict[str, Any]:
-        for rules in self.rules(tool):
-            structured = result.get("structuredContent")
-            if structured is not None:
-                for rule in rules.results:
-                    structured = self._field(structured, rule, tenant)
-                if rules.projection:
-                    from aws_lambda_powertools.utilities.jmespath_utils import query
+        from tollway.masking.fields import apply_result_field_rules
 
-                    structured = query(structured, rules.projection)
-                    # The text mirror of a projected result must not carry what was projected away.
-                    result = {**result, "content": [{"type": "text", "text": json.dumps(structured)}]}
-                result = {**result, "structuredContent": structured}
+        for rules in self.rules(tool):
+            if rules.results:
+                # Both copies: structuredContent and its JSON mirror in the text content.
+                result = apply_result_field_rules(result, rules.results, self._hash_key, tenant)
+            if rules.projection and result.get("structuredContent") is not None:
+                from aws_lambda_powertools.utilities.jmespath_utils import query
+
+                structured = query(result["structuredContent"], rules.projection)
+                # The text mirror of a projected result must not carry what was projected away.
+                text = {"type": "text", "text": json.dumps(structured)}
+                result = {**result, "structuredContent": structured, "content": [text]}
             if rules.max_result_bytes:
                 result = _truncate(result, rules.max_result_bytes)
         return result
+
+    @property
+    def _hash_key(self) -> bytes:
+        """Key of `hash` rules: from Secrets Manager (`masking.hash_key_secret`) when set, read once
+        per warm instance; else derived from the gateway name (fine locally only)."""
+        if self._key is None:
+            secret = self.config.hash_key_secret
+            if secret:
+                from aws_lambda_powertools.utilities import parameters
+
+                self._key = hashlib.sha256(str(parameters.get_secret(secret, max_age=3600)).encode()).digest()
+            else:
+                self._key = default_hash_key(self._gateway_name)
+        return self._key
 
     def _field(self, value: Any, rule: FieldRule, tenant: str) -> Any:
         from tollway.masking.fields import apply_field_rules
