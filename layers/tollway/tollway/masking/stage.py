@@ -51,10 +51,10 @@ class MaskingStage:
             return arguments
         rules = self.rules(tool)
         skip = {d for r in rules for d in r.allow_detectors}
+        for rule in (f for r in rules for f in r.arguments):  # first: a `hash` sees the raw value
+            arguments = self._field(arguments, rule, tenant)
         masked, findings = self.redactor.redact_value(arguments, skip=skip)
         self._count("arguments", tool, findings)
-        for rule in (f for r in rules for f in r.arguments):
-            masked = self._field(masked, rule, tenant)
         return masked
 
     # --- responses -------------------------------------------------------------------------------
@@ -73,19 +73,26 @@ class MaskingStage:
         result = message.get("result")
         if not isinstance(result, dict):
             return message
+        if method == "tools/call":
+            # Field rules first: a `hash` must see the raw identifier, not its masked form.
+            result = self._result_rules(tenant, name, result)
         result, findings = self.redactor.redact_mcp_result(result)
         self._count("result", name, findings)
         if method == "tools/call":
-            result = self._shape(tenant, name, result)
+            result = self._shape(name, result)
         return {**message, "result": result}
 
-    def _shape(self, tenant: str, tool: str, result: dict[str, Any]) -> dict[str, Any]:
+    def _result_rules(self, tenant: str, tool: str, result: dict[str, Any]) -> dict[str, Any]:
         from tollway.masking.fields import apply_result_field_rules
 
         for rules in self.rules(tool):
             if rules.results:
                 # Both copies: structuredContent and its JSON mirror in the text content.
                 result = apply_result_field_rules(result, rules.results, self._hash_key, tenant)
+        return result
+
+    def _shape(self, tool: str, result: dict[str, Any]) -> dict[str, Any]:
+        for rules in self.rules(tool):
             if rules.projection and result.get("structuredContent") is not None:
                 from aws_lambda_powertools.utilities.jmespath_utils import query
 
