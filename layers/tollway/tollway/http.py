@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.metrics.functions import is_metrics_disabled
-from jwt import PyJWKSet
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -23,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollway.admin import DefinitionsAdmin
-from tollway.auth.dev import DEV_ISSUER
+from tollway.auth import DEV_ISSUER
 from tollway.auth.middleware import AuthMiddleware
 from tollway.auth.verifier import TokenVerifier
 from tollway.config import GatewayConfig
@@ -38,6 +36,9 @@ from tollway.routing.router import Router
 from tollway.store import Stores
 from tollway.store.sessions import SessionStore
 from tollway.telemetry import logger, metrics
+
+if TYPE_CHECKING:
+    from jwt import PyJWKSet
 
 
 def create_app(
@@ -214,6 +215,8 @@ class TelemetryMiddleware:
                     "duration_ms": round(elapsed_ms, 2),
                 },
             )
+            from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
             if not is_metrics_disabled():
                 metrics.add_metric(name="Requests", unit="Count", value=1)
                 metrics.add_metric(name="Latency", unit="Milliseconds", value=elapsed_ms)

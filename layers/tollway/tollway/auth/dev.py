@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt import PyJWKSet
 from jwt.algorithms import ECAlgorithm
 
-DEV_ISSUER = "tollway-dev"
+from tollway.auth import DEV_ISSUER
+
 KEY_PATH = Path(".tollway") / "dev-signing-key.pem"
 
 

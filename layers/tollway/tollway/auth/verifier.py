@@ -8,12 +8,12 @@ required claims. Every failure is one `InvalidToken` whose reason is for the log
 
 from __future__ import annotations
 
-from typing import Any
-
-import jwt
-from jwt import PyJWKClient, PyJWKSet
+from typing import TYPE_CHECKING, Any
 
 from tollway.config import AuthConfig
+
+if TYPE_CHECKING:
+    from jwt import PyJWKClient, PyJWKSet
 
 JWKS_TIMEOUT_SECONDS = 5
 """A slow issuer must not hold requests past API Gateway's 29 s (lookups share one lock)."""
@@ -34,18 +34,11 @@ class TokenVerifier:
         self.auth = auth
         self.audience = audience
         self._static = jwks
-        self._client = (
-            PyJWKClient(
-                auth.jwks_url,
-                lifespan=auth.jwks_cache_seconds,
-                cooldown_duration=auth.jwks_refresh_cooldown,
-                timeout=JWKS_TIMEOUT_SECONDS,
-            )
-            if jwks is None and auth.jwks_url
-            else None
-        )
+        self._client: PyJWKClient | None = None
 
     def verify(self, token: str) -> dict[str, Any]:
+        import jwt  # on the first token, not at cold start: healthz and 401s never need it
+
         if len(token) > self.auth.max_token_bytes:
             raise InvalidToken("token exceeds the size limit")
         try:
@@ -78,6 +71,16 @@ class TokenVerifier:
                 if candidate.key_id == kid:
                     return candidate.key
             raise InvalidToken("unknown kid")
+        import jwt
+
+        if self._client is None and self.auth.jwks_url:
+            # Made once per warm instance: the JWKS cache lives in it.
+            self._client = jwt.PyJWKClient(
+                self.auth.jwks_url,
+                lifespan=self.auth.jwks_cache_seconds,
+                cooldown_duration=self.auth.jwks_refresh_cooldown,
+                timeout=JWKS_TIMEOUT_SECONDS,
+            )
         if self._client is None:
             raise InvalidToken("no JWKS configured")
         try:

@@ -12,12 +12,18 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tollway.config import FieldRule, GatewayConfig, ToolMasking
 from tollway.masking.fields import check_field_rules, default_hash_key
-from tollway.masking.redact import Redactor, check_detectors
+
+if TYPE_CHECKING:
+    from tollway.masking.redact import Redactor
+
 from tollway.telemetry import count, logger
+
+DETECTORS = ["email", "phone", "card", "ssn", "iban", "ip", "aws_access_key", "jwt", "api_key"]
+"""The default detector list (config.py); any other list is checked against the detectors at load."""
 
 TRUNCATION_MARKER = "\n…[truncated by Tollway: {shown} of {total} bytes; ask for less]"
 
@@ -25,11 +31,17 @@ TRUNCATION_MARKER = "\n…[truncated by Tollway: {shown} of {total} bytes; ask f
 class MaskingStage:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config.masking
-        self.redactor = Redactor(self.config.detectors)
+        self._redactor: Redactor | None = None
         self._gateway_name = config.name
         self._key: bytes | None = None
-        # A typo in a tool's allowances or a field path fails at load, not on every call.
+        # A typo in a detector, a tool's allowances or a field path fails at load, not per call.
+        if self.config.detectors != DETECTORS:
+            from tollway.masking.redact import check_detectors
+
+            check_detectors(self.config.detectors, "masking.detectors")
         for pattern, rules in self.config.tools.items():
+            from tollway.masking.redact import check_detectors
+
             check_detectors(rules.allow_detectors, f"masking.tools.{pattern}.allow_detectors")
             check_field_rules(rules.arguments, f"masking.tools.{pattern}.arguments")
             check_field_rules(rules.results, f"masking.tools.{pattern}.results")
@@ -103,6 +115,15 @@ class MaskingStage:
             if rules.max_result_bytes:
                 result = _truncate(result, rules.max_result_bytes)
         return result
+
+    @property
+    def redactor(self) -> Redactor:
+        """Built on first use: compiling the detectors costs ~20 ms that a cold start need not pay."""
+        if self._redactor is None:
+            from tollway.masking.redact import Redactor
+
+            self._redactor = Redactor(self.config.detectors)
+        return self._redactor
 
     @property
     def _hash_key(self) -> bytes:
