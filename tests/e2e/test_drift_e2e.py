@@ -233,9 +233,9 @@ async def test_a_changed_tool_is_withheld_until_an_operator_approves_it(drift: D
 
     approved = drift.operator("approve", "poisoned", "convert_currency")
 
-    assert (approved.returncode, approved.stderr) == (0, "")
-    # The last line: the command also writes the gateway's JSON log line to stdout (see the report).
-    assert approved.stdout.splitlines()[-1] == f"approved poisoned tool convert_currency ({served[:12]}…) by olivia"
+    assert approved.returncode == 0, approved.stderr
+    # stdout is the confirmation alone; the audit log line goes to stderr.
+    assert approved.stdout == f"approved poisoned tool convert_currency ({served[:12]}…) by olivia\n"
     assert drift.operator("pending").stdout == NOTHING_PENDING
     approved_at = time.monotonic()
     deadline = approved_at + PIN_CACHE_WAIT

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,15 +151,17 @@ def test_each_key_of_the_set_verifies_only_its_own_kid(key: ec.EllipticCurvePriv
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"iss": "https://evil.example/"}, "InvalidIssuerError"),
-        ({"aud": "https://other.example/mcp"}, "InvalidAudienceError"),
-        ({"exp": int(time.time()) - 120}, "ExpiredSignatureError"),
-        ({"nbf": int(time.time()) + 120}, "ImmatureSignatureError"),
-        ({"iat": int(time.time()) + 120}, "ImmatureSignatureError"),
-        ({"exp": None}, "MissingRequiredClaimError"),
-        ({"iss": None}, "MissingRequiredClaimError"),
-        ({"aud": None}, "MissingRequiredClaimError"),
-        ({"exp": "tomorrow"}, "DecodeError"),
+        (lambda: {"iss": "https://evil.example/"}, "InvalidIssuerError"),
+        (lambda: {"aud": "https://other.example/mcp"}, "InvalidAudienceError"),
+        # Times are taken when the test runs, not when it is collected (a long run in between
+        # would turn "in two minutes" into the past).
+        (lambda: {"exp": int(time.time()) - 120}, "ExpiredSignatureError"),
+        (lambda: {"nbf": int(time.time()) + 120}, "ImmatureSignatureError"),
+        (lambda: {"iat": int(time.time()) + 120}, "ImmatureSignatureError"),
+        (lambda: {"exp": None}, "MissingRequiredClaimError"),
+        (lambda: {"iss": None}, "MissingRequiredClaimError"),
+        (lambda: {"aud": None}, "MissingRequiredClaimError"),
+        (lambda: {"exp": "tomorrow"}, "DecodeError"),
     ],
     ids=[
         "issuer",
@@ -173,9 +176,9 @@ def test_each_key_of_the_set_verifies_only_its_own_kid(key: ec.EllipticCurvePriv
     ],
 )
 def test_a_token_failing_a_registered_claim_check_is_refused(
-    key: ec.EllipticCurvePrivateKey, overrides: dict[str, Any], reason: str
+    key: ec.EllipticCurvePrivateKey, overrides: Callable[[], dict[str, Any]], reason: str
 ) -> None:
-    assert _reason(_verifier(key, leeway_seconds=30), _sign(key, **overrides)) == reason
+    assert _reason(_verifier(key, leeway_seconds=30), _sign(key, **overrides())) == reason
 
 
 def test_configured_required_claims_must_be_present(key: ec.EllipticCurvePrivateKey) -> None:
