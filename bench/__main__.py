@@ -130,6 +130,11 @@ def _import_times(python: Path, runs: int) -> list[float]:
         "print((time.perf_counter() - t) * 1000)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "tollway"), "PYDANTIC_DISABLE_PLUGINS": "__all__"}
+    # Bytecode caches on, filled by one untimed run: this environment sets PYTHONDONTWRITEBYTECODE,
+    # which would add compiling every module to every "import". (The layer must then ship .pyc
+    # compiled for python3.13, or Lambda compiles at each cold start: see README, Known limits.)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     times = []
     for _ in range(runs):
         out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
