@@ -31,6 +31,7 @@ from tollway.errors import (
 from tollway.pipeline import Pipeline
 from tollway.protocol import constants as c
 from tollway.protocol.transport import Incoming, is_modern, read_post
+from tollway.routing.upstream import drain
 from tollway.store.sessions import Session, SessionStore
 from tollway.telemetry import logger
 
@@ -135,10 +136,10 @@ class McpEndpoint:
         """JSON when the first thing the pipeline yields is the response; SSE when events come first."""
         first = await anext(stream)
         if _is_final(first, incoming.message["id"]):
-            await _drain(stream)  # let the upstream exchange finish and release its connection
+            await drain(stream)  # let the upstream exchange finish and release its connection
             return json_response(first, status=_status_of(first, ctx.modern))
         if not incoming.accepts_sse:
-            final = await _drain(stream)
+            final = await drain(stream)
             return json_response(final, status=_status_of(final, ctx.modern))
         return StreamingResponse(
             _sse(first, stream, incoming.message["id"]),
@@ -188,13 +189,6 @@ def _status_of(message: dict[str, Any], modern: bool) -> int:
 
 def _is_final(message: dict[str, Any], request_id: Any) -> bool:
     return "method" not in message and message.get("id") == request_id
-
-
-async def _drain(stream: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-    async for item in stream:
-        last = item
-    return last
 
 
 async def _sse(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]], request_id: Any) -> AsyncIterator[bytes]:

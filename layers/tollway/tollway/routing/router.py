@@ -24,7 +24,7 @@ from tollway.errors import GatewayError, InvalidParams, UpstreamError
 from tollway.policy.definitions import DefinitionGate
 from tollway.protocol import constants as c
 from tollway.routing.namespace import Namespace
-from tollway.routing.upstream import SessionLost, Upstream, UpstreamInfo, next_request_id
+from tollway.routing.upstream import SessionLost, Upstream, UpstreamInfo, drain, next_request_id
 from tollway.store.sessions import SessionStore, UpstreamSession
 from tollway.telemetry import logger
 
@@ -122,7 +122,7 @@ class Router:
 
     async def _page(self, ctx: RequestContext, name: str, method: str, cursor: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"cursor": cursor} if cursor else {}
-        reply = await self._final(self.call(ctx, name, method, params, request_id=0))
+        reply = await drain(self.call(ctx, name, method, params, request_id=0))
         if "error" in reply:
             raise UpstreamError(f"Upstream {name!r} refused {method}", data={"upstream": name})
         result = reply.get("result")
@@ -164,7 +164,7 @@ class Router:
         cursor: str | None = None
         for _ in range(CATALOG_MAX_PAGES):
             params = {"cursor": cursor} if cursor else {}
-            reply = await self._final(self.call(ctx, name, f"{kind}/list", params, request_id=0))
+            reply = await drain(self.call(ctx, name, f"{kind}/list", params, request_id=0))
             result = reply.get("result") if isinstance(reply.get("result"), dict) else {}
             raw = [x for x in result.get(kind) or [] if isinstance(x, dict)]
             # Only what may be published can be called: withheld and blocked items are unknown.
@@ -305,7 +305,7 @@ class Router:
         infos = await self.reachable()
         names = [n for n, i in infos.items() if capability in i.capabilities]
         results = await asyncio.gather(
-            *(self._final(self.call(ctx, n, method, params, request_id=0)) for n in names), return_exceptions=True
+            *(drain(self.call(ctx, n, method, params, request_id=0)) for n in names), return_exceptions=True
         )
         for name, result in zip(names, results, strict=True):
             if isinstance(result, BaseException):
@@ -366,13 +366,6 @@ class Router:
             c.META_CLIENT_CAPABILITIES: ctx.client_capabilities,
             c.META_CLIENT_INFO: ctx.client_info or {"name": "tollway", "version": "1"},
         }
-
-    @staticmethod
-    async def _final(stream: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
-        last: dict[str, Any] = {}
-        async for item in stream:
-            last = item
-        return last
 
 
 # --- helpers -----------------------------------------------------------------------------------

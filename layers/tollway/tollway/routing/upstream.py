@@ -329,38 +329,43 @@ def _single_response(response: httpx.Response, request_id: Any) -> dict[str, Any
 
 
 def _parse_sse(text: str) -> list[dict[str, Any]]:
-    lines = text.replace("\r\n", "\n").split("\n")
-    return [m for m in _sse_events(lines) if m is not None]
-
-
-def _sse_events(lines: Any) -> Any:
-    """Decode SSE lines into JSON-RPC messages; events without data (priming, keepalive) give None."""
-    data: list[str] = []
-    for line in [*lines, ""]:
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        elif line == "":
-            payload = "\n".join(data).strip()
-            data = []
-            if payload:
-                yield _decode_event(payload)
-
-
-def _decode_event(payload: str) -> dict[str, Any] | None:
-    try:
-        decoded = json.loads(payload)
-    except ValueError:
-        raise UpstreamError("Upstream returned an invalid event stream") from None
-    return decoded if isinstance(decoded, dict) else None
+    decoder = _SseDecoder()
+    lines = [*text.replace("\r\n", "\n").split("\n"), ""]
+    return [m for m in map(decoder.feed, lines) if m is not None]
 
 
 async def _sse_messages(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    data: list[str] = []
+    decoder = _SseDecoder()
     async for line in response.aiter_lines():
+        if (message := decoder.feed(line)) is not None:
+            yield message
+
+
+class _SseDecoder:
+    """SSE lines in, JSON-RPC messages out; events without data (priming, keepalive) give None."""
+
+    def __init__(self) -> None:
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> dict[str, Any] | None:
         if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        elif line == "":
-            payload = "\n".join(data).strip()
-            data = []
-            if payload and (message := _decode_event(payload)) is not None:
-                yield message
+            self.data.append(line[5:].removeprefix(" "))
+            return None
+        if line != "":
+            return None  # event:, id:, retry: and comments carry nothing the gateway needs
+        payload, self.data = "\n".join(self.data).strip(), []
+        if not payload:
+            return None
+        try:
+            decoded = json.loads(payload)
+        except ValueError:
+            raise UpstreamError("Upstream returned an invalid event stream") from None
+        return decoded if isinstance(decoded, dict) else None
+
+
+async def drain(stream: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    """Consume a message stream to its end (so its HTTP exchange closes) and return the last one."""
+    last: dict[str, Any] = {}
+    async for item in stream:
+        last = item
+    return last
