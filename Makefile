@@ -9,7 +9,13 @@ CONFIG ?= infra/gateway.example.yaml
 PORT ?= 8080
 # sam runs offline here: no telemetry, a region for validation, no credentials needed.
 # PYTHON: the layer build uses the venv's pip (an absolute path: sam runs make in a scratch copy).
-SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYTHON=$(CURDIR)/$(BIN)/python
+# LAMBDA_PYTHON_BIN: a CPython 3.13 (the runtime's) to compile the layer's bytecode, found on
+# PATH or under pyenv; without one the layer ships no .pyc (check_sam_build.py says so).
+ifeq ($(origin LAMBDA_PYTHON_BIN),undefined)
+LAMBDA_PYTHON_BIN := $(shell bash layers/tollway/lambda_python.sh)
+endif
+SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYTHON=$(CURDIR)/$(BIN)/python \
+	LAMBDA_PYTHON_BIN=$(LAMBDA_PYTHON_BIN)
 
 .PHONY: dev test lint unit functional e2e conformance conformance-install lint-template build bench clean
 
@@ -52,7 +58,7 @@ layers/tollway/requirements.txt: pyproject.toml
 
 build: $(STAMP) layers/tollway/requirements.txt
 	$(SAM_ENV) $(BIN)/sam build
-	$(BIN)/python scripts/check_sam_build.py .aws-sam/build
+	$(BIN)/python scripts/check_sam_build.py $(if $(LAMBDA_PYTHON_BIN),--expect-bytecode) .aws-sam/build
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -1,14 +1,16 @@
 """Check the output of `sam build` before anyone deploys it.
 
-    python scripts/check_sam_build.py [.aws-sam/build]
+    python scripts/check_sam_build.py [--expect-bytecode] [.aws-sam/build]
 
 Asserts that the TollwayLayer holds the tollway package and pydantic-core compiled for the Lambda
-runtime (CPython 3.13 on aarch64), that it fits Lambda's size limit, and that the GatewayFunction
-holds its handler module. Exits 1 with one line per problem otherwise.
+runtime (CPython 3.13 on aarch64), that any bytecode in it is CPython 3.13's and never checks its
+source (--expect-bytecode: every module has it), that it fits Lambda's size limit, and that the
+GatewayFunction holds its handler module. Exits 1 with one line per problem otherwise.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -16,6 +18,11 @@ LAYER = "TollwayLayer"
 FUNCTIONS = {"GatewayFunction": "app.py"}
 # Lambda: function + layers, unzipped, at most 250 MB. Leave most of it to the functions.
 LAYER_LIMIT_BYTES = 200 * 1024 * 1024
+# CPython 3.13's bytecode magic number (importlib.util.MAGIC_NUMBER) and the .pyc flags word of
+# an unchecked-hash file (PEP 552): Lambda's /opt is read-only, the sources never change.
+PY313_MAGIC = (3571).to_bytes(2, "little") + b"\r\n"
+PY313_TAG = "cpython-313"
+UNCHECKED_HASH = 1
 
 
 def _size(root: Path) -> int:
@@ -29,7 +36,40 @@ def _is_aarch64_elf(path: Path) -> bool:
     return header[:6] == b"\x7fELF\x02\x01" and int.from_bytes(header[18:20], "little") == 183
 
 
-def check(build_dir: Path) -> tuple[list[str], list[str]]:
+def _check_bytecode(site: Path, expect_bytecode: bool) -> tuple[list[str], list[str]]:
+    problems: list[str] = []
+    compiled = list(site.rglob("*.pyc"))
+    foreign = [p for p in compiled if not p.name.endswith(f".{PY313_TAG}.pyc")]
+    if foreign:
+        problems.append(
+            f"{LAYER}: {len(foreign)} .pyc not for CPython 3.13, e.g. {foreign[0].relative_to(site)} "
+            "(bytecode of the build host's Python)"
+        )
+    for pyc in sorted(set(compiled) - set(foreign)):
+        with pyc.open("rb") as f:
+            header = f.read(8)
+        if header[:4] != PY313_MAGIC or int.from_bytes(header[4:8], "little") != UNCHECKED_HASH:
+            problems.append(f"{LAYER}: {pyc.relative_to(site)} is not unchecked-hash CPython 3.13 bytecode")
+            break
+    if not compiled:
+        notes = [
+            f"{LAYER}: ships no bytecode: Lambda compiles every module at each cold start (see layers/tollway/Makefile)"
+        ]
+        if expect_bytecode:
+            problems.append(
+                f"{LAYER}: no .pyc files although a CPython 3.13 was found to compile them "
+                "(a cached build? `make clean build`)"
+            )
+        return problems, notes
+    missing = [
+        py for py in site.rglob("*.py") if not (py.parent / "__pycache__" / f"{py.stem}.{PY313_TAG}.pyc").is_file()
+    ]
+    if missing:  # a partial compile: some modules would be compiled at each cold start
+        problems.append(f"{LAYER}: {len(missing)} modules without bytecode, e.g. {missing[0].relative_to(site)}")
+    return problems, [f"{LAYER}: {len(compiled)} modules compiled for CPython 3.13"]
+
+
+def check(build_dir: Path, expect_bytecode: bool = False) -> tuple[list[str], list[str]]:
     """Return (problems, notes) for the build directory."""
     problems: list[str] = []
     notes: list[str] = []
@@ -39,8 +79,10 @@ def check(build_dir: Path) -> tuple[list[str], list[str]]:
     site = build_dir / LAYER / "python"
     if not (site / "tollway" / "__init__.py").is_file():
         problems.append(f"{LAYER}: python/tollway/__init__.py is missing (layers/tollway/Makefile did not copy it)")
-    if site.is_dir() and any(site.rglob("__pycache__")):
-        problems.append(f"{LAYER}: contains __pycache__ (bytecode of the build host's Python)")
+    if site.is_dir():
+        bytecode_problems, bytecode_notes = _check_bytecode(site, expect_bytecode)
+        problems += bytecode_problems
+        notes += bytecode_notes
 
     cores = sorted((site / "pydantic_core").glob("_pydantic_core.*.so")) if site.is_dir() else []
     if not cores:
@@ -69,9 +111,14 @@ def check(build_dir: Path) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    build_dir = Path(args[0] if args else ".aws-sam/build")
-    problems, notes = check(build_dir)
+    parser = argparse.ArgumentParser(description="Check the output of `sam build` before deploying it.")
+    parser.add_argument("build_dir", nargs="?", default=".aws-sam/build", type=Path)
+    parser.add_argument(
+        "--expect-bytecode", action="store_true", help="every module of the layer must have CPython 3.13 bytecode"
+    )
+    args = parser.parse_args(argv)
+    build_dir = args.build_dir
+    problems, notes = check(build_dir, args.expect_bytecode)
     for note in notes:
         print(note)
     if problems:
