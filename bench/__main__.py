@@ -1,6 +1,6 @@
 """`make bench`: the gateway's first-cut figures, all from one run.
 
-1. cold import of the Lambda handler module (median of fresh processes)
+1. cold import of the Lambda handler module (median of fresh processes), with and without bytecode
 2. warm in-process tools/call through the Lambda handler (p50/p99), both eras
 3. DynamoDB requests per tools/call and per tools/list (botocore events), both eras
 4. throughput on the local server vs calling the upstream directly (same client, same upstream)
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,36 +93,73 @@ def bench_config(issuer: object, upstream_url: str, lease_units: int, quotas: bo
 
 
 def bench_import(runs: int) -> None:
-    """Measured twice: in the dev venv (many extra packages: sam, moto, rich…) and in a venv with
-    only the layer's requirements, as on Lambda (same code, host CPU and Python)."""
-    runtime_python = _runtime_venv()
-    print("1. cold import of functions/gateway/app.py (config load + app build included)")
-    for label, python in (("layer-only venv", runtime_python), ("dev venv", Path(sys.executable))):
-        times = _import_times(python, runs)
+    """Cold import as on Lambda: the runtime's Python (3.13, when the host has one) with only the
+    layer's requirements installed, measured twice — with the bytecode the layer ships (compiled
+    as layers/tollway/Makefile does) and without any (what a layer built without a CPython 3.13
+    costs: /opt is read-only, so every module is compiled at each cold start)."""
+    python, layer = _runtime_layer()
+    version = subprocess.run(
+        [str(python), "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"1. cold import of functions/gateway/app.py (config load + app build included), "
+        f"Python {version}, layer-only venv, host CPU"
+    )
+    site_packages = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True
+    ).stdout.strip()
+    compiled_dirs = [Path(site_packages), layer]
+    for directory in compiled_dirs:
+        for cache in directory.rglob("__pycache__"):
+            shutil.rmtree(cache, ignore_errors=True)
+    without = _import_times(python, layer, runs)
+    subprocess.run(
+        [str(python), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash"]
+        + [str(d) for d in compiled_dirs],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    with_bytecode = _import_times(python, layer, runs)
+    for label, times in (("with the layer's bytecode", with_bytecode), ("without bytecode", without)):
         print(
-            f"   {label:>15}: median {statistics.median(times):.0f} ms over {runs} fresh processes "
+            f"   {label:>27}: median {statistics.median(times):.0f} ms over {runs} fresh processes "
             f"(min {min(times):.0f}, max {max(times):.0f})"
         )
     print("   goal: < 300 ms\n")
 
 
-def _runtime_venv() -> Path:
-    """A venv with exactly layers/tollway/requirements.txt + boto3, made once under .tollway/."""
+def _runtime_layer() -> tuple[Path, Path]:
+    """A venv with exactly layers/tollway/requirements.txt + boto3 (made once under .tollway/, with
+    the Lambda runtime's Python when layers/tollway/lambda_python.sh finds one), and a fresh copy of the
+    tollway package beside it, as the layer holds it (never the source tree: its bytecode would
+    be unchecked and outlive edits)."""
+    interpreter = (
+        subprocess.run(
+            ["bash", str(ROOT / "layers" / "tollway" / "lambda_python.sh")], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        or sys.executable
+    )
     venv = ROOT / ".tollway" / "bench-runtime-venv"
     python = venv / "bin" / "python"
     stamp = venv / ".requirements"
-    wanted = (ROOT / "layers" / "tollway" / "requirements.txt").read_text()
+    wanted = f"{interpreter}\n" + (ROOT / "layers" / "tollway" / "requirements.txt").read_text()
     if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([interpreter, "-m", "venv", str(venv)], check=True)
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "layers/tollway/requirements.txt"), "boto3"],
             check=True,
         )
         stamp.write_text(wanted)
-    return python
+    layer = ROOT / ".tollway" / "bench-layer"
+    shutil.rmtree(layer, ignore_errors=True)
+    shutil.copytree(
+        ROOT / "layers" / "tollway" / "tollway", layer / "tollway", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return python, layer
 
 
-def _import_times(python: Path, runs: int) -> list[float]:
+def _import_times(python: Path, layer: Path, runs: int) -> list[float]:
     code = (
         "import time, importlib.util as u\n"
         "t = time.perf_counter()\n"
@@ -129,11 +167,13 @@ def _import_times(python: Path, runs: int) -> list[float]:
         "m = u.module_from_spec(s); s.loader.exec_module(m)\n"
         "print((time.perf_counter() - t) * 1000)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "tollway"), "PYDANTIC_DISABLE_PLUGINS": "__all__"}
-    # Bytecode caches on, filled by one untimed run: this environment sets PYTHONDONTWRITEBYTECODE,
-    # which would add compiling every module to every "import". (The layer must then ship .pyc
-    # compiled for python3.13, or Lambda compiles at each cold start: see README, Known limits.)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # As on Lambda: nothing is written next to the modules (/opt is read-only).
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(layer),
+        "PYDANTIC_DISABLE_PLUGINS": "__all__",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     times = []
     for _ in range(runs):
