@@ -9,15 +9,15 @@ CONFIG ?= infra/gateway.example.yaml
 PORT ?= 8080
 # sam runs offline here: no telemetry, a region for validation, no credentials needed.
 # PYTHON: the layer build uses the venv's pip (an absolute path: sam runs make in a scratch copy).
-# LAMBDA_PYTHON_BIN: a CPython 3.13 (the runtime's) to compile the layer's bytecode, found on
-# PATH or under pyenv; without one the layer ships no .pyc (check_sam_build.py says so).
+# LAMBDA_PYTHON_BIN: a CPython 3.13 (the runtime's), found on PATH or under pyenv: it compiles the
+# layer's bytecode and runs the suites a second time; without one the layer ships no .pyc.
 ifeq ($(origin LAMBDA_PYTHON_BIN),undefined)
 LAMBDA_PYTHON_BIN := $(shell bash layers/tollway/lambda_python.sh)
 endif
 SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYTHON=$(CURDIR)/$(BIN)/python \
 	LAMBDA_PYTHON_BIN=$(LAMBDA_PYTHON_BIN)
 
-.PHONY: dev test lint unit functional e2e conformance conformance-install lint-template build bench clean
+.PHONY: dev test lint unit functional e2e runtime-python conformance conformance-install lint-template build bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,25 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/tollway dev --config $(CONFIG) --port $(PORT)
 
-test: $(STAMP) lint lint-template build conformance-install
+test: $(STAMP) lint lint-template build conformance-install runtime-python
 	$(BIN)/pytest -q
+
+# The unit and functional suites (the Lambda handler included) again on the Lambda runtime's
+# Python, 3.13, when the host has one: the main venv may be older (the code supports 3.11-3.13).
+RUNTIME_VENV := .venv-py313
+$(RUNTIME_VENV)/.installed: pyproject.toml
+	$(LAMBDA_PYTHON_BIN) -m venv --clear $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install --quiet --upgrade pip
+	$(RUNTIME_VENV)/bin/pip install --quiet -e ".[suite]"
+	touch $@
+
+ifeq ($(LAMBDA_PYTHON_BIN),)
+runtime-python:
+	@echo "warning: no CPython 3.13 found: the unit and functional suites run on $$($(BIN)/python -V) only"
+else
+runtime-python: $(RUNTIME_VENV)/.installed
+	$(RUNTIME_VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/functional
+endif
 
 conformance-install:
 	bash scripts/install_conformance.sh
