@@ -116,3 +116,20 @@ def demo_upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
 def make_config() -> Callable[..., GatewayConfig]:
     """`make_config({"support": url}, http={...})` -> a validated GatewayConfig."""
     return build_config
+
+
+_SUMMARY = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def run_summary(pytestconfig: pytest.Config) -> list[str]:
+    """Lines a test adds here are printed at the end of the run (pytest captures print)."""
+    return pytestconfig.stash.setdefault(_SUMMARY, [])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash.get(_SUMMARY, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -116,13 +116,15 @@ def _wait_healthy(url: str, proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize("revision", REVISIONS)
-def test_gateway_passes_every_scored_scenario_its_upstream_passes(reports: tuple[dict, dict], revision: str) -> None:
+def test_gateway_passes_every_scored_scenario_its_upstream_passes(
+    reports: tuple[dict, dict], revision: str, run_summary: list[str]
+) -> None:
     direct, through = reports
     direct_scored, gateway_scored = _scored(direct, revision), _scored(through, revision)
     passed_directly = {name for name, status in direct_scored.items() if status == "passed"}
     lost = sorted(name for name in passed_directly if gateway_scored.get(name) != "passed")
-    print(
-        f"\nconformance {revision}: direct {len(passed_directly)}/{len(direct_scored)} passed, "
+    run_summary.append(
+        f"conformance {revision}: direct {len(passed_directly)}/{len(direct_scored)} passed, "
         f"through gateway {sum(s == 'passed' for s in gateway_scored.values())}/{len(gateway_scored)} passed"
     )
     assert passed_directly, "the fixture upstream passed nothing: the suite did not run"

@@ -288,7 +288,7 @@ def typical_result() -> dict[str, Any]:
     return {"content": [{"type": "text", "text": json.dumps(structured)}], "structuredContent": structured}
 
 
-def test_a_typical_4_kb_result_is_masked_and_its_cost_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_typical_4_kb_result_is_masked_and_its_cost_is_printed(run_summary: list[str]) -> None:
     result = typical_result()
     size = len(json.dumps(result))
     masked, findings = REDACTOR.redact_mcp_result(result)
@@ -300,5 +300,4 @@ def test_a_typical_4_kb_result_is_masked_and_its_cost_is_printed(capsys: pytest.
     for _ in range(runs):
         REDACTOR.redact_mcp_result(result)
     per_call_ms = (time.perf_counter() - started) / runs * 1000
-    with capsys.disabled():
-        print(f"\nredact_mcp_result: {size} bytes, {per_call_ms:.3f} ms per call (mean of {runs})")
+    run_summary.append(f"redact_mcp_result: {size} bytes, {per_call_ms:.3f} ms per call (mean of {runs})")
