@@ -114,19 +114,26 @@ def spawn(
         text=True,
     )
     try:
-        yield _await_ready(proc, module, start_timeout)
+        yield await_ready(proc, module, start_timeout)
     finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
+    """Terminate (then kill) a child started with stdout=PIPE and close that pipe."""
+    if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+            proc.wait(timeout=timeout)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
-def _await_ready(proc: subprocess.Popen[str], module: str, timeout: float) -> str:
+def await_ready(proc: subprocess.Popen[str], module: str, timeout: float) -> str:
+    """Block until the child prints `ready <url>` (bounded); return the URL."""
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while (remaining := deadline - time.monotonic()) > 0:

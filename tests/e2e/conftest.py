@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from examples.upstreams._serve import await_ready, stop
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -56,17 +57,6 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def _stop(proc: subprocess.Popen[str] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT)
-
-
 @dataclass
 class UpstreamProcess:
     """An MCP server module run as `python -m module --port N` on a fixed port, so it can be
@@ -94,24 +84,15 @@ class UpstreamProcess:
 
     def wait_ready(self) -> None:
         """Block until the server prints `ready <url>` (bounded)."""
-        proc = self.proc
-        assert proc is not None and proc.stdout is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while (remaining := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([proc.stdout], [], [], remaining)
-            if not readable:
-                break
-            line = proc.stdout.readline()
-            if not line:
-                pytest.fail(f"{self.module} exited with {proc.wait()} before it was ready:\n{_tail(self.log)}")
-            if line.startswith("ready "):
-                return
-        pytest.fail(f"{self.module} did not print 'ready' within {START_TIMEOUT:.0f} s:\n{_tail(self.log)}")
+        assert self.proc is not None
+        try:
+            await_ready(self.proc, self.module, START_TIMEOUT)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{exc}:\n{_tail(self.log)}")
 
     def stop(self) -> None:
-        _stop(self.proc)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        if self.proc is not None:
+            stop(self.proc, STOP_TIMEOUT)
         self.proc = None
 
     def restart(self) -> None:
@@ -190,7 +171,8 @@ class GatewayProcess:
         pytest.fail(f"gateway did not answer /healthz within {START_TIMEOUT:.0f} s:\n{_tail(self.log)}")
 
     def stop(self) -> None:
-        _stop(self.proc)
+        if self.proc is not None:
+            stop(self.proc, STOP_TIMEOUT)
         self.proc = None
 
 

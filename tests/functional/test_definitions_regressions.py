@@ -7,11 +7,9 @@ notices a change within the pin and catalog cache times, 30 s each.)
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from tollway.store.tables import ensure_tables, find_template
 from tollway.store.usage import MemoryUsageStore
 
 from examples.upstreams import poisoned
+from examples.upstreams._serve import await_ready, stop
 from tests.functional.test_definitions_gate import (
     ALL_TOOLS,
     ERAS,
@@ -81,30 +80,15 @@ class PoisonedUpstream:
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 20
-        while (remaining := deadline - time.monotonic()) > 0:
-            if not select.select([self.proc.stdout], [], [], remaining)[0]:
-                break
-            line = self.proc.stdout.readline()
-            if not line:
-                pytest.fail(f"{MODULE} --variant {variant} exited with {self.proc.wait()} before it was ready")
-            if line.startswith("ready "):
-                return
-        pytest.fail(f"{MODULE} --variant {variant} did not start within 20 s")
+        try:
+            await_ready(self.proc, f"{MODULE} --variant {variant}", timeout=20)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(str(exc))
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        if proc is not None:
+            stop(proc)
 
 
 @pytest.fixture(autouse=True)
