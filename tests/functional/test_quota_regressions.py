@@ -158,3 +158,26 @@ def test_a_call_that_meets_a_concurrent_transaction_is_charged_and_admitted(fail
     enforcer.admit(ALICE, "rec__echo")  # closed: QuotaUnavailable (503); open: admitted without a charge
 
     assert client.writes == 2, "the conflicting write is retried, so the admitted call is charged"
+
+
+# --- 4. a call admitted (units charged) that fails before reaching the upstream --------------------
+def test_units_charged_for_a_call_whose_argument_masking_fails_are_recorded_as_usage() -> None:
+    # The hash key's secret cannot be read (no such secret): masking the arguments fails after
+    # the quota admitted the call. The caller gets a plain internal error, the upstream nothing,
+    # and finance still sees the call (as an error) with its units.
+    data = config_data({"plans": {"p": {"tenant": {"per_day": 100}}}, "default_plan": "p", "costs": {"rec__echo": 3}})
+    data["masking"] = {
+        "hash_key_secret": "tollway/missing-hash-key",
+        "tools": {"rec__echo": {"arguments": [{"path": "account", "action": "hash"}]}},
+    }
+    stores = Stores.memory()
+    with mock_aws(), RecordingUpstream().running() as upstream:
+        data["upstreams"][0]["url"] = upstream.url
+        app = create_app(parse_config(data), stores=stores, streaming=False)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = Caller(client, None).modern("tools/call", {"name": "rec__echo", "arguments": {"account": "A1"}})
+
+        assert response.json()["error"] == {"code": -32603, "message": "Internal error"}, response.text
+        assert upstream.calls("tools/call") == []
+    [row] = stores.usage.month(datetime.now(UTC).strftime("%Y-%m"), "default")
+    assert (row.tool, row.calls, row.units, row.errors) == ("rec__echo", 1, 3, 1)

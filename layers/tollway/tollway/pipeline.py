@@ -88,11 +88,11 @@ class Pipeline:
             raise _unknown(method, params)
         # Store I/O off the event loop: the local server serves many requests at once.
         admission = await anyio.to_thread.run_sync(self._admit, ctx, public_name) if method == "tools/call" else None
-        if method == "tools/call":
-            masked = self.masking.arguments(ctx.principal.tenant, public_name, upstream_params.get("arguments"))
-            upstream_params = {**upstream_params, "arguments": masked} if masked is not None else upstream_params
         started, failed = time.perf_counter(), True
-        try:
+        try:  # from here on, admitted units are recorded as usage whatever fails
+            if method == "tools/call":
+                masked = self.masking.arguments(ctx.principal.tenant, public_name, upstream_params.get("arguments"))
+                upstream_params = {**upstream_params, "arguments": masked} if masked is not None else upstream_params
             async for item in self.router.call(ctx, upstream, method, upstream_params, request_id):
                 if "id" not in item or item.get("id") == request_id:  # not relayed server requests
                     item = self.masking.message(ctx.principal.tenant, method, public_name, item)
