@@ -126,6 +126,10 @@ class InvalidParams(GatewayError):
     code, message = c.INVALID_PARAMS, "Invalid params"
 
 
+class ResourceNotFound(InvalidParams):
+    code, message = c.RESOURCE_NOT_FOUND, "Resource not found"
+
+
 class UpstreamError(GatewayError):
     """An upstream could not be reached or answered something that is not MCP."""
 

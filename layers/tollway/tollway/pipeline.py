@@ -20,7 +20,7 @@ import anyio.to_thread
 from tollway import __version__
 from tollway.config import GatewayConfig
 from tollway.context import RequestContext
-from tollway.errors import GatewayError, InvalidParams, MethodNotFound
+from tollway.errors import GatewayError, InvalidParams, MethodNotFound, ResourceNotFound
 from tollway.masking.stage import MaskingStage
 from tollway.policy.authorization import Authorizer, Kind
 from tollway.policy.quota import Admission, QuotaEnforcer, QuotaExceeded
@@ -40,7 +40,6 @@ ROUTED_METHODS = (
 LEGACY_ONLY = frozenset({"ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
 """Removed at 2026-07-28: a stateless client gets 404 / -32601 for them."""
 MODERN_ONLY = frozenset({"server/discover"})
-RESOURCE_NOT_FOUND = -32002
 
 
 class Pipeline:
@@ -223,7 +222,5 @@ def _unknown(method: str, params: dict[str, Any]) -> InvalidParams:
     if method == "prompts/get":
         return InvalidParams(f"Unknown prompt: {params.get('name')}")
     if method.startswith("resources/"):
-        error = InvalidParams("Resource not found", data={"uri": params.get("uri")})
-        error.code = RESOURCE_NOT_FOUND
-        return error
+        return ResourceNotFound(data={"uri": params.get("uri")})
     return InvalidParams("Unknown reference")
