@@ -622,6 +622,10 @@ def test_approving_a_tool_that_is_not_pending_answers_404(
             "Bad Request: upstream must name a configured upstream",
         ),
         (
+            {"upstream": ["poisoned"], "name": "convert_currency"},
+            "Bad Request: upstream must name a configured upstream",
+        ),
+        (
             {"upstream": "poisoned"},
             "Bad Request: name is required and kind is one of tool, resource, resource_template, prompt",
         ),

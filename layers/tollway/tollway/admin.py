@@ -17,14 +17,13 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tollway.auth.middleware import InsufficientScope, metadata_url
+from tollway.auth.middleware import insufficient_scope
 from tollway.config import GatewayConfig
 from tollway.context import ANONYMOUS, Principal
 from tollway.errors import GatewayError, InternalError, InvalidRequest
 from tollway.protocol import constants as c
 from tollway.protocol.endpoint import json_response
 from tollway.store.pins import PinStore
-from tollway.telemetry import count, logger
 
 KINDS = ("tool", "resource", "resource_template", "prompt")
 
@@ -37,28 +36,24 @@ class NotFound(GatewayError):
     status, code, message = 404, c.INVALID_REQUEST, "Nothing awaits approval under that name"
 
 
-def admin_principal(request: Request, config: GatewayConfig, authenticated: bool) -> Principal:
+def admin_principal(request: Request, config: GatewayConfig) -> Principal:
+    # The auth stage leaves ANONYMOUS exactly when the gateway runs without authentication.
     principal: Principal = request.scope.get("principal", ANONYMOUS)
-    if not authenticated or principal is ANONYMOUS:
+    if principal is ANONYMOUS:
         raise AdminRequiresAuthentication()
     scope = config.finance.admin_scope
     if scope not in principal.scopes:
-        logger.warning("admin access refused", extra={"path": request.url.path, "tenant": principal.tenant})
-        count("AuthFailures", 1)
-        challenge = f'Bearer resource_metadata="{metadata_url(config.resource)}"'
-        header = f'{challenge}, error="insufficient_scope", scope="{scope}"'
-        raise InsufficientScope(headers={"www-authenticate": header}, data={"requiredScopes": [scope]})
+        raise insufficient_scope(config, [scope], [scope], tenant=principal.tenant, path=request.url.path)
     return principal
 
 
 class DefinitionsAdmin:
-    def __init__(self, config: GatewayConfig, pins: PinStore, authenticated: bool) -> None:
+    def __init__(self, config: GatewayConfig, pins: PinStore) -> None:
         self.config = config
         self.pins = pins
-        self.authenticated = authenticated
 
     async def pending(self, request: Request) -> Response:
-        admin_principal(request, self.config, self.authenticated)
+        admin_principal(request, self.config)
         upstreams = [u.name for u in self.config.upstreams]
         pins = await _store(lambda: self.pins.list_pending(upstreams))
         return json_response(
@@ -80,10 +75,10 @@ class DefinitionsAdmin:
     async def approve(self, request: Request) -> Response:
         from tollway.policy.definitions import NothingToApprove, approve_current
 
-        principal = admin_principal(request, self.config, self.authenticated)
+        principal = admin_principal(request, self.config)
         body = await _json_object(request)
         upstream, name, kind = body.get("upstream"), body.get("name"), body.get("kind", "tool")
-        if upstream not in {u.name for u in self.config.upstreams}:
+        if not isinstance(upstream, str) or upstream not in {u.name for u in self.config.upstreams}:
             raise InvalidRequest("Bad Request: upstream must name a configured upstream")
         if not isinstance(name, str) or not name or kind not in KINDS:
             raise InvalidRequest(f"Bad Request: name is required and kind is one of {', '.join(KINDS)}")

@@ -62,7 +62,7 @@ def create_app(
     router = Router(config, stores.sessions, DefinitionGate(config, stores.pins))
     pipeline = Pipeline(config, router, QuotaEnforcer(config, stores.counters), stores.usage)
     endpoint = McpEndpoint(config, stores.sessions, pipeline, streaming=streaming)
-    definitions_admin = DefinitionsAdmin(config, stores.pins, authenticated=verifier is not None)
+    definitions_admin = DefinitionsAdmin(config, stores.pins)
 
     async def metadata(request: Request) -> Response:
         return JSONResponse(protected_resource_metadata(config))
@@ -76,7 +76,7 @@ def create_app(
         Route("/.well-known/oauth-protected-resource", metadata, methods=["GET"]),
         Route("/.well-known/oauth-protected-resource/mcp", metadata, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/admin/usage", UsageReportEndpoint(config, verifier, stores.usage).handle, methods=["GET"]),
+        Route("/admin/usage", UsageReportEndpoint(config, stores.usage).handle, methods=["GET"]),
         Route("/admin/definitions/pending", definitions_admin.pending, methods=["GET"]),
         Route("/admin/definitions/approve", definitions_admin.approve, methods=["POST"]),
         *(extra_routes or []),

@@ -63,7 +63,7 @@ class AuthMiddleware:
             return ANONYMOUS
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if _QUERY_TOKEN_PARAMS & query.keys():
-            self._refuse("token in query string")
+            _refuse("token in query string")
             raise Unauthorized(headers={"www-authenticate": f'{self.challenge}, error="invalid_request"'})
         token = _bearer(scope)
         if token is None:
@@ -72,20 +72,27 @@ class AuthMiddleware:
             claims = await anyio.to_thread.run_sync(self.verifier.verify, token)
             principal = principal_from_claims(claims, self.config)
         except InvalidToken as exc:
-            self._refuse(exc.reason)
+            _refuse(exc.reason)
             raise Unauthorized(headers={"www-authenticate": f'{self.challenge}, error="invalid_token"'}) from None
         missing = [s for s in self.config.auth.required_scopes if s not in principal.scopes]
         if missing:
-            self._refuse("insufficient scope", tenant=principal.tenant)
-            needed = " ".join(self.config.auth.required_scopes)
-            header = f'{self.challenge}, error="insufficient_scope", scope="{needed}"'
-            raise InsufficientScope(headers={"www-authenticate": header}, data={"requiredScopes": missing})
+            raise insufficient_scope(self.config, self.config.auth.required_scopes, missing, tenant=principal.tenant)
         return principal
 
-    @staticmethod
-    def _refuse(reason: str, **extra: Any) -> None:
-        logger.warning("authentication refused", extra={"reason": reason, **extra})
-        count("AuthFailures", 1)
+
+def insufficient_scope(
+    config: GatewayConfig, required: list[str], missing: list[str], **extra: Any
+) -> InsufficientScope:
+    """The 403 for a valid token without the scopes a path needs (logged and counted)."""
+    _refuse("insufficient scope", **extra)
+    challenge = f'Bearer resource_metadata="{metadata_url(config.resource)}"'
+    header = f'{challenge}, error="insufficient_scope", scope="{" ".join(required)}"'
+    return InsufficientScope(headers={"www-authenticate": header}, data={"requiredScopes": missing})
+
+
+def _refuse(reason: str, **extra: Any) -> None:
+    logger.warning("authentication refused", extra={"reason": reason, **extra})
+    count("AuthFailures", 1)
 
 
 def _bearer(scope: Scope) -> str | None:

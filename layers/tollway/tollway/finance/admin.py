@@ -25,9 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tollway.admin import admin_principal
-from tollway.auth.verifier import TokenVerifier
 from tollway.config import GatewayConfig
-from tollway.context import Principal
 from tollway.errors import InternalError, InvalidRequest
 from tollway.protocol import constants as c
 from tollway.store.usage import UsageRow
@@ -46,16 +44,15 @@ class UsageReader(Protocol):
 class UsageReportEndpoint:
     """`handle` is the Starlette endpoint; `store` is the gateway's usage store."""
 
-    def __init__(self, config: GatewayConfig, verifier: TokenVerifier | None, store: Any) -> None:
+    def __init__(self, config: GatewayConfig, store: Any) -> None:
         self.config = config
-        self.verifier = verifier
         self.store: UsageReader = store
 
     async def handle(self, request: Request) -> Response:
         # Imported here, not with the app: the first /mcp request of a cold start does not wait for it.
         from tollway.finance.report import parse_month, render, summarize, to_json
 
-        principal = await self._admin(request)
+        principal = admin_principal(request, self.config)
         month = _param(request, "month")
         if month is None:
             raise InvalidRequest("Bad Request: month is required (YYYY-MM)")
@@ -89,9 +86,6 @@ class UsageReportEndpoint:
         # Compact: a Lambda answer is at most 6 MB, and the report is read by programs.
         body = json.dumps(to_json(report), separators=(",", ":"), ensure_ascii=False)
         return Response(body, media_type=c.CONTENT_TYPE_JSON, headers=headers)
-
-    async def _admin(self, request: Request) -> Principal:
-        return admin_principal(request, self.config, authenticated=self.verifier is not None)
 
     async def _rows(self, month: str, tenant: str | None) -> list[UsageRow]:
         from botocore.exceptions import BotoCoreError, ClientError
