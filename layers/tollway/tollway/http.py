@@ -2,7 +2,8 @@
 
 telemetry  (outermost: request id, timing, access log, metrics)
 errors     (any failure becomes one well-formed HTTP + JSON-RPC answer)
-auth       (JWT -> Principal on scope["principal"]; issue 3)
+origin     (Origin / Host allow-list on /mcp, before any token is read)
+auth       (JWT -> Principal on scope["principal"])
 routes     /mcp -> McpEndpoint (protocol, sessions, pipeline)
 """
 
@@ -35,7 +36,7 @@ from tollway.protocol.transport import check_origin
 from tollway.routing.router import Router
 from tollway.store import Stores
 from tollway.store.sessions import SessionStore
-from tollway.telemetry import logger, metrics
+from tollway.telemetry import count, logger, metric
 
 if TYPE_CHECKING:
     from jwt import PyJWKSet
@@ -64,8 +65,10 @@ def create_app(
     endpoint = McpEndpoint(config, stores.sessions, pipeline, streaming=streaming)
     definitions_admin = DefinitionsAdmin(config, stores.pins)
 
+    resource_metadata = protected_resource_metadata(config)
+
     async def metadata(request: Request) -> Response:
-        return JSONResponse(protected_resource_metadata(config))
+        return JSONResponse(resource_metadata)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -155,8 +158,8 @@ class ErrorMiddleware:
         except GatewayError as error:
             if started:
                 raise
-            modern = scope.get("tollway.modern", False)
-            await error_response(error, error.request_id, modern)(scope, receive, send)
+            # A 2026-era refusal already carries its status (set where the era is known).
+            await error_response(error, error.request_id, False)(scope, receive, send)
         except Exception:
             if started:
                 raise
@@ -189,7 +192,6 @@ class TelemetryMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
-        scope["tollway.request_id"] = request_id
         status = 500
         start = time.perf_counter()
 
@@ -215,10 +217,7 @@ class TelemetryMiddleware:
                     "duration_ms": round(elapsed_ms, 2),
                 },
             )
-            from aws_lambda_powertools.metrics.functions import is_metrics_disabled
-
-            if not is_metrics_disabled():
-                metrics.add_metric(name="Requests", unit="Count", value=1)
-                metrics.add_metric(name="Latency", unit="Milliseconds", value=elapsed_ms)
-                if status >= 500:
-                    metrics.add_metric(name="Errors", unit="Count", value=1)
+            count("Requests")
+            metric("Latency", "Milliseconds", elapsed_ms)
+            if status >= 500:
+                count("Errors")

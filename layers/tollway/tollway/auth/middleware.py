@@ -61,8 +61,8 @@ class AuthMiddleware:
     async def _principal(self, scope: Scope) -> Principal:
         if self.verifier is None:  # auth.allow_anonymous: an explicit opt-out
             return ANONYMOUS
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        if _QUERY_TOKEN_PARAMS & query.keys():
+        query = scope.get("query_string", b"")
+        if query and _QUERY_TOKEN_PARAMS & parse_qs(query.decode("latin-1")).keys():
             _refuse("token in query string")
             raise Unauthorized(headers={"www-authenticate": f'{self.challenge}, error="invalid_request"'})
         token = _bearer(scope)

@@ -16,12 +16,16 @@ metrics = Metrics()
 
 
 def count(name: str, value: float = 1) -> None:
-    """Add to a Count metric, unless metrics are disabled (`tollway dev`, tests): Powertools keeps
+    metric(name, "Count", value)
+
+
+def metric(name: str, unit: str, value: float) -> None:
+    """Add to a metric, unless metrics are disabled (`tollway dev`, tests): Powertools keeps
     unflushed metrics in memory and prints them every 100, so nothing is added then."""
     from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
     if not is_metrics_disabled():
-        metrics.add_metric(name=name, unit="Count", value=value)
+        metrics.add_metric(name=name, unit=unit, value=value)
 
 
 def tool_call_metrics(tenant: str, tool: str, latency_ms: float, error: bool, units: int) -> None:
