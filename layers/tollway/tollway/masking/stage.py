@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from tollway.config import FieldRule, GatewayConfig, ToolMasking
+from tollway.config import GatewayConfig, MaskingConfig, ToolMasking
 from tollway.masking.fields import check_field_rules, default_hash_key
 
 if TYPE_CHECKING:
@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 
 from tollway.telemetry import count, logger
 
-DETECTORS = ["email", "phone", "card", "ssn", "iban", "ip", "aws_access_key", "jwt", "api_key"]
-"""The default detector list (config.py); any other list is checked against the detectors at load."""
+DETECTORS = MaskingConfig().detectors
+"""The default detector list (config.py); any other list is checked against the detectors at load
+(not this one: importing the detectors compiles their patterns, a cold-start cost)."""
 
 TRUNCATION_MARKER = "\n…[truncated by Tollway: {shown} of {total} bytes; ask for less]"
 
@@ -63,8 +64,11 @@ class MaskingStage:
             return arguments
         rules = self.rules(tool)
         skip = {d for r in rules for d in r.allow_detectors}
-        for rule in (f for r in rules for f in r.arguments):  # first: a `hash` sees the raw value
-            arguments = self._field(arguments, rule, tenant)
+        field_rules = [f for r in rules for f in r.arguments]
+        if field_rules:  # first: a `hash` sees the raw value
+            from tollway.masking.fields import apply_field_rules
+
+            arguments = apply_field_rules(arguments, field_rules, self._hash_key, tenant)
         masked, findings = self.redactor.redact_value(arguments, skip=skip)
         self._count("arguments", tool, findings)
         return masked
@@ -85,26 +89,21 @@ class MaskingStage:
         result = message.get("result")
         if not isinstance(result, dict):
             return message
-        if method == "tools/call":
-            # Field rules first: a `hash` must see the raw identifier, not its masked form.
-            result = self._result_rules(tenant, name, result)
+        rules = self.rules(name) if method == "tools/call" else []  # matched once per message
+        field_rules = [f for r in rules for f in r.results]
+        if field_rules:
+            from tollway.masking.fields import apply_result_field_rules
+
+            # First: a `hash` must see the raw identifier, not its masked form. Both copies are
+            # ruled: structuredContent and its JSON mirror in the text content.
+            result = apply_result_field_rules(result, field_rules, self._hash_key, tenant)
         result, findings = self.redactor.redact_mcp_result(result)
         self._count("result", name, findings)
-        if method == "tools/call":
-            result = self._shape(name, result)
-        return {**message, "result": result}
+        return {**message, "result": self._shape(rules, result)}
 
-    def _result_rules(self, tenant: str, tool: str, result: dict[str, Any]) -> dict[str, Any]:
-        from tollway.masking.fields import apply_result_field_rules
-
-        for rules in self.rules(tool):
-            if rules.results:
-                # Both copies: structuredContent and its JSON mirror in the text content.
-                result = apply_result_field_rules(result, rules.results, self._hash_key, tenant)
-        return result
-
-    def _shape(self, tool: str, result: dict[str, Any]) -> dict[str, Any]:
-        for rules in self.rules(tool):
+    @staticmethod
+    def _shape(matching: list[ToolMasking], result: dict[str, Any]) -> dict[str, Any]:
+        for rules in matching:
             if rules.projection and result.get("structuredContent") is not None:
                 from aws_lambda_powertools.utilities.jmespath_utils import query
 
@@ -139,11 +138,6 @@ class MaskingStage:
                 self._key = default_hash_key(self._gateway_name)
         return self._key
 
-    def _field(self, value: Any, rule: FieldRule, tenant: str) -> Any:
-        from tollway.masking.fields import apply_field_rules
-
-        return apply_field_rules(value, [rule], self._hash_key, tenant)
-
     @staticmethod
     def _count(where: str, item: str, findings: Any) -> None:
         if findings:
@@ -152,22 +146,27 @@ class MaskingStage:
 
 
 def _truncate(result: dict[str, Any], limit: int) -> dict[str, Any]:
-    """Cut text content so the result's text stays within `limit` bytes, with a clear marker."""
+    """Cut text content so the result's text stays within `limit` bytes, with a clear marker.
+    The first text block that does not fit is cut (to the marker alone if nothing is left of the
+    budget) and later text blocks are dropped; other blocks (images, resources) are kept."""
     total = sum(len(b.get("text", "").encode()) for b in result.get("content") or [] if isinstance(b, dict))
     if total <= limit:
         return result
-    budget, content = limit, []
+    budget, cut, content = limit, False, []
     for block in result.get("content") or []:
         if not isinstance(block, dict) or block.get("type") != "text":
             content.append(block)
             continue
-        text = block.get("text", "")
-        data = text.encode()
-        if len(data) > budget:
-            text = data[: max(budget, 0)].decode(errors="ignore") + TRUNCATION_MARKER.format(shown=limit, total=total)
-        budget -= len(data)
+        if cut:
+            continue
+        data = block.get("text", "").encode()
+        if len(data) <= budget:
+            budget -= len(data)
+            content.append(block)
+            continue
+        # total > limit, so some text block gets here: the marker is always shown.
+        cut = True
+        text = data[:budget].decode(errors="ignore") + TRUNCATION_MARKER.format(shown=limit, total=total)
         content.append({**block, "text": text})
-        if budget <= 0:
-            break
     # structuredContent stays: a client validates it against the tool's outputSchema.
     return {**result, "content": content}
