@@ -150,6 +150,38 @@ def test_a_very_long_name_is_keyed_by_its_hash() -> None:
     assert pin_key(pin_key(uri)) == pin_key(uri)
 
 
+def test_given_digests_give_the_same_decision_as_hashing_inside() -> None:
+    definitions = demo_tools(2)
+    pins = {("tool", "get_weather"): approved(definition_hash("tool", definitions[0]))}
+    digests = [definition_hash("tool", d) for d in definitions]
+    for policy in (AUTO, MANUAL):
+        assert check_definitions("poisoned", "tool", definitions, pins, policy, digests) == check_definitions(
+            "poisoned", "tool", definitions, pins, policy
+        )
+
+
+def test_the_gate_hashes_each_listed_definition_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tollway.config import parse_config
+    from tollway.masking import scanner
+    from tollway.policy.definitions import DefinitionGate
+
+    calls: list[str] = []
+
+    def counting(kind: str, definition: dict[str, Any]) -> str:
+        calls.append(definition["name"])
+        return definition_hash(kind, definition)
+
+    config = parse_config(
+        {"resource": "https://gateway.example.com/mcp", "upstreams": [{"name": "poisoned", "url": "http://x/mcp"}]}
+    )
+    gate = DefinitionGate(config, MemoryPinStore())
+    expected = gate.admit("poisoned", "tools", demo_tools(1))  # first seen: pinned, scanned
+    monkeypatch.setattr(scanner, "definition_hash", counting)
+
+    assert gate.admit("poisoned", "tools", demo_tools(1)) == expected
+    assert sorted(calls) == sorted(names(demo_tools(1)))
+
+
 # --- the stores -------------------------------------------------------------------------------
 def test_first_seen_definitions_are_pinned_by_the_recorded_events(store: PinStore) -> None:
     allowed, events = check_definitions("poisoned", "tool", demo_tools(1), store.get_all("poisoned"), AUTO)

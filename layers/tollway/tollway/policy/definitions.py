@@ -31,12 +31,15 @@ class DefinitionGate:
         from tollway.masking.scanner import KIND_BY_LIST_KEY, definition_hash, screen_definition
 
         kind = KIND_BY_LIST_KEY[list_key]
-        allowed, events = check_definitions(upstream, kind, items, self._pinned(upstream), self.policy)
+        # Hashed once: the pin check and the scan cache both key on the hash.
+        digests = [definition_hash(kind, item) for item in items]
+        allowed, events = check_definitions(upstream, kind, items, self._pinned(upstream), self.policy, digests)
         if events:
             self._record(events)
+        digest_of = {id(item): digest for item, digest in zip(items, digests, strict=True)}
         published = []
         for item in allowed:
-            digest = definition_hash(kind, item)
+            digest = digest_of[id(item)]  # `allowed` holds the very items given, not copies
             screened = self._screened.get(digest)
             if screened is None:
                 screened = self._screened[digest] = screen_definition(kind, item, self.policy)

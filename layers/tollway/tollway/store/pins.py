@@ -24,12 +24,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
-from tollway.errors import InternalError
-from tollway.store.table import DynamoTable
+from tollway.store.table import ConditionFailed, DynamoTable
 
 PinStatus = Literal["approved", "pending"]
 EventType = Literal["pin", "pending", "drift"]
@@ -122,6 +121,7 @@ def check_definitions(
     definitions: list[dict[str, Any]],
     pins: dict[tuple[str, str], Pin],
     policy: _PinPolicy,
+    digests: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[PinEvent]]:
     """Which of an upstream's definitions may be published, and the pin events that produced.
 
@@ -132,7 +132,8 @@ def check_definitions(
       - pending pin                          -> withheld, `pending`
       - no pin, auto_approve_first_seen      -> allowed, `pin` (the caller writes it)
       - no pin, not auto                     -> withheld, `pending` (the caller records it)
-    Definitions keep their order; they are returned as given (not copied).
+    Definitions keep their order; they are returned as given (not copied). `digests`: their
+    hashes, in order, when the caller has them already (the gate needs them for its scan cache).
     """
     if not policy.pinning:
         return list(definitions), []
@@ -140,9 +141,10 @@ def check_definitions(
 
     allowed: list[dict[str, Any]] = []
     events: list[PinEvent] = []
-    for definition in definitions:
+    if digests is None:
+        digests = [definition_hash(kind, definition) for definition in definitions]
+    for definition, digest in zip(definitions, digests, strict=True):
         name = pin_key(definition_name(kind, definition))
-        digest = definition_hash(kind, definition)
         pin = pins.get((kind, name))
         if pin is None:
             if policy.auto_approve_first_seen:
@@ -239,6 +241,8 @@ class DynamoPinStore(DynamoTable):
     """The deployed store (table from `TOLLWAY_TABLE`, default `TollwayTable`; boto3 client made on
     first use or injected). DynamoDB failures become `InternalError("Pin store unavailable")`."""
 
+    unavailable = "Pin store unavailable"
+
     def get_all(self, upstream: str) -> dict[tuple[str, str], Pin]:
         return {(p.kind, p.name): p for p in self._query(upstream)}
 
@@ -265,7 +269,7 @@ class DynamoPinStore(DynamoTable):
                 ExpressionAttributeValues={":h": {"S": seen_hash}},
                 conditional=True,
             )
-        except _ConditionFailed:
+        except ConditionFailed:
             return False
         return True
 
@@ -308,25 +312,9 @@ class DynamoPinStore(DynamoTable):
             kwargs["ExpressionAttributeValues"] = values
         try:
             self._call("put_item", conditional=True, **kwargs)
-        except _ConditionFailed:
+        except ConditionFailed:
             return False
         return True
-
-    def _call(self, operation: str, *, conditional: bool = False, **kwargs: Any) -> dict[str, Any]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return getattr(self.client, operation)(TableName=self.table_name, **kwargs)
-        except ClientError as exc:
-            if conditional and exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise _ConditionFailed from exc
-            raise InternalError("Pin store unavailable", data={"retryable": True}) from exc
-        except BotoCoreError as exc:
-            raise InternalError("Pin store unavailable", data={"retryable": True}) from exc
-
-
-class _ConditionFailed(Exception):
-    pass
 
 
 def _key(upstream: str, kind: str, name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tollway.errors import InternalError
-from tollway.store.table import DynamoTable
+from tollway.store.table import ConditionFailed, DynamoTable
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,8 @@ class DynamoSessionStore(DynamoTable):
     """The deployed store. Takes an injected boto3 DynamoDB client (created lazily by default,
     so requests that need no session never import boto3)."""
 
+    unavailable = "Session store unavailable"
+
     def create(self, session: Session) -> None:
         item = {
             "pk": {"S": f"SESSION#{session.id}"},
@@ -116,7 +118,10 @@ class DynamoSessionStore(DynamoTable):
             "ups": {"M": {name: value.to_item() for name, value in session.upstreams.items()}},
             "expires_at": {"N": str(session.expires_at)},
         }
-        self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
+        try:
+            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)", conditional=True)
+        except ConditionFailed as exc:  # the id is taken: not retryable as is
+            raise InternalError("Session could not be created") from exc
 
     def get(self, session_id: str) -> Session | None:
         reply = self._call("get_item", Key=self._session_key(session_id), ConsistentRead=True)
@@ -136,7 +141,7 @@ class DynamoSessionStore(DynamoTable):
         )
 
     def renew(self, session_id: str, expires_at: int) -> None:
-        with contextlib.suppress(_ConditionFailed):  # deleted meanwhile: the next request finds it gone
+        with contextlib.suppress(ConditionFailed):  # deleted meanwhile: the next request finds it gone
             self._call(
                 "update_item",
                 Key=self._session_key(session_id),
@@ -165,7 +170,7 @@ class DynamoSessionStore(DynamoTable):
                 ExpressionAttributeValues=values,
                 conditional=True,
             )
-        except _ConditionFailed:
+        except ConditionFailed:
             return False
         return True
 
@@ -191,22 +196,3 @@ class DynamoSessionStore(DynamoTable):
     @staticmethod
     def _principal_key(principal: str, upstream: str) -> dict[str, Any]:
         return {"pk": {"S": f"PRINCIPAL#{principal}"}, "sk": {"S": f"UPSTREAM#{upstream}"}}
-
-    def _call(self, operation: str, *, conditional: bool = False, **kwargs: Any) -> dict[str, Any]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return getattr(self.client, operation)(TableName=self.table_name, **kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if conditional and code == "ConditionalCheckFailedException":
-                raise _ConditionFailed from exc
-            if code == "ConditionalCheckFailedException" and operation == "put_item":
-                raise InternalError("Session could not be created") from exc
-            raise InternalError("Session store unavailable", data={"retryable": True}) from exc
-        except BotoCoreError as exc:
-            raise InternalError("Session store unavailable", data={"retryable": True}) from exc
-
-
-class _ConditionFailed(Exception):
-    pass

@@ -5,10 +5,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from tollway.errors import InternalError
+
+
+class ConditionFailed(Exception):
+    """A write's condition did not hold (raised only where the caller asked: `conditional=True`)."""
+
 
 class DynamoTable:
     """Base of the DynamoDB stores: the table's name and a boto3 client made on first use, so
     requests that touch no table never import boto3. Tests inject a client."""
+
+    unavailable = "Store unavailable"
+    """The message of the retryable `InternalError` every other DynamoDB failure becomes."""
 
     def __init__(self, table_name: str | None = None, client: Any = None) -> None:
         self.table_name = table_name or os.environ.get("TOLLWAY_TABLE", "TollwayTable")
@@ -21,6 +30,20 @@ class DynamoTable:
 
             self._client = boto3.client("dynamodb")
         return self._client
+
+    def _call(self, operation: str, *, conditional: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """`operation` on the table; a failed condition raises `ConditionFailed` if `conditional`,
+        else (like any other failure) `InternalError(self.unavailable)`: no AWS detail reaches a caller."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, operation)(TableName=self.table_name, **kwargs)
+        except ClientError as exc:
+            if conditional and exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise ConditionFailed from exc
+            raise InternalError(self.unavailable, data={"retryable": True}) from exc
+        except BotoCoreError as exc:
+            raise InternalError(self.unavailable, data={"retryable": True}) from exc
 
 
 LOCAL_AWS_DEFAULTS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from tollway.errors import InternalError
 from tollway.store.table import DynamoTable
 
 
@@ -75,6 +74,8 @@ class MemoryUsageStore:
 
 
 class UsageStore(DynamoTable):
+    unavailable = "Usage store unavailable"
+
     def record(
         self,
         tenant: str,
@@ -108,21 +109,17 @@ class UsageStore(DynamoTable):
                     ":latency": {"N": str(round(latency_ms))},
                 }
             )
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"pk": {"S": f"USAGE#{tenant}"}, "sk": {"S": f"{day}#{tool}"}},
-                UpdateExpression=f"SET {_KEYS} ADD {add}",
-                ExpressionAttributeNames={"#d": "day"},
-                ExpressionAttributeValues=values,
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise InternalError("Usage store unavailable", data={"retryable": True}) from exc
+        self._call(
+            "update_item",
+            Key={"pk": {"S": f"USAGE#{tenant}"}, "sk": {"S": f"{day}#{tool}"}},
+            UpdateExpression=f"SET {_KEYS} ADD {add}",
+            ExpressionAttributeNames={"#d": "day"},
+            ExpressionAttributeValues=values,
+        )
 
     def month(self, month: str, tenant: str | None = None) -> list[UsageRow]:
-        """Every record of `month` (YYYY-MM), for one tenant or all; Query only, never Scan."""
+        """Every record of `month` (YYYY-MM), for one tenant or all; Query only, never Scan.
+        botocore errors are raised as they are: /admin/usage (finance/admin.py) answers them."""
         if tenant is not None:
             query = {
                 "KeyConditionExpression": "pk = :pk AND begins_with(sk, :month)",

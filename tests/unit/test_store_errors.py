@@ -1,0 +1,116 @@
+"""What a DynamoDB failure becomes in each store: one stable, retryable message per store, no AWS
+detail; a failed condition only where the store asked for it (a taken session id, a lost race)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from moto import mock_aws
+from tollway.errors import InternalError
+from tollway.store.pins import DynamoPinStore
+from tollway.store.sessions import DynamoSessionStore, Session, UpstreamSession
+from tollway.store.table import DynamoTable
+from tollway.store.tables import ensure_tables
+from tollway.store.usage import UsageStore
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+TABLE = "TollwayTable"
+
+
+@pytest.fixture(scope="module")
+def dynamodb() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        ensure_tables(client, TEMPLATE, {"TollwayTable": TABLE})
+        yield client
+
+
+class Unreachable:
+    def __getattr__(self, operation: str) -> Any:
+        def fail(**kwargs: Any) -> None:
+            raise EndpointConnectionError(endpoint_url="https://dynamodb.invalid")
+
+        return fail
+
+
+def session(id: str = "s-1") -> Session:
+    return Session(id, "acme", "alice", "2025-06-18", {"name": "agent"}, {}, int(time.time()) + 600)
+
+
+def unavailable(message: str) -> dict[str, Any]:
+    return {"code": -32603, "message": message, "data": {"retryable": True}}
+
+
+@pytest.mark.parametrize(
+    ("store", "attempt", "message"),
+    [
+        (DynamoSessionStore, lambda s: s.get("s-1"), "Session store unavailable"),
+        (DynamoSessionStore, lambda s: s.create(session()), "Session store unavailable"),
+        (DynamoSessionStore, lambda s: s.renew("s-1", 1), "Session store unavailable"),
+        (DynamoPinStore, lambda s: s.get_all("weather"), "Pin store unavailable"),
+        (DynamoPinStore, lambda s: s.pin("weather", "tool", "t", "a" * 64, "alice"), "Pin store unavailable"),
+        (UsageStore, lambda s: s.record("acme", "t"), "Usage store unavailable"),
+    ],
+)
+def test_each_store_names_itself_when_dynamodb_cannot_be_reached(store: Any, attempt: Any, message: str) -> None:
+    with pytest.raises(InternalError) as caught:
+        attempt(store(TABLE, Unreachable()))
+    assert caught.value.to_error() == unavailable(message)
+    assert caught.value.status is None
+
+
+@pytest.mark.parametrize(
+    ("store", "attempt", "message"),
+    [
+        (DynamoSessionStore, lambda s: s.create(session()), "Session store unavailable"),
+        (
+            DynamoSessionStore,
+            lambda s: s.add_upstream("s-1", "u", UpstreamSession(None, "x"), None),
+            "Session store unavailable",
+        ),
+        (DynamoPinStore, lambda s: s.mark_drift("weather", "tool", "t", "a" * 64), "Pin store unavailable"),
+        (UsageStore, lambda s: s.record("acme", "t"), "Usage store unavailable"),
+    ],
+)
+def test_a_missing_table_is_unavailable_even_for_conditional_writes(
+    dynamodb: Any, store: Any, attempt: Any, message: str
+) -> None:
+    with pytest.raises(InternalError) as caught:
+        attempt(store("NoSuchTable", dynamodb))
+    assert caught.value.to_error() == unavailable(message)
+    assert "NoSuchTable" not in str(caught.value)
+
+
+def test_a_session_id_already_taken_is_not_created_twice_and_not_called_retryable(dynamodb: Any) -> None:
+    store = DynamoSessionStore(TABLE, dynamodb)
+    store.create(session("taken"))
+
+    with pytest.raises(InternalError) as caught:
+        store.create(session("taken"))
+
+    assert caught.value.to_error() == {"code": -32603, "message": "Session could not be created"}
+
+
+def test_failed_conditions_the_stores_expect_are_answers_not_errors(dynamodb: Any) -> None:
+    sessions = DynamoSessionStore(TABLE, dynamodb)
+    sessions.renew("never-created", int(time.time()) + 60)  # deleted meanwhile: nothing to renew
+    assert sessions.get("never-created") is None
+    assert sessions.add_upstream("never-created", "u", UpstreamSession("x", "2025-06-18"), None) is False
+    assert DynamoPinStore(TABLE, dynamodb).mark_drift("weather", "tool", "missing", "a" * 64) is False
+
+
+def test_a_failed_condition_is_unavailable_where_no_condition_was_expected(dynamodb: Any) -> None:
+    class Plain(DynamoTable):
+        unavailable = "Plain store unavailable"
+
+    table = Plain(TABLE, dynamodb)
+    item = {"pk": {"S": "PLAIN#1"}, "sk": {"S": "X"}}
+    table._call("put_item", Item=item)
+    with pytest.raises(InternalError, match=r"^Plain store unavailable$"):
+        table._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
