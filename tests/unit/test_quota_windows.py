@@ -207,6 +207,20 @@ def test_a_tool_costs_what_the_first_matching_pattern_says_and_one_unit_otherwis
     }
 
 
+def test_an_admission_prices_the_call_once_and_charges_that_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    quota = enforcer({"plans": {"p": {"tenant": {"per_day": 100}}}, "default_plan": "p", "costs": {"finance__*": 7}})
+    priced: list[str] = []
+    cost = quota.cost
+    monkeypatch.setattr(quota, "cost", lambda tool: priced.append(tool) or cost(tool))
+
+    admission = quota.admit(ALICE, "finance__run_forecast")
+
+    assert (admission.units, priced) == (7, ["finance__run_forecast"])
+    assert list(quota.store.used.values()) == [7]  # type: ignore[attr-defined]
+    moment = at("2026-03-14T12:00:30")
+    assert quota.windows(ALICE, "finance__x", moment, units=7) == quota.windows(ALICE, "finance__x", moment)
+
+
 # --- which plan ----------------------------------------------------------------------------------
 PLANS = {
     "gold": {"tenant": {"per_minute": 1000}},

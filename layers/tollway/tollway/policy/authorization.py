@@ -58,7 +58,12 @@ class Authorizer:
     def _policy(self, tenant: str) -> TenantPolicy | None:
         if not self.config.tenants:
             return _ALLOW_ALL
-        return self.config.tenants.get(tenant) or self.config.tenants.get("*")
+        return tenant_policy(self.config, tenant)
+
+
+def tenant_policy(config: GatewayConfig, tenant: str) -> TenantPolicy | None:
+    """The tenant's own entry under `tenants`, else the `*` one; None when neither exists."""
+    return config.tenants.get(tenant) or config.tenants.get("*")
 
 
 def _matches(name: str, patterns: list[str]) -> bool:

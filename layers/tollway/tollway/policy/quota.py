@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from tollway.config import GatewayConfig, Limits, Plan
 from tollway.context import Principal
 from tollway.errors import GatewayError
+from tollway.policy.authorization import tenant_policy
 from tollway.protocol import constants as c
 from tollway.store.counters import CounterStore, CounterStoreUnavailable, LimitReached, Window
 from tollway.telemetry import count, logger
@@ -62,16 +63,18 @@ class QuotaEnforcer:
         return 1
 
     def plan(self, tenant: str) -> Plan | None:
-        policy = self.config.tenants.get(tenant) or self.config.tenants.get("*")
+        policy = tenant_policy(self.config, tenant)
         name = (policy.plan if policy else None) or self.config.quotas.default_plan
         return self.config.quotas.plans.get(name) if name else None
 
-    def windows(self, principal: Principal, tool: str, at: float) -> list[tuple[Window, int]]:
-        """Every (window, charge) a call of `tool` by `principal` touches at time `at`."""
+    def windows(self, principal: Principal, tool: str, at: float, units: int | None = None) -> list[tuple[Window, int]]:
+        """Every (window, charge) a call of `tool` by `principal` touches at time `at`;
+        `units`: the call's cost, when the caller has it already."""
         plan = self.plan(principal.tenant)
         if plan is None:
             return []
-        units = self.cost(tool)
+        if units is None:
+            units = self.cost(tool)
         tenant_key = f"LIMIT#{principal.tenant}"
         charges = _charges(plan.tenant, "tenant", tenant_key, units, at)
         charges += _charges(plan.subject, "subject", f"{tenant_key}#S#{principal.subject}", units, at)
@@ -86,8 +89,8 @@ class QuotaEnforcer:
 
     def _admit(self, principal: Principal, tool: str) -> Admission:
         at = time.time()
-        charges = self.windows(principal, tool, at)
         units = self.cost(tool)
+        charges = self.windows(principal, tool, at, units)
         if not charges:
             return Admission(units)
         needed = [(w, u) for w, u in charges if self._leases.get(w, 0) < u]
@@ -116,7 +119,7 @@ class QuotaEnforcer:
                 headers={"retry-after": str(retry_after)},
             ) from None
         except CounterStoreUnavailable:
-            policy = self.config.tenants.get(principal.tenant) or self.config.tenants.get("*")
+            policy = tenant_policy(self.config, principal.tenant)
             failure_policy = (policy.failure_policy if policy else None) or self.config.quotas.failure_policy
             logger.warning(
                 "quota store unavailable",
