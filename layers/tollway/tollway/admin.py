@@ -63,9 +63,9 @@ class DefinitionsAdmin:
                         "upstream": p.upstream,
                         "kind": p.kind,
                         "name": p.name,
-                        "state": "changed since approval" if p.status == "approved" else "awaiting approval",
+                        "state": p.state,
                         "approvedHash": p.hash if p.status == "approved" else None,
-                        "servedHash": p.seen_hash or p.hash,
+                        "servedHash": p.served_hash,
                     }
                     for p in pins
                 ]

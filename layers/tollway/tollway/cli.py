@@ -91,8 +91,7 @@ def upstream_command(args: argparse.Namespace) -> int:
     if args.upstream_command == "pending":
         pins = store.list_pending(u.name for u in config.upstreams)
         for pin in pins:
-            state = "changed since approval" if pin.status == "approved" else "awaiting approval"
-            print(f"{pin.upstream}\t{pin.kind}\t{pin.name}\t{state}\t{pin.seen_hash or pin.hash}")
+            print(f"{pin.upstream}\t{pin.kind}\t{pin.name}\t{pin.state}\t{pin.served_hash}")
         if not pins:
             print("nothing awaits approval")
         return 0

@@ -56,6 +56,16 @@ class Pin:
     approved_at: str | None = None
     seen_hash: str | None = None
 
+    @property
+    def state(self) -> str:
+        """How `tollway upstream pending` and /admin/definitions/pending describe a pin."""
+        return "changed since approval" if self.status == "approved" else "awaiting approval"
+
+    @property
+    def served_hash(self) -> str:
+        """The hash of what the upstream serves now."""
+        return self.seen_hash or self.hash
+
 
 @dataclass(frozen=True)
 class PinEvent:
