@@ -93,4 +93,4 @@ def approve_current(store: PinStore, upstream: str, kind: str, name: str, approv
         raise NothingToApprove(name)
     current = pin.seen_hash if pin.status == "approved" else pin.hash
     logger.info("definition approved", extra={"upstream": upstream, "kind": kind, "item": name, "by": approved_by})
-    return store.approve(upstream, kind, name, current or pin.hash, approved_by)
+    return store.approve(upstream, kind, name, current, approved_by)

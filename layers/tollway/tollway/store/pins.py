@@ -171,13 +171,13 @@ def check_definitions(
     return allowed, events
 
 
-def record_events(store: PinStore, events: list[PinEvent], approved_by: str = AUTO_APPROVER) -> None:
+def record_events(store: PinStore, events: list[PinEvent]) -> None:
     """Write what `check_definitions` asked for; events already recorded cost nothing."""
     for event in events:
         if event.recorded:
             continue
         if event.type == "pin":
-            store.pin(event.upstream, event.kind, event.name, event.hash, approved_by)
+            store.pin(event.upstream, event.kind, event.name, event.hash, AUTO_APPROVER)
         elif event.type == "pending":
             store.propose(event.upstream, event.kind, event.name, event.hash)
         else:
