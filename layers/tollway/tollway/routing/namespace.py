@@ -36,13 +36,7 @@ class Namespace:
         return public if TOOL_NAME_RE.match(public) else None
 
     def resolve_name(self, public: str) -> tuple[UpstreamConfig, str] | None:
-        for upstream in self._prefixed:
-            head = f"{upstream.namespace}{PREFIX_SEPARATOR}"
-            if public.startswith(head) and len(public) > len(head):
-                return upstream, public[len(head) :]
-        if self._bare is not None and public:
-            return self._bare, public
-        return None
+        return self._resolve(public, PREFIX_SEPARATOR)
 
     # resource URIs -------------------------------------------------------------------------
     def public_uri(self, upstream: UpstreamConfig, uri: str) -> str | None:
@@ -51,8 +45,12 @@ class Namespace:
         return None if self._claimed_by_prefix(uri, URI_PREFIX_SEPARATOR) else uri
 
     def resolve_uri(self, public: str) -> tuple[UpstreamConfig, str] | None:
+        return self._resolve(public, URI_PREFIX_SEPARATOR)
+
+    def _resolve(self, public: str, separator: str) -> tuple[UpstreamConfig, str] | None:
+        """The upstream a public name or URI belongs to, and its own name for it."""
         for upstream in self._prefixed:
-            head = f"{upstream.namespace}{URI_PREFIX_SEPARATOR}"
+            head = f"{upstream.namespace}{separator}"
             if public.startswith(head) and len(public) > len(head):
                 return upstream, public[len(head) :]
         if self._bare is not None and public:
