@@ -28,7 +28,11 @@ HEADERS = {"content-type": "application/json", "accept": "application/json, text
 
 
 class FakeUpstream:
-    """An upstream MCP server in memory. `pages` maps an incoming cursor (None first) to one page."""
+    """An upstream MCP server in memory. `pages` maps an incoming cursor (None first) to one page.
+
+    `call_stream`: what tools/call streams instead of its response (it ends without one).
+    `list_errors`: how many tools/list requests answer a JSON-RPC error before it recovers.
+    """
 
     def __init__(
         self,
@@ -38,6 +42,8 @@ class FakeUpstream:
         modern: bool = True,
         down: bool = False,
         loses_sessions: int = 0,
+        call_stream: list[dict[str, Any]] | None = None,
+        list_errors: int = 0,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -45,8 +51,11 @@ class FakeUpstream:
         self.modern = modern
         self.down = down
         self.loses_sessions = loses_sessions
+        self.call_stream = call_stream
+        self.list_errors = list_errors
         self.received: list[tuple[str, dict[str, Any], str | None]] = []
         self.opened: list[str] = []
+        self.deleted: list[str] = []
 
     async def probe(self) -> UpstreamInfo:
         if self.down:
@@ -58,7 +67,7 @@ class FakeUpstream:
         return LegacyOpened(session_id=self.opened[-1], protocol_version="2025-11-25"), {}
 
     async def delete_session(self, session: str, protocol_version: str) -> None:
-        pass
+        self.deleted.append(session)
 
     async def exchange(
         self, message: dict[str, Any], *, session: str | None = None, **kwargs: Any
@@ -70,6 +79,14 @@ class FakeUpstream:
         if session is not None and self.loses_sessions > 0:
             self.loses_sessions -= 1
             raise SessionLost(self.name)
+        if method == "tools/call" and self.call_stream is not None:
+            for item in self.call_stream:
+                yield item
+            return
+        if method == "tools/list" and self.list_errors > 0:
+            self.list_errors -= 1
+            yield {"jsonrpc": "2.0", "id": message["id"], "error": {"code": c.INTERNAL_ERROR, "message": "list failed"}}
+            return
         yield {"jsonrpc": "2.0", "id": message["id"], "result": self._answer(method, params)}
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -284,3 +301,22 @@ def test_a_sessionless_caller_shares_one_legacy_upstream_session_per_principal()
     assert alpha.opened == ["alpha-session-1"]
     stored = gateway.store.get_principal_upstream("default#anonymous", "alpha")
     assert stored is not None and stored.session_id == "alpha-session-1"
+
+
+def test_ending_a_session_closes_its_upstream_sessions_without_renewing_it_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alpha = FakeUpstream(_upstream("alpha"), tools=CATALOG, modern=False)
+    gateway = Gateway(alpha)
+    session = gateway.open_session()
+    gateway.in_session(session, "tools/call", {"name": "alpha__one", "arguments": {}})
+    gateway.store.sessions[session].expires_at = int(time.time()) + 10  # past half its lifetime: a call would renew
+    renewed: list[str] = []
+    monkeypatch.setattr(gateway.store, "renew", lambda s, e: renewed.append(s))
+
+    response = gateway.client.delete("/mcp", headers={**HEADERS, "mcp-session-id": session})
+
+    assert response.status_code == 204
+    assert alpha.deleted == ["alpha-session-1"]
+    assert renewed == []
+    assert session not in gateway.store.sessions

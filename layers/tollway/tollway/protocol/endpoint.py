@@ -91,7 +91,7 @@ class McpEndpoint:
             streaming=self.streaming and incoming.accepts_sse,
         )
 
-    def _session(self, session_id: str | None, principal: Principal) -> Session:
+    def _session(self, session_id: str | None, principal: Principal, renew: bool = True) -> Session:
         if not session_id:
             raise SessionRequired()
         session = self.store.get(session_id)
@@ -99,7 +99,7 @@ class McpEndpoint:
         if session is None or not session.owned_by(principal.tenant, principal.subject):
             raise SessionNotFound()
         ttl = self.config.sessions.ttl_seconds
-        if session.expires_at - time.time() < ttl / 2:
+        if renew and session.expires_at - time.time() < ttl / 2:
             # Renew a used session once half its lifetime is gone: one write per half-TTL, not per call.
             session.expires_at = int(time.time()) + ttl
             self.store.renew(session.id, session.expires_at)
@@ -158,7 +158,8 @@ class McpEndpoint:
     # --- DELETE ---------------------------------------------------------------------------------
     async def delete(self, request: Request) -> Response:
         principal: Principal = request.scope.get("principal", ANONYMOUS)
-        session = self._session(request.headers.get(c.SESSION_ID_HEADER), principal)
+        # No renewal: a write right before the delete is wasted.
+        session = self._session(request.headers.get(c.SESSION_ID_HEADER), principal, renew=False)
         await self.router.close(RequestContext(principal, False, session.protocol_version, session=session))
         self.store.delete(session.id)
         logger.info("session ended", extra={"tenant": principal.tenant})

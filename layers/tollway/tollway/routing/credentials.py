@@ -31,9 +31,8 @@ class _Token:
 
 
 class UpstreamCredentials:
-    def __init__(self, config: UpstreamConfig, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
-        self._http = http
         self._token: _Token | None = None
 
     async def headers(self) -> dict[str, str]:
@@ -81,15 +80,12 @@ class UpstreamCredentials:
             raise UpstreamAuthError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
         if auth.scope:
             form["scope"] = auth.scope
-        http = self._http or httpx.AsyncClient()
         try:
-            reply = await http.post(auth.token_url or "", data=form, timeout=10.0)
+            async with httpx.AsyncClient() as http:
+                reply = await http.post(auth.token_url or "", data=form, timeout=10.0)
             body = reply.json() if reply.status_code == 200 else {}
         except (httpx.HTTPError, ValueError) as exc:
             raise UpstreamAuthError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
-        finally:
-            if self._http is None:
-                await http.aclose()
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
             logger.error(

@@ -24,7 +24,7 @@ from tollway.errors import GatewayError, InvalidParams, UpstreamError
 from tollway.policy.definitions import DefinitionGate
 from tollway.protocol import constants as c
 from tollway.routing.namespace import Namespace
-from tollway.routing.upstream import SessionLost, Upstream, UpstreamInfo, drain, next_request_id
+from tollway.routing.upstream import SessionLost, Upstream, UpstreamInfo, drain, invalid_response, next_request_id
 from tollway.store.sessions import SessionStore, UpstreamSession
 from tollway.telemetry import logger
 
@@ -163,9 +163,8 @@ class Router:
         names: set[str] = set()
         cursor: str | None = None
         for _ in range(CATALOG_MAX_PAGES):
-            params = {"cursor": cursor} if cursor else {}
-            reply = await drain(self.call(ctx, name, f"{kind}/list", params, request_id=0))
-            result = reply.get("result") if isinstance(reply.get("result"), dict) else {}
+            # An upstream error raises here: caching an empty catalog would answer "unknown" after it recovers.
+            result = await self._page(ctx, name, f"{kind}/list", cursor)
             raw = [x for x in result.get(kind) or [] if isinstance(x, dict)]
             # Only what may be published can be called: withheld and blocked items are unknown.
             names.update(str(x.get("name")) for x in await anyio.to_thread.run_sync(self.gate.admit, name, kind, raw))
@@ -207,6 +206,17 @@ class Router:
     ) -> AsyncIterator[dict[str, Any]]:
         """Send one request to upstream `name`; yield its notifications, then the response
         (carrying the caller's `request_id`) with names mapped back to public ones."""
+        answered = False
+        async for item in self._call(ctx, name, method, params, request_id):
+            answered = answered or ("method" not in item and item.get("id") == request_id)
+            yield item
+        if not answered:
+            # Every consumer expects the response last: without it a caller would get `{}` or a crash.
+            raise invalid_response(name, "no response")
+
+    async def _call(
+        self, ctx: RequestContext, name: str, method: str, params: dict[str, Any], request_id: Any
+    ) -> AsyncIterator[dict[str, Any]]:
         upstream = self.upstreams[name]
         info = await self.info(name)
         message = {"jsonrpc": "2.0", "id": next_request_id(), "method": method, "params": dict(params)}

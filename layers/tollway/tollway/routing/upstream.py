@@ -44,8 +44,6 @@ class UpstreamInfo:
     modern: bool
     legacy: bool
     capabilities: dict[str, Any] = field(default_factory=dict)
-    server_info: dict[str, Any] = field(default_factory=dict)
-    instructions: str | None = None
 
 
 _http_client: httpx.AsyncClient | None = None
@@ -85,11 +83,13 @@ class Upstream:
         modern: bool = False,
         extra_headers: dict[str, str] | None = None,
         read_timeout: float | None = None,
+        response_headers: dict[str, str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """POST one message; yield every JSON-RPC message of the answer, the response last.
 
         `read_timeout` (default: the upstream's timeout) bounds the wait between two events; a
         call whose server requests are relayed to a person gets the longer interaction timeout.
+        `response_headers`, when given, is filled with the HTTP response's headers (lower-case names).
 
         For a notification or a response (202 Accepted) nothing is yielded.
         """
@@ -118,7 +118,7 @@ class Upstream:
             async with http_client().stream(
                 "POST", self.config.url, content=body, headers=headers, timeout=timeout
             ) as response:
-                async for item in self._read(response, session):
+                async for item in self._read(response, session, response_headers):
                     yield item
         except (SessionLost, UpstreamError):
             raise
@@ -155,6 +155,7 @@ class Upstream:
             "error": {"code": c.METHOD_NOT_FOUND, "message": "Client requests are not available through the gateway"},
         }
         kwargs.pop("modern", None)
+        kwargs.pop("response_headers", None)  # they belong to the request being answered
         with contextlib.suppress(UpstreamError):
             await self.notify(reply, **kwargs)
 
@@ -169,7 +170,11 @@ class Upstream:
         except (httpx.HTTPError, UpstreamError):
             logger.info("upstream session delete failed", extra={"upstream": self.name})
 
-    async def _read(self, response: httpx.Response, session: str | None) -> AsyncIterator[dict[str, Any]]:
+    async def _read(
+        self, response: httpx.Response, session: str | None, response_headers: dict[str, str] | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        if response_headers is not None:
+            response_headers.update(response.headers)
         if response.status_code == 404 and session:
             raise SessionLost(self.name)
         if response.status_code in (401, 403):
@@ -200,8 +205,7 @@ class Upstream:
         )
 
     def _invalid(self, why: str) -> UpstreamError:
-        logger.warning("upstream answered invalid MCP", extra={"upstream": self.name, "reason": why})
-        return UpstreamError(f"Upstream {self.name!r} returned an invalid response", data={"upstream": self.name})
+        return invalid_response(self.name, why)
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def probe(self) -> UpstreamInfo:
@@ -216,13 +220,7 @@ class Upstream:
         opened, result = await self.initialize({}, {"name": "tollway-probe", "version": "1"})
         if opened.session_id:
             await self.delete_session(opened.session_id, opened.protocol_version)
-        return UpstreamInfo(
-            modern=False,
-            legacy=True,
-            capabilities=result.get("capabilities") or {},
-            server_info=result.get("serverInfo") or {},
-            instructions=result.get("instructions"),
-        )
+        return UpstreamInfo(modern=False, legacy=True, capabilities=result.get("capabilities") or {})
 
     async def _discover(self) -> UpstreamInfo | None:
         message = {
@@ -246,14 +244,7 @@ class Upstream:
         result = reply.get("result")
         if not isinstance(result, dict) or c.LATEST_MODERN_VERSION not in (result.get("supportedVersions") or []):
             return None
-        meta = result.get("_meta") or {}
-        return UpstreamInfo(
-            modern=True,
-            legacy=False,
-            capabilities=result.get("capabilities") or {},
-            server_info=meta.get(c.META_SERVER_INFO) or {},
-            instructions=result.get("instructions"),
-        )
+        return UpstreamInfo(modern=True, legacy=False, capabilities=result.get("capabilities") or {})
 
     async def initialize(
         self, client_capabilities: dict[str, Any], client_info: dict[str, Any]
@@ -269,29 +260,9 @@ class Upstream:
                 "clientInfo": client_info,
             },
         }
-        session_id: str | None = None
-
-        async def capture() -> dict[str, Any]:
-            nonlocal session_id
-            headers = {
-                "accept": f"{c.CONTENT_TYPE_JSON}, {c.CONTENT_TYPE_SSE}",
-                "content-type": c.CONTENT_TYPE_JSON,
-                **await self._headers(),
-            }
-            try:
-                response = await http_client().post(
-                    self.config.url, content=json.dumps(message), headers=headers, timeout=self.config.timeout_seconds
-                )
-            except httpx.HTTPError as exc:
-                raise UpstreamError(
-                    f"Upstream {self.name!r} is unavailable", data={"upstream": self.name, "retryable": True}
-                ) from exc
-            if response.status_code in (401, 403):
-                raise self._refused()
-            session_id = response.headers.get(c.SESSION_ID_HEADER)
-            return _single_response(response, message["id"]) or {}
-
-        reply = await capture()
+        headers: dict[str, str] = {}
+        reply = await self.request(message, response_headers=headers)
+        session_id = headers.get(c.SESSION_ID_HEADER)
         result = reply.get("result")
         if not isinstance(result, dict) or not isinstance(result.get("protocolVersion"), str):
             raise self._invalid("initialize failed")
@@ -309,29 +280,14 @@ class LegacyOpened:
     protocol_version: str
 
 
+def invalid_response(upstream: str, why: str) -> UpstreamError:
+    """What the caller gets when an upstream answers something that is not MCP; `why` is only logged."""
+    logger.warning("upstream answered invalid MCP", extra={"upstream": upstream, "reason": why})
+    return UpstreamError(f"Upstream {upstream!r} returned an invalid response", data={"upstream": upstream})
+
+
 def _is_response(message: dict[str, Any]) -> bool:
     return "method" not in message and ("result" in message or "error" in message)
-
-
-def _single_response(response: httpx.Response, request_id: Any) -> dict[str, Any] | None:
-    """The response to `request_id` in a fully read answer (JSON or SSE)."""
-    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    try:
-        if content_type == c.CONTENT_TYPE_SSE:
-            for message in _parse_sse(response.text):
-                if _is_response(message) and message.get("id") == request_id:
-                    return message
-            return None
-        message = response.json()
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
-
-
-def _parse_sse(text: str) -> list[dict[str, Any]]:
-    decoder = _SseDecoder()
-    lines = [*text.replace("\r\n", "\n").split("\n"), ""]
-    return [m for m in map(decoder.feed, lines) if m is not None]
 
 
 async def _sse_messages(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
