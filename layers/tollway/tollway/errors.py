@@ -48,11 +48,7 @@ class GatewayError(TollwayError):
         super().__init__(self.message)
 
     def http_status(self, modern: bool) -> int:
-        if self.status is not None:
-            return self.status
-        if modern:
-            return c.MODERN_ERROR_STATUS.get(self.code, 200)
-        return 200
+        return self.status if self.status is not None else c.error_http_status(self.code, modern)
 
     def to_error(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}

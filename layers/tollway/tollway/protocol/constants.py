@@ -56,5 +56,11 @@ MODERN_ERROR_STATUS: Final = {
     METHOD_NOT_FOUND: 404,
 }
 
+
+def error_http_status(code: int | None, modern: bool) -> int:
+    """The HTTP status of a JSON-RPC error answer: 2026-07-28 maps codes to statuses, earlier eras answer 200."""
+    return MODERN_ERROR_STATUS.get(code, 200) if modern and code is not None else 200
+
+
 CONTENT_TYPE_JSON: Final = "application/json"
 CONTENT_TYPE_SSE: Final = "text/event-stream"

@@ -183,9 +183,7 @@ def error_response(error: GatewayError, request_id: Any, modern: bool) -> Respon
 
 def _status_of(message: dict[str, Any], modern: bool) -> int:
     error = message.get("error")
-    if modern and isinstance(error, dict):
-        return c.MODERN_ERROR_STATUS.get(error.get("code"), 200)  # type: ignore[arg-type]
-    return 200
+    return c.error_http_status(error.get("code"), modern) if isinstance(error, dict) else 200
 
 
 def _is_final(message: dict[str, Any], request_id: Any) -> bool:
