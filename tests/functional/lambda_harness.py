@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tollway.protocol import constants as c
+from tollway import spec as c
 from tollway.routing.upstream import http_client
 from tollway.store.tables import ensure_tables, find_template
 

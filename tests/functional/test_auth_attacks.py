@@ -22,10 +22,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.auth import dev
 from tollway.config import GatewayConfig, parse_config
 from tollway.http import create_app
-from tollway.protocol import constants as c
 from tollway.store.sessions import MemorySessionStore
 
 from tests.fixtures.recording_upstream import Caller, LocalIssuer, RecordingUpstream, SigningKey

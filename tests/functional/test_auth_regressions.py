@@ -17,12 +17,12 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.auth import dev
 from tollway.auth.verifier import InvalidToken, TokenVerifier
 from tollway.config import AuthConfig, parse_config
 from tollway.errors import ConfigError
 from tollway.http import create_app
-from tollway.protocol import constants as c
 from tollway.store.sessions import MemorySessionStore
 
 from tests.fixtures.recording_upstream import Caller, LocalIssuer, RecordingUpstream, SigningKey, serve_in_thread
@@ -130,9 +130,11 @@ def test_a_missing_secret_for_a_2026_only_upstream_is_the_stable_credentials_err
 
         response = alice.modern("tools/call", {"name": "rec__echo", "arguments": {}})
 
+    assert response.status_code == 502
     assert response.json()["error"] == {
         "code": c.INTERNAL_ERROR,
         "message": "Upstream 'rec' credentials are unavailable",
+        "data": {"upstream": "rec"},
     }
 
 

@@ -32,13 +32,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mcp.server.mcpserver import MCPServer
 from pydantic import Field
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.auth.dev import DEV_ISSUER, jwk_set, mint
 from tollway.config import parse_config
 from tollway.http import create_app
-from tollway.masking.scanner import INJECTION_META_KEY, definition_hash
-from tollway.policy import definitions
-from tollway.protocol import constants as c
-from tollway.routing import router
+from tollway.masking.guard import INJECTION_META_KEY
+from tollway.policy.definitions import definition_hash
+from tollway.routing import catalog
 from tollway.store import Stores
 from tollway.store.counters import MemoryCounterStore
 from tollway.store.pins import MemoryPinStore, PinStore
@@ -162,8 +162,7 @@ def docs_server() -> MCPServer:
 # --- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def no_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(definitions, "PIN_CACHE_SECONDS", 0.0)
-    monkeypatch.setattr(router, "CATALOG_MIN_REFRESH_SECONDS", 0.0)
+    monkeypatch.setattr(catalog, "MIN_REFRESH_SECONDS", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +189,7 @@ def anonymous(poisoned_url: str) -> Iterator[Callable[..., TestClient]]:
                     "resource": RESOURCE,
                     "auth": {"allow_anonymous": True},
                     "upstreams": [{"name": "poisoned", "url": poisoned_url, "prefix": "p"}, *(extra or [])],
-                    "definitions": definitions or {},
+                    "definitions": {"cache_seconds": 0, **(definitions or {})},
                 }
             )
             app = create_app(config, stores=Stores.memory(), streaming=False)
@@ -441,12 +440,12 @@ def test_in_wrap_mode_an_injected_result_text_is_quoted_as_untrusted_data(
 
     assert response.status_code == 200, response.text
     result = response.json()["result"]
-    assert result["content"] == [
-        {"type": "text", "text": f"<untrusted-data>\n{poisoned.FETCH_PAGE_RESULT}\n</untrusted-data>"}
-    ]
+    quoted = f"<untrusted-data>\n{poisoned.FETCH_PAGE_RESULT}\n</untrusted-data>"
+    assert result["content"] == [{"type": "text", "text": quoted}]
     assert result["_meta"][INJECTION_META_KEY] == {"findings": INJECTION_FINDINGS}
-    # Structured content must still match the tool's output schema, so it is left as served.
-    assert result["structuredContent"] == {"result": poisoned.FETCH_PAGE_RESULT}
+    # Every copy is quoted: the same instruction must not reach the model through structured
+    # content. A string stays a string, so the result still matches the tool's output schema.
+    assert result["structuredContent"] == {"result": quoted}
 
 
 @pytest.mark.parametrize("era", ERAS)

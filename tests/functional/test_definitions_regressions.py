@@ -19,14 +19,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from moto import mock_aws
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.auth.dev import DEV_ISSUER, jwk_set
 from tollway.cli import main
 from tollway.config import parse_config
 from tollway.http import create_app
-from tollway.masking.scanner import definition_hash
-from tollway.policy import definitions
-from tollway.protocol import constants as c
-from tollway.routing import router
+from tollway.policy.definitions import definition_hash
+from tollway.routing import catalog
 from tollway.store import Stores
 from tollway.store.counters import MemoryCounterStore
 from tollway.store.pins import DynamoPinStore, MemoryPinStore, PinStore
@@ -93,10 +92,7 @@ class PoisonedUpstream:
 
 @pytest.fixture(autouse=True)
 def no_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(definitions, "PIN_CACHE_SECONDS", 0.0)
-    monkeypatch.setattr(router, "CATALOG_MIN_REFRESH_SECONDS", 0.0)
-    monkeypatch.setattr(router, "CATALOG_MAX_AGE_SECONDS", 0.0, raising=False)
-    monkeypatch.setattr(router, "CATALOG_MAX_AGE_SECONDS", 0.0)
+    monkeypatch.setattr(catalog, "MIN_REFRESH_SECONDS", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +121,7 @@ def instance(upstream: PoisonedUpstream, key: ec.EllipticCurvePrivateKey) -> Ite
                     "resource": RESOURCE,
                     "auth": {"issuer": DEV_ISSUER},
                     "upstreams": [{"name": "poisoned", "url": upstream.url, "prefix": "p"}],
-                    "definitions": definitions or {},
+                    "definitions": {"cache_seconds": 0, **(definitions or {})},
                 }
             )
             stores = Stores(MemorySessionStore(), MemoryCounterStore(), MemoryUsageStore(), pins)

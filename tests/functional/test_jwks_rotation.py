@@ -18,9 +18,9 @@ import httpx
 import jwt
 import pytest
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.config import parse_config
 from tollway.http import create_app
-from tollway.protocol import constants as c
 from tollway.store.sessions import MemorySessionStore
 
 from tests.fixtures.recording_upstream import Caller, LocalIssuer, RecordingUpstream, SigningKey

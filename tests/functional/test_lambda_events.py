@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from tollway.protocol import constants as c
+from tollway import spec as c
 
 from tests.functional.lambda_harness import LambdaGateway, event_body, load_event
 from tests.unit.wire import assert_error

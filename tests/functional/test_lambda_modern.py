@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tollway import spec as c
 from tollway.config import GatewayConfig
-from tollway.protocol import constants as c
 
 from examples.upstreams import customer_support, finance
 from tests.functional.lambda_harness import MODERN, LambdaGateway, event_body, load_event
@@ -221,7 +221,9 @@ def test_an_unknown_tool_is_answered_400_naming_it(gateway: LambdaGateway) -> No
 def test_a_cursor_the_gateway_did_not_issue_is_answered_400(gateway: LambdaGateway) -> None:
     answer = gateway.modern("tools/list", {"cursor": "eyJub3BlIjoieCJ9"})
 
-    _assert_error(answer, 400, c.INVALID_PARAMS, message="Invalid cursor", request_id=1)
+    _assert_error(
+        answer, 400, c.INVALID_PARAMS, message="Invalid params: cursor is not one this gateway issued", request_id=1
+    )
 
 
 def _bare(method: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tollway.protocol import constants as c
+from tollway import spec as c
 
 from examples.upstreams import customer_support, finance
 from tests.functional.lambda_harness import TABLE, LambdaGateway, event_body, load_event
@@ -305,7 +305,9 @@ def test_another_principals_session_is_answered_404(gateway: LambdaGateway, dyna
 def test_an_unsupported_protocol_version_on_a_session_is_answered_400(gateway: LambdaGateway, session: str) -> None:
     answer = gateway.legacy("tools/list", session=session, headers={c.PROTOCOL_VERSION_HEADER: "2030-01-01"})
 
-    error = _assert_error(answer, 400, c.INVALID_REQUEST, message="Bad Request: Unsupported protocol version")
+    error = _assert_error(
+        answer, 400, c.INVALID_REQUEST, message="Bad Request: Unsupported protocol version", request_id=1
+    )
     assert error["data"]["requested"] == "2030-01-01"
 
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tollway import spec as c
 from tollway.config import GatewayConfig
-from tollway.protocol import constants as c
 
 from tests.functional.lambda_harness import LambdaGateway
 from tests.unit.wire import assert_error
@@ -61,7 +61,7 @@ def test_calling_a_tool_of_the_dead_upstream_is_a_stable_retryable_error(gateway
     else:
         answer = gateway.legacy("tools/call", params, session=gateway.initialize(), request_id=31)
 
-    error = _assert_error(answer, 200, c.INTERNAL_ERROR, message="Upstream 'ledger' is unavailable", request_id=31)
+    error = _assert_error(answer, 502, c.INTERNAL_ERROR, message="Upstream 'ledger' is unavailable", request_id=31)
     assert error["data"] == {"upstream": "ledger", "retryable": True}
 
 
@@ -74,7 +74,7 @@ def test_the_live_upstreams_still_answer_calls(gateway: LambdaGateway) -> None:
 def test_when_no_upstream_answers_a_list_is_a_retryable_error(all_down: LambdaGateway) -> None:
     answer = all_down.modern("tools/list", request_id=41)
 
-    error = _assert_error(answer, 200, c.INTERNAL_ERROR, message="No upstream is available", request_id=41)
+    error = _assert_error(answer, 503, c.INTERNAL_ERROR, message="No upstream is available", request_id=41)
     assert error["data"] == {"retryable": True}
 
 
@@ -83,4 +83,4 @@ def test_when_no_upstream_answers_a_session_still_opens_with_tools_advertised(al
 
     answer = all_down.legacy("tools/list", session=session, request_id=42)
 
-    _assert_error(answer, 200, c.INTERNAL_ERROR, message="No upstream is available", request_id=42)
+    _assert_error(answer, 503, c.INTERNAL_ERROR, message="No upstream is available", request_id=42)

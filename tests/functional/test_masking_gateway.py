@@ -136,9 +136,12 @@ def test_an_oversized_result_is_cut_with_a_clear_marker(upstreams: dict[str, Any
 
     response = agent.modern("tools/call", {"name": "support__list_orders", "arguments": {"customer_id": "C-1001"}})
 
+    result = response.json()["result"]
     text = _text(response)
-    assert text.endswith("[truncated by Tollway: 120 of " + text.split(" of ")[-1])
-    assert len(text.split("\n…[truncated")[0].encode()) <= 120
+    shown = len(text.split("\n…[truncated")[0].encode())
+    assert text.endswith(f"[truncated by Tollway: {shown} of " + text.split(" of ")[-1])
+    assert len(text.encode()) <= 120  # the marker included: the limit holds for what reaches the agent
+    assert "structuredContent" not in result  # 1 KB of structured content cannot fit in 120 bytes
 
 
 def test_a_projection_gives_the_agent_only_the_fields_it_needs(upstreams: dict[str, Any], tmp_path: Path) -> None:

@@ -20,12 +20,12 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.auth import dev
 from tollway.config import parse_config
 from tollway.http import create_app
 from tollway.policy import quota
-from tollway.policy.quota import RATE_LIMITED
-from tollway.protocol import constants as c
+from tollway.spec import RATE_LIMITED
 from tollway.store import Stores
 from tollway.store.counters import DynamoCounterStore, MemoryCounterStore
 from tollway.store.sessions import MemorySessionStore
@@ -341,7 +341,7 @@ def test_usage_in_dynamodb_matches_admitted_failed_and_refused_calls_to_the_unit
         "validate x3 (13)": [200, 200, 200],
         "statement fails in the tool (14)": [200],
         "echo (15)": [200],
-        "echo refused by the upstream (16)": [200],
+        "echo refused by the upstream (16)": [502],
         "fetch does not fit": [429],
         "validate x4 (20)": [200] * 4,
         "validate does not fit": [429],

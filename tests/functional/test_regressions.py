@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.config import parse_config
 from tollway.http import create_app
-from tollway.protocol import constants as c
 from tollway.store.sessions import MemorySessionStore
 
 from tests.functional.lambda_harness import TABLE, LambdaGateway, load_event

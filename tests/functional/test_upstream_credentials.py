@@ -19,10 +19,10 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.auth import dev
 from tollway.config import parse_config
 from tollway.http import create_app
-from tollway.protocol import constants as c
 from tollway.store.sessions import MemorySessionStore
 
 from tests.fixtures.recording_upstream import Caller, RecordingUpstream, TokenEndpoint
@@ -31,7 +31,11 @@ from tests.unit.wire import assert_http_error
 RESOURCE = "https://gateway.example.com/mcp"
 ECHO = {"name": "rec__echo", "arguments": {"text": "hi"}}
 CLIENT = {"client_id": "tollway-gateway", "client_secret": "client-secret-value"}
-UNAVAILABLE = {"code": c.INTERNAL_ERROR, "message": "Upstream 'rec' credentials are unavailable"}
+UNAVAILABLE = {
+    "code": c.INTERNAL_ERROR,
+    "message": "Upstream 'rec' credentials are unavailable",
+    "data": {"upstream": "rec"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +275,7 @@ def test_an_upstream_refusing_the_token_makes_the_gateway_fetch_a_new_one(
     refused = alice.modern("tools/call", ECHO)
     retried = alice.modern("tools/call", ECHO)
 
-    error = assert_http_error(refused, 200, c.INTERNAL_ERROR, request_id=1)
+    error = assert_http_error(refused, 502, c.INTERNAL_ERROR, request_id=1)
     assert error["message"] == "Upstream 'rec' refused the gateway's credentials"
     _ok(retried)
     assert len(token_endpoint.requests) == 2
@@ -280,7 +284,7 @@ def test_an_upstream_refusing_the_token_makes_the_gateway_fetch_a_new_one(
 
 # --- credentials that cannot be had ---------------------------------------------------------------
 def _assert_unavailable(response: Any, upstream: RecordingUpstream) -> None:
-    error = assert_http_error(response, 200, c.INTERNAL_ERROR, request_id=1)
+    error = assert_http_error(response, 502, c.INTERNAL_ERROR, request_id=1)
     assert error == UNAVAILABLE
     assert upstream.requests == []
 

@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.auth.dev import DEV_ISSUER, jwk_set, mint
 from tollway.cli import main
 from tollway.config import GatewayConfig, parse_config
 from tollway.finance.report import CSV_COLUMNS
 from tollway.http import create_app
-from tollway.protocol import constants as c
 from tollway.store import Stores
 from tollway.store.counters import MemoryCounterStore
 from tollway.store.sessions import MemorySessionStore

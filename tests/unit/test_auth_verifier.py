@@ -239,12 +239,12 @@ def test_a_token_without_a_tenant_gets_the_default_tenant_when_one_is_set() -> N
 @pytest.mark.parametrize(
     ("claims", "reason"),
     [
-        ({"tenant_id": "acme"}, "token has no subject"),
-        ({"sub": "", "tenant_id": "acme"}, "token has no subject"),
-        ({"sub": 42, "tenant_id": "acme"}, "token has no subject"),
-        ({"sub": "alice"}, "token has no tenant"),
-        ({"sub": "alice", "tenant_id": ["acme", "globex"]}, "token has no tenant"),
-        ({"sub": "alice", "tenant_id": 7}, "token has no tenant"),
+        ({"tenant_id": "acme"}, "token has no usable subject"),
+        ({"sub": "", "tenant_id": "acme"}, "token has no usable subject"),
+        ({"sub": 42, "tenant_id": "acme"}, "token has no usable subject"),
+        ({"sub": "alice"}, "token has no usable tenant"),
+        ({"sub": "alice", "tenant_id": ["acme", "globex"]}, "token has no usable tenant"),
+        ({"sub": "alice", "tenant_id": 7}, "token has no usable tenant"),
     ],
 )
 def test_a_token_without_a_usable_subject_or_tenant_is_refused(claims: dict[str, Any], reason: str) -> None:

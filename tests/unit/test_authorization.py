@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.auth import dev
 from tollway.config import GatewayConfig, parse_config
 from tollway.context import Principal
 from tollway.http import create_app
 from tollway.policy.authorization import Authorizer
-from tollway.protocol import constants as c
 from tollway.store.sessions import MemorySessionStore
 
 from tests.fixtures.recording_upstream import Caller

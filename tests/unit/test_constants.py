@@ -7,7 +7,7 @@ from mcp.client import streamable_http as sdk_client
 from mcp.shared import inbound
 from mcp_types import jsonrpc
 from mcp_types import version as versions
-from tollway.protocol import constants as c
+from tollway import spec as c
 
 
 def test_json_rpc_error_codes_are_the_sdks() -> None:

@@ -18,7 +18,6 @@ from tollway.masking.fields import (
     apply_field_rules,
     apply_result_field_rules,
     check_field_rules,
-    default_hash_key,
     parse_path,
 )
 
@@ -175,8 +174,18 @@ def test_hash_of_a_number_equals_the_hash_of_its_decimal_text() -> None:
 
 
 def test_the_default_hash_key_is_stable_per_gateway_name() -> None:
-    assert default_hash_key("tollway") == hashlib.sha256(b"tollway/field-hash/tollway").digest()
-    assert default_hash_key("tollway") != default_hash_key("other")
+    from tollway.config import parse_config
+    from tollway.secrets import field_hash_key
+
+    def key(name: str) -> bytes:
+        return field_hash_key(
+            parse_config(
+                {"resource": "https://g/mcp", "name": name, "upstreams": [{"name": "a", "url": "http://a/mcp"}]}
+            )
+        )
+
+    assert key("tollway") == hashlib.sha256(b"tollway/field-hash/tollway").digest()
+    assert key("tollway") != key("other")
 
 
 # --- round and bucket -----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 from mcp.shared import inbound
-from tollway.protocol.headers import decode_header_value, encode_header_value
+from tollway.spec import decode_header_value, encode_header_value
 
 VALUES = [
     "get_customer_profile",

@@ -1,15 +1,18 @@
 """The masking stage on tools/call, as the agent and the upstream receive it: an oversized result is
-cut with a marker whatever block uses up the budget, non-text blocks are kept, and the field rules
-of every matching entry apply in config order."""
+held to its byte limit (text, images and structured content alike, the marker included) with a
+marker saying so, and the field rules of every matching entry apply in config order."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
 from tollway.config import parse_config
+from tollway.errors import ConfigError
 from tollway.masking.stage import MaskingStage
 
+KEY = b"k" * 32
 IMAGE = {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"}
 
 
@@ -21,55 +24,85 @@ def _stage(max_result_bytes: int) -> MaskingStage:
             "masking": {"tools": {"docs__read": {"max_result_bytes": max_result_bytes}}},
         }
     )
-    return MaskingStage(config)
+    return MaskingStage(config, hash_key=lambda: KEY)
 
 
-def _agent_sees(limit: int, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    message = {"jsonrpc": "2.0", "id": 1, "result": {"content": content}}
-    return _stage(limit).message("acme", "tools/call", "docs__read", message)["result"]["content"]
+def _agent_sees(limit: int, result: dict[str, Any]) -> dict[str, Any]:
+    message = {"jsonrpc": "2.0", "id": 1, "result": result}
+    return _stage(limit).message("acme", "tools/call", "docs__read", message)["result"]
 
 
-def test_a_text_block_using_up_the_budget_exactly_still_shows_the_marker_for_what_follows() -> None:
-    seen = _agent_sees(10, [{"type": "text", "text": "abcdefghij"}, {"type": "text", "text": "klm"}])
-
-    assert seen == [
-        {"type": "text", "text": "abcdefghij"},
-        {"type": "text", "text": "\n…[truncated by Tollway: 10 of 13 bytes; ask for less]"},
-    ]
+def _bytes(result: dict[str, Any]) -> int:
+    """What the agent reads, as the limit counts it."""
+    size = sum(len((b["text"] if b["type"] == "text" else json.dumps(b)).encode()) for b in result["content"])
+    return size + (len(json.dumps(result["structuredContent"]).encode()) if "structuredContent" in result else 0)
 
 
-def test_an_image_after_the_cut_is_kept_and_later_text_is_dropped() -> None:
-    seen = _agent_sees(
-        8,
-        [
-            {"type": "text", "text": "abcdefghij"},
-            IMAGE,
-            {"type": "text", "text": "klm"},
-            IMAGE,
-        ],
-    )
-
-    assert seen == [
-        {"type": "text", "text": "abcdefgh\n…[truncated by Tollway: 8 of 13 bytes; ask for less]"},
-        IMAGE,
-        IMAGE,
-    ]
-
-
-def test_an_image_after_a_block_that_fills_the_budget_is_kept() -> None:
-    seen = _agent_sees(10, [{"type": "text", "text": "abcdefghij"}, IMAGE, {"type": "text", "text": "klm"}])
-
-    assert seen == [
-        {"type": "text", "text": "abcdefghij"},
-        IMAGE,
-        {"type": "text", "text": "\n…[truncated by Tollway: 10 of 13 bytes; ask for less]"},
-    ]
+TEXT = "abcdefghij" * 20  # 200 bytes
+MARKER = "\n…[truncated by Tollway: {shown} of {total} bytes; ask for less]"
 
 
 def test_a_result_within_the_limit_is_left_whole() -> None:
-    content = [{"type": "text", "text": "abcdefghij"}, IMAGE, {"type": "text", "text": "klm"}]
+    result = {"content": [{"type": "text", "text": TEXT}, IMAGE], "structuredContent": {"a": 1}}
 
-    assert _agent_sees(13, content) == content
+    assert _agent_sees(_bytes(result), result) == result
+
+
+def test_text_over_the_limit_is_cut_and_the_marker_fits_within_the_limit() -> None:
+    seen = _agent_sees(150, {"content": [{"type": "text", "text": TEXT}, {"type": "text", "text": "klm"}]})
+
+    (block,) = seen["content"]
+    kept = block["text"].split("\n…")[0]
+    assert TEXT.startswith(kept) and block["text"] == kept + MARKER.format(shown=len(kept), total=203)
+    assert len(block["text"].encode()) <= 150
+
+
+def test_structured_content_that_does_not_fit_is_dropped_with_the_marker_in_the_text() -> None:
+    structured = {"rows": ["x" * 50] * 20}  # ~1 KB: five times the limit
+    seen = _agent_sees(300, {"content": [{"type": "text", "text": "42 rows"}], "structuredContent": structured})
+
+    assert "structuredContent" not in seen
+    assert seen["content"][0]["text"].startswith("42 rows\n…[truncated by Tollway:")
+    assert _bytes(seen) <= 300
+
+
+def test_a_block_that_does_not_fit_is_dropped_and_what_follows_it_too_is_counted() -> None:
+    big_image = {**IMAGE, "data": "A" * 400}
+    seen = _agent_sees(300, {"content": [{"type": "text", "text": "caption"}, big_image, IMAGE]})
+
+    assert seen["content"][0]["text"].startswith("caption\n…[truncated by Tollway:") or seen["content"][-1][
+        "text"
+    ].startswith("…[truncated by Tollway:")
+    assert big_image not in seen["content"]
+    assert _bytes(seen) <= 300
+
+
+def test_a_text_block_using_up_the_budget_exactly_still_shows_the_marker_for_what_follows() -> None:
+    limit = 100 + len(MARKER.format(shown=200, total=200).encode())  # room kept for the marker
+    content = [{"type": "text", "text": TEXT[:100]}, {"type": "text", "text": TEXT[:100]}]
+
+    seen = _agent_sees(limit, {"content": content})
+
+    assert seen["content"] == [{"type": "text", "text": TEXT[:100] + MARKER.format(shown=100, total=200)}]
+
+
+def test_a_tool_with_a_size_limit_is_listed_without_its_output_schema() -> None:
+    tool = {"name": "docs__read", "inputSchema": {"type": "object"}, "outputSchema": {"type": "object"}}
+
+    assert "outputSchema" not in _stage(1000).publish_tool(tool)
+
+
+def test_an_invalid_projection_is_refused_at_load_naming_its_path() -> None:
+    config = parse_config(
+        {
+            "resource": "https://gateway.example.com/mcp",
+            "upstreams": [{"name": "docs", "url": "http://127.0.0.1:9/mcp"}],
+            "masking": {"tools": {"docs__read": {"projection": "rows[?amount >"}}},
+        }
+    )
+
+    with pytest.raises(ConfigError, match=r"^masking\.tools\.docs__read\.projection: not a valid JMESPath expression$"):
+        MaskingStage(config, hash_key=lambda: KEY)
 
 
 # --- field rules of several matching entries ----------------------------------------------------
@@ -94,7 +127,7 @@ def _ruled_stage() -> MaskingStage:
             "masking": {"tools": RULED},
         }
     )
-    return MaskingStage(config)
+    return MaskingStage(config, hash_key=lambda: KEY)
 
 
 def _one_by_one(stage: MaskingStage, key: str, value: Any, apply: Any) -> Any:
@@ -111,7 +144,10 @@ def test_the_field_rules_of_every_matching_entry_apply_in_order_to_arguments() -
     arguments = {"account": "ACC-7781", "page": 1234}
 
     expected = _one_by_one(stage, "arguments", arguments, lambda v, r: apply_field_rules(v, r, stage._hash_key, "acme"))
-    assert stage.arguments("acme", "docs__read", arguments) == expected
+    assert stage.request("acme", "tools/call", "docs__read", {"name": "read", "arguments": arguments}) == {
+        "name": "read",
+        "arguments": expected,
+    }
     assert expected["page"] == 1230 and expected["account"].startswith("*")
     assert arguments == {"account": "ACC-7781", "page": 1234}  # not modified
 

@@ -19,19 +19,9 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from moto import mock_aws
 from tollway.config import DefinitionPolicy
-from tollway.errors import InternalError
-from tollway.masking.scanner import definition_hash
-from tollway.store.pins import (
-    AUTO_APPROVER,
-    DynamoPinStore,
-    MemoryPinStore,
-    Pin,
-    PinEvent,
-    PinStore,
-    check_definitions,
-    pin_key,
-    record_events,
-)
+from tollway.errors import StorageError
+from tollway.policy.definitions import AUTO_APPROVER, PinEvent, check_definitions, definition_hash, record_events
+from tollway.store.pins import DynamoPinStore, MemoryPinStore, Pin, PinStore, pin_key
 from tollway.store.tables import ensure_tables
 
 from examples.upstreams import poisoned
@@ -162,8 +152,7 @@ def test_given_digests_give_the_same_decision_as_hashing_inside() -> None:
 
 def test_the_gate_hashes_each_listed_definition_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from tollway.config import parse_config
-    from tollway.masking import scanner
-    from tollway.policy.definitions import DefinitionGate
+    from tollway.policy import definitions
 
     calls: list[str] = []
 
@@ -174,11 +163,11 @@ def test_the_gate_hashes_each_listed_definition_once(monkeypatch: pytest.MonkeyP
     config = parse_config(
         {"resource": "https://gateway.example.com/mcp", "upstreams": [{"name": "poisoned", "url": "http://x/mcp"}]}
     )
-    gate = DefinitionGate(config, MemoryPinStore())
-    expected = gate.admit("poisoned", "tools", demo_tools(1))  # first seen: pinned, scanned
-    monkeypatch.setattr(scanner, "definition_hash", counting)
+    gate = definitions.DefinitionGate(config.definitions, MemoryPinStore())
+    expected = asyncio.run(gate.admit("poisoned", "tools", demo_tools(1)))  # first seen: pinned, scanned
+    monkeypatch.setattr(definitions, "definition_hash", counting)
 
-    assert gate.admit("poisoned", "tools", demo_tools(1)) == expected
+    assert asyncio.run(gate.admit("poisoned", "tools", demo_tools(1))) == expected
     assert sorted(calls) == sorted(names(demo_tools(1)))
 
 
@@ -343,9 +332,8 @@ def test_get_all_costs_one_query(dynamodb: Any) -> None:
 
 def test_a_missing_table_is_answered_as_pin_store_unavailable(dynamodb: Any) -> None:
     store = DynamoPinStore("NoSuchTable", dynamodb)
-    with pytest.raises(InternalError) as caught:
+    with pytest.raises(StorageError, match=r"^Pin store unavailable$"):
         store.get_all("weather")
-    assert caught.value.to_error() == {"code": -32603, "message": "Pin store unavailable", "data": {"retryable": True}}
 
 
 def test_an_unreachable_endpoint_is_answered_as_pin_store_unavailable() -> None:
@@ -362,7 +350,7 @@ def test_an_unreachable_endpoint_is_answered_as_pin_store_unavailable() -> None:
         lambda: store.pin("weather", "tool", "t", "a" * 64, "alice"),
         lambda: store.mark_drift("weather", "tool", "t", "a" * 64),
     ):
-        with pytest.raises(InternalError, match=r"^Pin store unavailable$"):
+        with pytest.raises(StorageError, match=r"^Pin store unavailable$"):
             attempt()
 
 

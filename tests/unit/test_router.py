@@ -1,7 +1,8 @@
 """Routing behind one endpoint, with in-memory upstreams: fan-out, cursors, failures, lost sessions.
 
-Each fake upstream stands where `tollway.routing.upstream.Upstream` would and answers from
-plain data, so these tests see exactly what a client of the gateway sees.
+Each fake upstream stands where `tollway.routing.upstream.UpstreamClient` would (handed to
+`create_app(upstreams=...)`) and answers from plain data, so these tests see exactly what a
+client of the gateway sees.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.config import UpstreamConfig, parse_config
-from tollway.errors import UpstreamError
+from tollway.context import Principal, Session, UpstreamSession
+from tollway.errors import UpstreamUnavailable
 from tollway.http import create_app
-from tollway.protocol import constants as c
-from tollway.routing.upstream import LegacyOpened, SessionLost, UpstreamInfo
-from tollway.store.sessions import MemorySessionStore, Session
+from tollway.routing.upstream import NotSpoken, SessionLost, UpstreamInfo
+from tollway.store.sessions import MemorySessionStore
 
 from tests.unit.wire import assert_http_error
 
@@ -57,23 +59,35 @@ class FakeUpstream:
         self.opened: list[str] = []
         self.deleted: list[str] = []
 
-    async def probe(self) -> UpstreamInfo:
+    async def discover(self, deadline: Any) -> UpstreamInfo:
         if self.down:
-            raise UpstreamError(f"Upstream {self.name!r} is unavailable")
-        return UpstreamInfo(modern=self.modern, legacy=not self.modern, capabilities={"tools": {}})
+            raise UpstreamUnavailable(self.name, sent=False)
+        if not self.modern:
+            raise NotSpoken()
+        return UpstreamInfo(modern=True, legacy=False, capabilities={"tools": {}})
 
-    async def initialize(self, capabilities: dict[str, Any], info: dict[str, Any]) -> tuple[LegacyOpened, dict]:
+    async def initialize(
+        self, capabilities: dict[str, Any], info: dict[str, Any], deadline: Any
+    ) -> tuple[UpstreamSession, dict[str, Any]]:
+        if self.modern:
+            raise NotSpoken()
+        if info["name"] == "tollway-probe":  # the era probe: a session the gateway ends at once
+            return UpstreamSession(None, "2025-11-25"), {"capabilities": {"tools": {}}}
         self.opened.append(f"{self.name}-session-{len(self.opened) + 1}")
-        return LegacyOpened(session_id=self.opened[-1], protocol_version="2025-11-25"), {}
+        return UpstreamSession(session_id=self.opened[-1], protocol_version="2025-11-25"), {}
 
-    async def delete_session(self, session: str, protocol_version: str) -> None:
-        self.deleted.append(session)
+    async def delete_session(self, session: UpstreamSession) -> None:
+        if session.session_id:
+            self.deleted.append(session.session_id)
+
+    async def decline(self, server_request: dict[str, Any], **kwargs: Any) -> None:
+        pass
 
     async def exchange(
         self, message: dict[str, Any], *, session: str | None = None, **kwargs: Any
     ) -> AsyncIterator[dict[str, Any]]:
         if self.down:
-            raise UpstreamError(f"Upstream {self.name!r} is unavailable")
+            raise UpstreamUnavailable(self.name, sent=False)
         method, params = message["method"], message.get("params") or {}
         self.received.append((method, params, session))
         if session is not None and self.loses_sessions > 0:
@@ -125,8 +139,7 @@ class Gateway:
             }
         )
         self.store = MemorySessionStore()
-        app = create_app(config, store=self.store, streaming=False)
-        app.state.endpoint.router.upstreams.update({u.name: u for u in upstreams})
+        app = create_app(config, store=self.store, streaming=False, upstreams={u.name: u for u in upstreams})
         self.client = TestClient(app, raise_server_exceptions=False)
 
     def modern(self, method: str, params: dict[str, Any] | None = None, name: str | None = None) -> Any:
@@ -207,7 +220,9 @@ def test_a_cursor_the_gateway_did_not_issue_is_invalid_params(
 
     response = gateway.modern("tools/list", {"cursor": cursor})
 
-    assert_http_error(response, 400, c.INVALID_PARAMS, message="Invalid cursor", request_id=1)
+    assert_http_error(
+        response, 400, c.INVALID_PARAMS, message="Invalid params: cursor is not one this gateway issued", request_id=1
+    )
 
 
 def test_an_upstream_that_is_down_is_left_out_of_lists() -> None:
@@ -223,7 +238,7 @@ def test_when_every_upstream_is_down_a_list_is_a_retryable_error() -> None:
 
     response = gateway.modern("tools/list")
 
-    error = assert_http_error(response, 200, c.INTERNAL_ERROR, message="No upstream is available", request_id=1)
+    error = assert_http_error(response, 503, c.INTERNAL_ERROR, message="No upstream is available", request_id=1)
     assert error["data"] == {"retryable": True}
 
 
@@ -285,7 +300,7 @@ def test_a_legacy_upstream_that_keeps_losing_sessions_gives_a_stable_error() -> 
     response = gateway.in_session(session, "tools/call", {"name": "alpha__one", "arguments": {}})
 
     assert_http_error(
-        response, 200, c.INTERNAL_ERROR, message="Upstream 'alpha' keeps losing its session", request_id=1
+        response, 502, c.INTERNAL_ERROR, message="Upstream 'alpha' keeps losing its session", request_id=1
     )
     assert len(alpha.opened) == 2
 
@@ -299,7 +314,7 @@ def test_a_sessionless_caller_shares_one_legacy_upstream_session_per_principal()
         assert response.json()["result"]["content"][0]["text"] == f"{tool} ran on alpha"
 
     assert alpha.opened == ["alpha-session-1"]
-    stored = gateway.store.get_principal_upstream("default#anonymous", "alpha")
+    stored = gateway.store.get_principal_upstream(Principal("anonymous", "default"), "alpha")
     assert stored is not None and stored.session_id == "alpha-session-1"
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from tollway import spec as c
+from tollway.context import Deadline, UpstreamSession
 from tollway.errors import UpstreamError
-from tollway.protocol import constants as c
 from tollway.routing import upstream as upstream_module
-from tollway.routing.upstream import LegacyOpened, Upstream
+from tollway.routing.upstream import NotSpoken, UpstreamClient
 
 from tests.unit.test_router import CATALOG, HEADERS, FakeUpstream, Gateway, _upstream
 from tests.unit.wire import assert_http_error
@@ -40,7 +42,7 @@ def test_an_upstream_that_ends_without_a_response_is_an_upstream_error(modern: b
 
     response = _call(gateway)
 
-    error = assert_http_error(response, 200, c.INTERNAL_ERROR, message=NO_RESPONSE, request_id=1)
+    error = assert_http_error(response, 502, c.INTERNAL_ERROR, message=NO_RESPONSE, request_id=1)
     assert error["data"] == {"upstream": "alpha"}
 
 
@@ -50,7 +52,7 @@ def test_an_upstream_that_sends_notifications_then_ends_is_an_upstream_error_for
 
     response = _call(gateway, accept=c.CONTENT_TYPE_JSON)
 
-    error = assert_http_error(response, 200, c.INTERNAL_ERROR, message=NO_RESPONSE, request_id=1)
+    error = assert_http_error(response, 502, c.INTERNAL_ERROR, message=NO_RESPONSE, request_id=1)
     assert error["data"] == {"upstream": "alpha"}
 
 
@@ -75,7 +77,7 @@ def test_a_catalog_error_is_an_upstream_error_not_an_unknown_tool_and_is_not_cac
     after = _call(gateway)
 
     error = assert_http_error(
-        during, 200, c.INTERNAL_ERROR, message="Upstream 'alpha' refused tools/list", request_id=1
+        during, 502, c.INTERNAL_ERROR, message="Upstream 'alpha' refused tools/list", request_id=1
     )
     assert error["data"] == {"upstream": "alpha"}
     assert after.status_code == 200
@@ -84,10 +86,17 @@ def test_a_catalog_error_is_an_upstream_error_not_an_unknown_tool_and_is_not_cac
 
 
 # --- opening a 2025-era upstream session, over (mock) HTTP -----------------------------------------
-def _over_http(monkeypatch: pytest.MonkeyPatch, handler: Callable[[httpx.Request], httpx.Response]) -> Upstream:
+def _over_http(monkeypatch: pytest.MonkeyPatch, handler: Callable[[httpx.Request], httpx.Response]) -> UpstreamClient:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     monkeypatch.setattr(upstream_module, "http_client", lambda: client)
-    return Upstream(_upstream("alpha"))
+    return UpstreamClient(_upstream("alpha"))
+
+
+def _initialize(upstream: UpstreamClient) -> tuple[UpstreamSession, dict[str, Any]]:
+    async def run() -> tuple[UpstreamSession, dict[str, Any]]:
+        return await upstream.initialize({}, {"name": "t", "version": "1"}, Deadline(time.monotonic() + 5))
+
+    return asyncio.run(run())
 
 
 @pytest.mark.parametrize("sse", [False, True], ids=["json", "sse"])
@@ -106,9 +115,9 @@ def test_initialize_keeps_the_session_id_the_upstream_answers_with(monkeypatch: 
             return httpx.Response(200, text=body, headers={**headers, "content-type": c.CONTENT_TYPE_SSE})
         return httpx.Response(200, json=reply, headers=headers)
 
-    opened, result = asyncio.run(_over_http(monkeypatch, handler).initialize({}, {"name": "t", "version": "1"}))
+    opened, result = _initialize(_over_http(monkeypatch, handler))
 
-    assert opened == LegacyOpened(session_id="s-9", protocol_version="2025-06-18")
+    assert opened == UpstreamSession(session_id="s-9", protocol_version="2025-06-18")
     assert result == {"protocolVersion": "2025-06-18"}
     assert seen == [("initialize", None), ("notifications/initialized", "s-9")]
 
@@ -118,20 +127,32 @@ def test_initialize_keeps_the_session_id_the_upstream_answers_with(monkeypatch: 
     [
         (httpx.ReadTimeout("slow"), "Upstream 'alpha' timed out"),
         (httpx.ConnectError("refused"), "Upstream 'alpha' is unavailable"),
-        (httpx.Response(200, json={"jsonrpc": "2.0", "method": "notifications/progress"}), NO_RESPONSE),
-        (httpx.Response(200, text="<html>", headers={"content-type": "text/html"}), NO_RESPONSE),
     ],
-    ids=["timeout", "unreachable", "no-response", "not-json"],
+    ids=["timeout", "unreachable"],
 )
-def test_an_initialize_that_fails_is_the_same_error_as_any_other_request(
-    monkeypatch: pytest.MonkeyPatch, failure: Exception | httpx.Response, message: str
+def test_an_initialize_nobody_answers_is_the_same_error_as_any_other_request(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception, message: str
 ) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        if isinstance(failure, Exception):
-            raise failure
-        return failure
+        raise failure
 
     with pytest.raises(UpstreamError) as raised:
-        asyncio.run(_over_http(monkeypatch, handler).initialize({}, {"name": "t", "version": "1"}))
+        _initialize(_over_http(monkeypatch, handler))
 
     assert raised.value.message == message
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, json={"jsonrpc": "2.0", "method": "notifications/progress"}),
+        httpx.Response(200, text="<html>", headers={"content-type": "text/html"}),
+        httpx.Response(200, json={"jsonrpc": "2.0", "id": "other", "result": {"protocolVersion": "2025-06-18"}}),
+    ],
+    ids=["no-response", "not-json", "another-id"],
+)
+def test_an_initialize_answered_with_something_else_says_the_era_is_not_spoken(
+    monkeypatch: pytest.MonkeyPatch, answer: httpx.Response
+) -> None:
+    with pytest.raises(NotSpoken):
+        _initialize(_over_http(monkeypatch, lambda request: answer))

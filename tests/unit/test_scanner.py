@@ -14,22 +14,11 @@ from typing import Any
 import mcp_types
 import pytest
 from tollway.config import DefinitionPolicy
-from tollway.errors import GatewayError
-from tollway.masking.scanner import (
-    INJECTION_META_KEY,
-    LINK_REMOVED,
-    REMOVED_MARKER,
-    TRUNCATED_MARKER,
-    Finding,
-    ResultWithheld,
-    decide,
-    definition_hash,
-    guard_result,
-    sanitize_definition,
-    scan_definition,
-    scan_result_text,
-    screen_definition,
-)
+from tollway.errors import GatewayError, ResultWithheld
+from tollway.masking.guard import INJECTION_META_KEY, guard_result, scan_result_text
+from tollway.masking.poisoning import decide, sanitize_definition, scan_definition, screen_definition
+from tollway.masking.rules import LINK_REMOVED, REMOVED_MARKER, TRUNCATED_MARKER, Finding
+from tollway.policy.definitions import definition_hash
 
 from examples.upstreams import customer_support, finance, poisoned
 
@@ -611,11 +600,12 @@ def test_flag_mode_marks_the_result_in_meta_and_keeps_the_content() -> None:
     assert "_meta" not in result
 
 
-def test_wrap_mode_quotes_only_the_suspicious_text_and_keeps_the_result_valid() -> None:
+def test_wrap_mode_quotes_every_copy_of_the_suspicious_text_and_keeps_the_result_valid() -> None:
     wrapped = guard_result(_result(poisoned.FETCH_PAGE_RESULT), "wrap")
+    quoted = f"<untrusted-data>\n{poisoned.FETCH_PAGE_RESULT}\n</untrusted-data>"
     assert wrapped["content"][0] == {"type": "text", "text": "Status: fine."}
-    assert wrapped["content"][1]["text"] == f"<untrusted-data>\n{poisoned.FETCH_PAGE_RESULT}\n</untrusted-data>"
-    assert wrapped["structuredContent"] == {"result": poisoned.FETCH_PAGE_RESULT}
+    assert wrapped["content"][1]["text"] == quoted
+    assert wrapped["structuredContent"] == {"result": quoted}  # a string stays a string
     assert wrapped["_meta"][INJECTION_META_KEY] == {"findings": ["hidden_instructions", "secret_access"]}
     mcp_types.CallToolResult.model_validate(wrapped)
 

@@ -1,5 +1,6 @@
-"""What a DynamoDB failure becomes in each store: one stable, retryable message per store, no AWS
-detail; a failed condition only where the store asked for it (a taken session id, a lost race)."""
+"""What a DynamoDB failure becomes in each store: its own StorageError naming the store, no AWS
+detail (the caller sees the retryable 503 of `errors.answer_for`); a failed condition only where
+the store asked for it (a taken session id, a lost race)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from moto import mock_aws
-from tollway.errors import InternalError
+from tollway.context import Session, UpstreamSession
+from tollway.errors import ServiceUnavailable, StorageError, answer_for
 from tollway.store.pins import DynamoPinStore
-from tollway.store.sessions import DynamoSessionStore, Session, UpstreamSession
+from tollway.store.sessions import DynamoSessionStore
 from tollway.store.table import DynamoTable
 from tollway.store.tables import ensure_tables
 from tollway.store.usage import UsageStore
@@ -43,10 +45,6 @@ def session(id: str = "s-1") -> Session:
     return Session(id, "acme", "alice", "2025-06-18", {"name": "agent"}, {}, int(time.time()) + 600)
 
 
-def unavailable(message: str) -> dict[str, Any]:
-    return {"code": -32603, "message": message, "data": {"retryable": True}}
-
-
 @pytest.mark.parametrize(
     ("store", "attempt", "message"),
     [
@@ -59,10 +57,14 @@ def unavailable(message: str) -> dict[str, Any]:
     ],
 )
 def test_each_store_names_itself_when_dynamodb_cannot_be_reached(store: Any, attempt: Any, message: str) -> None:
-    with pytest.raises(InternalError) as caught:
+    with pytest.raises(StorageError, match=f"^{message}$") as caught:
         attempt(store(TABLE, Unreachable()))
-    assert caught.value.to_error() == unavailable(message)
-    assert caught.value.status is None
+    answer = answer_for(caught.value)
+    assert isinstance(answer, ServiceUnavailable)
+    assert (answer.http_status(False), answer.to_error()) == (
+        503,
+        {"code": -32603, "message": message, "data": {"retryable": True}},
+    )
 
 
 @pytest.mark.parametrize(
@@ -81,20 +83,17 @@ def test_each_store_names_itself_when_dynamodb_cannot_be_reached(store: Any, att
 def test_a_missing_table_is_unavailable_even_for_conditional_writes(
     dynamodb: Any, store: Any, attempt: Any, message: str
 ) -> None:
-    with pytest.raises(InternalError) as caught:
+    with pytest.raises(StorageError, match=f"^{message}$") as caught:
         attempt(store("NoSuchTable", dynamodb))
-    assert caught.value.to_error() == unavailable(message)
     assert "NoSuchTable" not in str(caught.value)
 
 
-def test_a_session_id_already_taken_is_not_created_twice_and_not_called_retryable(dynamodb: Any) -> None:
+def test_a_session_id_already_taken_is_not_created_twice(dynamodb: Any) -> None:
     store = DynamoSessionStore(TABLE, dynamodb)
     store.create(session("taken"))
 
-    with pytest.raises(InternalError) as caught:
+    with pytest.raises(StorageError, match=r"^Session id already taken$"):
         store.create(session("taken"))
-
-    assert caught.value.to_error() == {"code": -32603, "message": "Session could not be created"}
 
 
 def test_failed_conditions_the_stores_expect_are_answers_not_errors(dynamodb: Any) -> None:
@@ -112,5 +111,5 @@ def test_a_failed_condition_is_unavailable_where_no_condition_was_expected(dynam
     table = Plain(TABLE, dynamodb)
     item = {"pk": {"S": "PLAIN#1"}, "sk": {"S": "X"}}
     table._call("put_item", Item=item)
-    with pytest.raises(InternalError, match=r"^Plain store unavailable$"):
+    with pytest.raises(StorageError, match=r"^Plain store unavailable$"):
         table._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")

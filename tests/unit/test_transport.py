@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+from tollway import spec as c
 from tollway.config import GatewayConfig, parse_config
 from tollway.http import create_app
-from tollway.protocol import constants as c
 from tollway.store.sessions import MemorySessionStore, Session
 
 from tests.unit.wire import assert_http_error
@@ -424,7 +424,9 @@ def test_an_invalid_cursor_is_invalid_params(gateway: Gateway) -> None:
 
     response = gateway.post(body, headers)
 
-    assert_http_error(response, 400, c.INVALID_PARAMS, message="Invalid cursor", request_id=1)
+    assert_http_error(
+        response, 400, c.INVALID_PARAMS, message="Invalid params: cursor is not one this gateway issued", request_id=1
+    )
 
 
 def test_an_unknown_tool_is_invalid_params_naming_it(gateway: Gateway) -> None:
@@ -550,7 +552,9 @@ def test_an_unsupported_protocol_version_header_on_a_session_is_answered_400(gat
         {**JSON_HEADERS, "mcp-session-id": session, "mcp-protocol-version": "1999-01-01"},
     )
 
-    error = assert_http_error(response, 400, c.INVALID_REQUEST, message="Bad Request: Unsupported protocol version")
+    error = assert_http_error(
+        response, 400, c.INVALID_REQUEST, message="Bad Request: Unsupported protocol version", request_id=1
+    )
     assert error["data"] == {"supported": list(c.HANDSHAKE_VERSIONS), "requested": "1999-01-01"}
 
 
@@ -561,9 +565,9 @@ def test_initialize_without_its_required_params_is_invalid_params(gateway: Gatew
 
     assert_http_error(
         response,
-        200,
+        400,
         c.INVALID_PARAMS,
-        message="initialize needs protocolVersion, capabilities and clientInfo",
+        message="Invalid params: initialize needs protocolVersion, capabilities and clientInfo",
         request_id=1,
     )
     assert "mcp-session-id" not in response.headers

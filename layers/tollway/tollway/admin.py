@@ -1,10 +1,16 @@
-"""The admin API's shared rule, and its definition-approval endpoints.
+"""The admin API: every `/admin/…` request passes the auth stage like `/mcp` (401 otherwise) and
+must also carry `finance.admin_scope` (403 `insufficient_scope`); it is never served anonymously
+(403 when the gateway runs without authentication). Refusals are the gateway's usual JSON-RPC
+error bodies, with a stable message and no detail; a store that does not answer is a retryable 503.
 
-Every `/admin/…` request passes the auth stage like `/mcp` (401 otherwise) and must also carry
-`finance.admin_scope` (403 `insufficient_scope`); it is never served anonymously.
-
+    GET  /admin/usage?month=2026-11[&tenant=acme][&format=json|csv]    one month's usage report
     GET  /admin/definitions/pending                  what changed or awaits approval
     POST /admin/definitions/approve  {"upstream", "name", "kind": "tool"}   pin what is served now
+
+`/admin/usage` answers the report's JSON (shape in `tollway.finance.report`) or its CSV as an
+attachment; 400 for a month that is not YYYY-MM, an empty or repeated parameter, an unknown
+format. An approval applies at once on the instance that made it (other warm instances read
+pins again within `definitions.cache_seconds`).
 """
 
 from __future__ import annotations
@@ -17,30 +23,27 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tollway import spec
 from tollway.auth.middleware import insufficient_scope
 from tollway.config import GatewayConfig
 from tollway.context import ANONYMOUS, Principal
-from tollway.errors import GatewayError, InternalError, InvalidRequest
-from tollway.protocol import constants as c
-from tollway.protocol.endpoint import json_response
+from tollway.errors import Forbidden, InvalidRequest, NotFound, json_response
+from tollway.policy.definitions import DefinitionGate, NothingToApprove
 from tollway.store.pins import PinStore
+from tollway.store.usage import UsageRecorder
+from tollway.telemetry import logger
 
 KINDS = ("tool", "resource", "resource_template", "prompt")
-
-
-class AdminRequiresAuthentication(GatewayError):
-    status, code, message = 403, c.INVALID_REQUEST, "Forbidden: the admin API requires authentication"
-
-
-class NotFound(GatewayError):
-    status, code, message = 404, c.INVALID_REQUEST, "Nothing awaits approval under that name"
+CSV_TYPE = "text/csv; charset=utf-8"
+_FORMATS = ("json", "csv")
+_MAX_TENANT = 256
 
 
 def admin_principal(request: Request, config: GatewayConfig) -> Principal:
     # The auth stage leaves ANONYMOUS exactly when the gateway runs without authentication.
     principal: Principal = request.scope.get("principal", ANONYMOUS)
     if principal is ANONYMOUS:
-        raise AdminRequiresAuthentication()
+        raise Forbidden("Forbidden: the admin API requires authentication")
     scope = config.finance.admin_scope
     if scope not in principal.scopes:
         raise insufficient_scope(config, [scope], [scope], tenant=principal.tenant, path=request.url.path)
@@ -48,9 +51,10 @@ def admin_principal(request: Request, config: GatewayConfig) -> Principal:
 
 
 class DefinitionsAdmin:
-    def __init__(self, config: GatewayConfig, pins: PinStore) -> None:
+    def __init__(self, config: GatewayConfig, pins: PinStore, gate: DefinitionGate) -> None:
         self.config = config
         self.pins = pins
+        self.gate = gate
 
     async def pending(self, request: Request) -> Response:
         admin_principal(request, self.config)
@@ -73,8 +77,6 @@ class DefinitionsAdmin:
         )
 
     async def approve(self, request: Request) -> Response:
-        from tollway.policy.definitions import NothingToApprove, approve_current
-
         principal = admin_principal(request, self.config)
         body = await _json_object(request)
         upstream, name, kind = body.get("upstream"), body.get("name"), body.get("kind", "tool")
@@ -84,25 +86,82 @@ class DefinitionsAdmin:
             raise InvalidRequest(f"Bad Request: name is required and kind is one of {', '.join(KINDS)}")
         by = f"{principal.tenant}/{principal.subject}"
         try:
-            pin = await _store(lambda: approve_current(self.pins, upstream, kind, name, by))
+            pin = await _store(lambda: self.gate.approve(upstream, kind, name, by))
         except NothingToApprove:
-            raise NotFound() from None
+            raise NotFound("Nothing awaits approval under that name") from None
         return json_response({"upstream": pin.upstream, "kind": pin.kind, "name": pin.name, "approvedHash": pin.hash})
 
 
+class UsageReportEndpoint:
+    """`handle` is the Starlette endpoint; `store` is the gateway's usage store."""
+
+    def __init__(self, config: GatewayConfig, store: UsageRecorder) -> None:
+        self.config = config
+        self.store = store
+
+    async def handle(self, request: Request) -> Response:
+        # Imported here, not with the app: the first /mcp request of a cold start does not wait for it.
+        from tollway.finance.report import parse_month, render, summarize, to_json
+
+        principal = admin_principal(request, self.config)
+        month = _param(request, "month")
+        if month is None:
+            raise InvalidRequest("Bad Request: month is required (YYYY-MM)")
+        try:
+            parse_month(month)
+        except ValueError:
+            raise InvalidRequest("Bad Request: month must be YYYY-MM") from None
+        tenant = _param(request, "tenant")
+        if tenant is not None and len(tenant) > _MAX_TENANT:
+            raise InvalidRequest("Bad Request: tenant is too long")
+        format = _param(request, "format") or "json"
+        if format not in _FORMATS:
+            raise InvalidRequest("Bad Request: format must be json or csv")
+        rows = await _store(lambda: self.store.month(month, tenant))
+        logger.info(
+            "usage report",
+            extra={
+                "subject": principal.subject,
+                "tenant": principal.tenant,
+                "month": month,
+                "report_tenant": tenant,
+                "format": format,
+            },
+        )
+        report = summarize(rows, month, tenant=tenant, model=self.config.finance.cost_model)
+        headers = {"cache-control": "no-store"}
+        if format == "csv":
+            name = f"tollway-usage-{month}" + (f"-{_filename_safe(tenant)}" if tenant else "")
+            headers["content-disposition"] = f'attachment; filename="{name}.csv"'
+            return Response(render(report, "csv"), media_type=CSV_TYPE, headers=headers)
+        # Compact: a Lambda answer is at most 6 MB, and the report is read by programs.
+        body = json.dumps(to_json(report), separators=(",", ":"), ensure_ascii=False)
+        return Response(body, media_type=spec.CONTENT_TYPE_JSON, headers=headers)
+
+
 async def _store(operation: Callable[[], Any]) -> Any:
-    """Pin store I/O off the event loop; its failure is a retryable 503, as for /admin/usage."""
-    try:
-        return await anyio.to_thread.run_sync(operation)
-    except InternalError as exc:
-        raise InternalError("Pin store unavailable", data={"retryable": True}, status=503) from exc
+    """Store I/O off the event loop (a StorageError becomes the retryable 503)."""
+    return await anyio.to_thread.run_sync(operation)
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body())
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidRequest("Bad Request: body must be a JSON object") from None
     if not isinstance(body, dict):
         raise InvalidRequest("Bad Request: body must be a JSON object")
     return body
+
+
+def _param(request: Request, name: str) -> str | None:
+    values = request.query_params.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1 or not values[0]:
+        raise InvalidRequest(f"Bad Request: {name} must be given once, not empty")
+    return values[0]
+
+
+def _filename_safe(value: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in value)

@@ -6,8 +6,11 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
-from tollway.errors import ConfigError
+from tollway.config import CostModel, load_config
+from tollway.errors import ConfigError, StorageError
+from tollway.store.table import use_local_credentials_for_loopback
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,8 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "token":
             return print_token(args)
         if args.command == "usage":
-            from tollway.finance import usage_report
-
             return usage_report(args.month, tenant=args.tenant, format=args.format, config_path=args.config)
         if args.command == "upstream":
             return upstream_command(args)
@@ -80,8 +81,7 @@ class _CurrentStderr:
 
 
 def upstream_command(args: argparse.Namespace) -> int:
-    from tollway.config import load_config
-    from tollway.policy.definitions import NothingToApprove, approve_current
+    from tollway.policy.definitions import DefinitionGate, NothingToApprove
     from tollway.store.pins import DynamoPinStore
     from tollway.store.table import use_local_credentials_for_loopback
 
@@ -99,7 +99,7 @@ def upstream_command(args: argparse.Namespace) -> int:
         print(f"tollway: unknown upstream {args.upstream!r}", file=sys.stderr)
         return 2
     try:
-        pin = approve_current(store, args.upstream, args.kind, args.name, args.by)
+        pin = DefinitionGate(config.definitions, store).approve(args.upstream, args.kind, args.name, args.by)
     except NothingToApprove:
         print(f"tollway: no pending {args.kind} {args.name!r} on {args.upstream}", file=sys.stderr)
         return 1
@@ -107,9 +107,64 @@ def upstream_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def usage_report(
+    month: str,
+    *,
+    tenant: str | None = None,
+    format: str = "table",
+    config_path: str | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """`tollway usage report`: print one month's report; the exit status (2 = bad arguments).
+    Reads the usage table with the normal boto3 environment (TOLLWAY_TABLE;
+    AWS_ENDPOINT_URL_DYNAMODB for a local DynamoDB).
+
+    Prices come from `finance.cost_model` in the config. A config named with `--config` must
+    load; without one, an unreadable default (`$TOLLWAY_CONFIG` or `gateway.yaml`) means the
+    default prices, said on stderr, since the counts do not depend on it.
+    """
+    from tollway.finance.report import FORMATS, parse_month, render, summarize
+
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    try:
+        parse_month(month)
+    except ValueError:
+        print(f"tollway: --month must be YYYY-MM, e.g. 2026-11 (got {month!r})", file=err)
+        return 2
+    if tenant is not None and not tenant.strip():
+        print("tollway: --tenant must not be empty", file=err)
+        return 2
+    if format not in FORMATS:
+        print(f"tollway: --format must be one of {', '.join(FORMATS)}", file=err)
+        return 2
+    model = _cost_model(config_path, err)
+    use_local_credentials_for_loopback()
+
+    from tollway.store.usage import UsageStore
+
+    store = UsageStore()
+    try:
+        rows = store.month(month, tenant)
+    except StorageError as exc:
+        print(f"tollway: cannot read usage from DynamoDB table {store.table_name}: {exc.__cause__}", file=err)
+        return 1
+    out.write(render(summarize(rows, month, tenant=tenant, model=model), format))  # type: ignore[arg-type]
+    return 0
+
+
+def _cost_model(config_path: str | None, err: TextIO) -> CostModel:
+    if config_path is not None:
+        return load_config(config_path).finance.cost_model  # ConfigError: exit 2 in the CLI
+    try:
+        return load_config().finance.cost_model
+    except ConfigError as exc:
+        print(f"tollway: {exc}; estimating cost with the default cost model", file=err)
+        return CostModel()
+
+
 def print_token(args: argparse.Namespace) -> int:
     from tollway.auth.dev import mint, signing_key
-    from tollway.config import load_config
 
     if args.ttl <= 0 or args.ttl > 7 * 86400:
         print("tollway: --ttl must be between 1 and 604800 seconds", file=sys.stderr)

@@ -90,6 +90,15 @@ class UpstreamAuth(Strict):
         return self
 
 
+class CircuitConfig(Strict):
+    """Per upstream, per warm instance: after `failure_threshold` consecutive failures (timeouts,
+    unreachable, invalid answers) calls fail fast for `recovery_seconds`, then one probe call
+    decides whether the circuit closes again."""
+
+    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
+    recovery_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
 class UpstreamConfig(Strict):
     name: Annotated[str, Field(pattern=_PREFIX_RE.pattern)]
     url: str
@@ -99,9 +108,24 @@ class UpstreamConfig(Strict):
     protocol: Literal["auto", "legacy", "2026-07-28"] = "auto"
     """`auto` probes with server/discover once and remembers the answer."""
     timeout_seconds: Annotated[float, Field(gt=0, le=900)] = 25.0
+    """Budget of one request to this upstream, everything included (era probe, session opening,
+    retries, the call itself); on Lambda also bounded by the invocation's remaining time."""
     interaction_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
-    """How long a call may wait on the client while one of its server requests (elicitation,
-    sampling) is relayed — a person may be filling in a form. Streaming servers only."""
+    """How long a call may still take once one of its server requests (elicitation, sampling) has
+    been relayed to the client: a person may be filling in a form. Only 2025-era sessions on a
+    streaming server relay such requests; everything else keeps `timeout_seconds`."""
+    max_response_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 5 * 1024 * 1024
+    """Largest answer read from this upstream (JSON body or whole event stream); more is refused
+    with a clear error. The default stays below Lambda's 6 MB response limit."""
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    """Retries with jittered backoff, only where safe: lists and probes, requests that never
+    reached the upstream (connection refused), and tools/call of idempotent tools."""
+    idempotent_tools: list[str] = Field(default_factory=list)
+    """Glob patterns on this upstream's own tool names whose calls may be retried, besides tools
+    annotated `idempotentHint: true`."""
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    probe_retry_seconds: Annotated[float, Field(ge=0, le=600)] = 5.0
+    """How long a failed era probe (unreachable, timed out) is remembered before the next try."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Static, non-secret headers sent to this upstream."""
     auth: UpstreamAuth = Field(default_factory=UpstreamAuth)
@@ -292,6 +316,10 @@ class DefinitionPolicy(Strict):
     """Pin definitions the first time they are seen (trust on first use); false: an admin approves each."""
     result_injection: Literal["flag", "wrap", "block", "off"] = "flag"
     """Instruction-like text in results: mark it in `_meta`, wrap it as quoted data, or fail the call."""
+    cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """How long a warm instance trusts what it knows: the pins it read (an approval made on another
+    instance, or by the CLI, takes effect within this) and the definitions a call is checked
+    against (a definition an upstream changes is caught by calls within this, by lists at once)."""
 
 
 class TenantPolicy(Strict):

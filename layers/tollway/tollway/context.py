@@ -1,11 +1,11 @@
-"""Who is calling and how: built once per request by the protocol stage, read by the pipeline."""
+"""Who is calling and how: the values the protocol stage builds once per request and every stage
+below reads (principal, era, session, deadline). Plain data, no behaviour beyond small helpers."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
-
-from tollway.store.sessions import Session
 
 
 @dataclass(frozen=True)
@@ -15,12 +15,34 @@ class Principal:
     scopes: frozenset[str] = frozenset()
     roles: frozenset[str] = frozenset()
 
-    @property
-    def key(self) -> str:
-        return f"{self.tenant}#{self.subject}"
-
 
 ANONYMOUS = Principal(subject="anonymous", tenant="default")
+
+
+@dataclass(frozen=True)
+class UpstreamSession:
+    """A 2025-era session the gateway holds with one upstream."""
+
+    session_id: str | None
+    """None when the upstream is stateless (answered initialize without a session id)."""
+    protocol_version: str
+
+
+@dataclass
+class Session:
+    """A 2025-era client session, bound to the principal that opened it."""
+
+    id: str
+    tenant: str
+    subject: str
+    protocol_version: str
+    client_info: dict[str, Any]
+    client_capabilities: dict[str, Any]
+    expires_at: int
+    upstreams: dict[str, UpstreamSession] = field(default_factory=dict)
+
+    def owned_by(self, principal: Principal) -> bool:
+        return self.tenant == principal.tenant and self.subject == principal.subject
 
 
 @dataclass
@@ -36,3 +58,30 @@ class RequestContext:
     """Whether this response can stream, so server-to-client requests can be relayed."""
     forward_headers: dict[str, str] = field(default_factory=dict)
     """`Mcp-Param-*` headers of a 2026-07-28 call, forwarded to the upstream as sent."""
+    deadline: float | None = None
+    """`time.monotonic()` by which the answer must be written (on Lambda: before the invocation
+    ends); None: only each upstream's own timeout bounds the request."""
+
+    @property
+    def relays(self) -> bool:
+        """Whether server-to-client requests can reach this caller (a 2025 session over a stream)."""
+        return self.streaming and self.session is not None
+
+    def budget(self, seconds: float) -> float:
+        """The deadline of a step that may take `seconds`, within the request's own deadline."""
+        step = time.monotonic() + seconds
+        return step if self.deadline is None else min(step, self.deadline)
+
+
+class Deadline:
+    """When one upstream exchange (probe, session, call: all of it) must be over, as
+    `time.monotonic()`. Mutable: a call whose server request waits on a person is extended."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def extend_to(self, at: float) -> None:
+        self.at = max(self.at, at)

@@ -42,7 +42,7 @@ def run_dev(config_path: str | None, port: int) -> int:
     if http.allowed_origins is None:
         http = http.model_copy(update={"allowed_origins": [f"http://{HOST}:*", "http://localhost:*", "http://[::1]:*"]})
     config = config.model_copy(update={"http": http})
-    dev_keys, extra_routes, token_hint = None, [], None
+    dev_keys, public_routes, token_hint = None, [], None
     if not config.auth.allow_anonymous and config.auth.issuer in (None, DEV_ISSUER):
         # No issuer configured: trust the local dev issuer (its key made once in .tollway/).
         key = signing_key()
@@ -53,7 +53,7 @@ def run_dev(config_path: str | None, port: int) -> int:
         async def serve_jwks(request: Request) -> Response:
             return JSONResponse(document)
 
-        extra_routes = [Route("/.well-known/jwks.json", serve_jwks, methods=["GET"])]
+        public_routes = [Route("/.well-known/jwks.json", serve_jwks, methods=["GET"])]
         command = os.path.relpath(sys.argv[0]) if os.path.basename(sys.argv[0]) == "tollway" else "tollway"
         token_hint = f'{command} token --sub alice --tenant acme --scope "finance"' + (
             f" --config {config_path}" if config_path else ""
@@ -65,7 +65,7 @@ def run_dev(config_path: str | None, port: int) -> int:
             stack.enter_context(launch_upstream(module, config.upstream(name).url))
         from tollway.http import create_app
 
-        app = create_app(config, streaming=True, dev_keys=dev_keys, extra_routes=extra_routes)
+        app = create_app(config, streaming=True, dev_keys=dev_keys, public_routes=public_routes)
         print(f"Tollway gateway: http://{HOST}:{port}/mcp", flush=True)
         print(f"  upstreams: {', '.join(f'{u.name} ({u.url})' for u in config.upstreams)}", flush=True)
         print(f"  DynamoDB:  {table}", flush=True)

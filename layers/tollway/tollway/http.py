@@ -1,10 +1,10 @@
-"""create_app(): every route and the middleware order, in one place.
+"""create_app(): every route, the middleware order and the parts they are built from, in one place.
 
 telemetry  (outermost: request id, timing, access log, metrics)
-errors     (any failure becomes one well-formed HTTP + JSON-RPC answer)
+errors     (any failure becomes one well-formed HTTP + JSON-RPC answer: the only place)
 origin     (Origin / Host allow-list on /mcp, before any token is read)
-auth       (JWT -> Principal on scope["principal"])
-routes     /mcp -> McpEndpoint (protocol, sessions, pipeline)
+auth       (JWT -> Principal on scope["principal"]; every route but the public ones)
+routes     /mcp -> McpEndpoint (protocol, sessions, pipeline); /admin/*; public: metadata, health
 """
 
 from __future__ import annotations
@@ -12,28 +12,33 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tollway.admin import DefinitionsAdmin
+from tollway.admin import DefinitionsAdmin, UsageReportEndpoint
 from tollway.auth import DEV_ISSUER
 from tollway.auth.middleware import AuthMiddleware
 from tollway.auth.verifier import TokenVerifier
 from tollway.config import GatewayConfig
-from tollway.errors import ConfigError, GatewayError, InternalError
-from tollway.finance.admin import UsageReportEndpoint
+from tollway.errors import SCOPE_MODERN, SCOPE_REQUEST_ID, ConfigError, answer_for, error_response
+from tollway.masking.stage import MaskingStage
 from tollway.pipeline import Pipeline
 from tollway.policy.definitions import DefinitionGate
+from tollway.policy.exposure import Exposure
 from tollway.policy.quota import QuotaEnforcer
-from tollway.protocol.endpoint import McpEndpoint, error_response
+from tollway.protocol.endpoint import McpEndpoint
+from tollway.protocol.server import GatewayServer
 from tollway.protocol.transport import check_origin
 from tollway.routing.router import Router
+from tollway.routing.upstream import UpstreamClient
+from tollway.secrets import field_hash_key
 from tollway.store import Stores
 from tollway.store.sessions import SessionStore
 from tollway.telemetry import count, logger, metric
@@ -49,21 +54,27 @@ def create_app(
     store: SessionStore | None = None,
     streaming: bool | None = None,
     dev_keys: PyJWKSet | None = None,
-    extra_routes: list[Route] | None = None,
+    public_routes: list[Route] | None = None,
+    upstreams: Mapping[str, UpstreamClient] | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app.
 
     `stores`: DynamoDB by default; tests pass `Stores.memory()` (or just `store=` a session
-    store, which implies in-memory counters and usage too). `dev_keys` is passed only by
-    `tollway dev` (the dev issuer)."""
+    store, which implies in-memory counters and usage too). `dev_keys` and `public_routes` (its
+    JWKS) are passed only by `tollway dev`. `upstreams`: the clients of the upstreams by name
+    (default: streamable HTTP to their URLs; tests pass stand-ins)."""
     if streaming is None:
         streaming = config.http.streaming if config.http.streaming is not None else not _on_lambda()
     verifier = build_verifier(config, dev_keys)
     stores = stores or (Stores.memory(sessions=store) if store is not None else Stores.dynamo())
-    router = Router(config, stores.sessions, DefinitionGate(config, stores.pins))
-    pipeline = Pipeline(config, router, QuotaEnforcer(config, stores.counters), stores.usage)
-    endpoint = McpEndpoint(config, stores.sessions, pipeline, streaming=streaming)
-    definitions_admin = DefinitionsAdmin(config, stores.pins)
+    router = Router(config, stores.sessions, upstreams)
+    gate = DefinitionGate(config.definitions, stores.pins)
+    masking = MaskingStage(config, hash_key=lambda: field_hash_key(config))
+    exposure = Exposure(config, router, gate, masking)
+    server = GatewayServer(config, exposure, router)
+    pipeline = Pipeline(config, exposure, router, QuotaEnforcer(config, stores.counters), stores.usage, masking)
+    endpoint = McpEndpoint(config, stores.sessions, server, pipeline, streaming=streaming)
+    definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
 
     resource_metadata = protected_resource_metadata(config)
 
@@ -73,22 +84,27 @@ def create_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    routes = [
-        # Every method on one route, so refusals (405 with the right Allow) are JSON-RPC answers too.
-        Route("/mcp", endpoint.handle, methods=["GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"]),
+    public = [
         Route("/.well-known/oauth-protected-resource", metadata, methods=["GET"]),
         Route("/.well-known/oauth-protected-resource/mcp", metadata, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *(public_routes or []),
+    ]
+    routes = [
+        *public,
+        # Every method on one route, so refusals (405 with the right Allow) are JSON-RPC answers too.
+        Route("/mcp", endpoint.handle, methods=["GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"]),
         Route("/admin/usage", UsageReportEndpoint(config, stores.usage).handle, methods=["GET"]),
         Route("/admin/definitions/pending", definitions_admin.pending, methods=["GET"]),
         Route("/admin/definitions/approve", definitions_admin.approve, methods=["POST"]),
-        *(extra_routes or []),
     ]
     middleware = [
         Middleware(TelemetryMiddleware),
         Middleware(ErrorMiddleware),
         Middleware(OriginGuard, config=config),
-        Middleware(AuthMiddleware, config=config, verifier=verifier),
+        Middleware(
+            AuthMiddleware, config=config, verifier=verifier, public_paths=frozenset(route.path for route in public)
+        ),
     ]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.config = config
@@ -136,8 +152,9 @@ def _on_lambda() -> bool:
 
 
 class ErrorMiddleware:
-    """The last line: a GatewayError raised anywhere below becomes its answer; anything
-    else is logged with its stack and answered as a generic internal error."""
+    """The one place a failure is answered: whatever is raised below becomes the error
+    `errors.answer_for` says, with the era and request id the protocol stage put on the scope.
+    A client that went away gets no answer (there is nobody to read it)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -155,16 +172,14 @@ class ErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except GatewayError as error:
+        except ClientDisconnect:
+            logger.info("client disconnected", extra={"path": scope.get("path")})
+        except Exception as exc:
             if started:
                 raise
-            # A 2026-era refusal already carries its status (set where the era is known).
-            await error_response(error, error.request_id, False)(scope, receive, send)
-        except Exception:
-            if started:
-                raise
-            logger.exception("unhandled error", extra={"path": scope.get("path")})
-            await error_response(InternalError(), None, False)(scope, receive, send)
+            error = answer_for(exc)
+            response = error_response(error, scope.get(SCOPE_REQUEST_ID), scope.get(SCOPE_MODERN, False))
+            await response(scope, receive, send)
 
 
 class OriginGuard:

@@ -1,6 +1,7 @@
 """The auth stage: bearer token -> Principal on scope["principal"], or a spec challenge.
 
-`/mcp` and the admin API are protected; discovery endpoints (`/.well-known/…`, `/healthz`) stay open.
+Every path is protected except the public ones `create_app` names (health, protected-resource
+metadata, the dev issuer's JWKS): a route added later is protected without anyone remembering to.
 401 carries `WWW-Authenticate: Bearer resource_metadata=…` (plus `error="invalid_token"` when
 a token was sent); a valid token without the gateway's required scopes gets 403
 `insufficient_scope` naming them. Why a token failed is logged, never answered.
@@ -17,21 +18,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tollway.auth.verifier import InvalidToken, TokenVerifier
 from tollway.config import GatewayConfig
 from tollway.context import ANONYMOUS, Principal
-from tollway.errors import GatewayError
-from tollway.protocol import constants as c
-from tollway.protocol.endpoint import error_response
+from tollway.errors import Forbidden, Unauthorized
 from tollway.telemetry import count, logger
 
 _QUERY_TOKEN_PARAMS = {"access_token", "token", "id_token"}
-PROTECTED_PREFIXES = ("/mcp", "/admin")
-
-
-class Unauthorized(GatewayError):
-    status, code, message = 401, c.INVALID_REQUEST, "Unauthorized"
-
-
-class InsufficientScope(GatewayError):
-    status, code, message = 403, c.INVALID_REQUEST, "Forbidden: insufficient scope"
+MAX_CLAIM_CHARS = 256
+"""Longest tenant or subject accepted: both become parts of DynamoDB keys."""
 
 
 def metadata_url(resource: str) -> str:
@@ -41,21 +33,18 @@ def metadata_url(resource: str) -> str:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, config: GatewayConfig, verifier: TokenVerifier | None) -> None:
+    def __init__(
+        self, app: ASGIApp, config: GatewayConfig, verifier: TokenVerifier | None, public_paths: frozenset[str]
+    ) -> None:
         self.app = app
         self.config = config
         self.verifier = verifier
+        self.public_paths = public_paths
         self.challenge = f'Bearer resource_metadata="{metadata_url(config.resource)}"'
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        try:
-            scope["principal"] = await self._principal(scope)
-        except GatewayError as error:
-            await error_response(error, None, False)(scope, receive, send)
-            return
+        if scope["type"] == "http" and scope["path"] not in self.public_paths:
+            scope["principal"] = await self._principal(scope)  # raises: the error middleware answers
         await self.app(scope, receive, send)
 
     async def _principal(self, scope: Scope) -> Principal:
@@ -80,14 +69,12 @@ class AuthMiddleware:
         return principal
 
 
-def insufficient_scope(
-    config: GatewayConfig, required: list[str], missing: list[str], **extra: Any
-) -> InsufficientScope:
+def insufficient_scope(config: GatewayConfig, required: list[str], missing: list[str], **extra: Any) -> Forbidden:
     """The 403 for a valid token without the scopes a path needs (logged and counted)."""
     _refuse("insufficient scope", **extra)
     challenge = f'Bearer resource_metadata="{metadata_url(config.resource)}"'
     header = f'{challenge}, error="insufficient_scope", scope="{" ".join(required)}"'
-    return InsufficientScope(headers={"www-authenticate": header}, data={"requiredScopes": missing})
+    return Forbidden(headers={"www-authenticate": header}, data={"requiredScopes": missing})
 
 
 def _refuse(reason: str, **extra: Any) -> None:
@@ -107,17 +94,28 @@ def _bearer(scope: Scope) -> str | None:
 def principal_from_claims(claims: dict[str, Any], config: GatewayConfig) -> Principal:
     auth = config.auth
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject:
-        raise InvalidToken("token has no subject")
+    if not _usable(subject):
+        raise InvalidToken("token has no usable subject")
     tenant = claims.get(auth.tenant_claim) or auth.default_tenant
-    if not isinstance(tenant, str) or not tenant:
-        raise InvalidToken("token has no tenant")
+    if not _usable(tenant):
+        raise InvalidToken("token has no usable tenant")
     return Principal(
         subject=subject,
         tenant=tenant,
         scopes=frozenset(_words(claims.get("scope")) | _words(claims.get("scp"))),
         roles=frozenset(_words(claims.get(auth.roles_claim))),
     )
+
+
+def _usable(value: Any) -> bool:
+    """A non-empty, short string that is valid Unicode (it will be part of storage keys)."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CLAIM_CHARS:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _words(value: Any) -> set[str]:

@@ -40,6 +40,7 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
+from tollway import shapes
 from tollway.config import FieldRule
 from tollway.errors import ConfigError
 
@@ -97,17 +98,12 @@ def check_field_rules(rules: Iterable[FieldRule], where: str) -> None:
             raise ConfigError(f"{where}[{i}].buckets: bucket needs strictly ascending bounds")
 
 
-def default_hash_key(gateway_name: str) -> bytes:
-    """The `hash` key when no secret is configured: stable per gateway, fine for local use only."""
-    return hashlib.sha256(f"tollway/field-hash/{gateway_name}".encode()).digest()
-
-
 def apply_field_rules(value: Any, rules: Iterable[FieldRule], hash_key: bytes, tenant: str) -> Any:
     """A copy of `value` with each rule applied in order (the input is not modified)."""
     rules = list(rules)
     if not rules:
         return value
-    box = {"$": _copy(value)}
+    box = {"$": shapes.copy(value)}
     for rule in rules:
         steps = (("key", "$"), *parse_path(rule.path))
         if rule.action == "remove":
@@ -128,40 +124,27 @@ def apply_result_field_rules(
     rules = list(rules)
     if not rules:
         return result
-    out = dict(result)
+    changes: list[tuple[shapes.Path, Any]] = []
     if "structuredContent" in result:
-        out["structuredContent"] = apply_field_rules(result["structuredContent"], rules, hash_key, tenant)
-    content = result.get("content")
-    if isinstance(content, list):
-        out["content"] = [_json_text_block(block, rules, hash_key, tenant) for block in content]
-    return out
-
-
-def _json_text_block(block: Any, rules: list[FieldRule], hash_key: bytes, tenant: str) -> Any:
-    if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-        return block
-    text = block["text"]
-    if not text.lstrip().startswith(("{", "[")):
-        return block
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        return block
-    changed = apply_field_rules(parsed, rules, hash_key, tenant)
-    if changed == parsed:
-        return block
-    return {**block, "text": json.dumps(changed, ensure_ascii=False)}
+        changes.append(
+            (("structuredContent",), apply_field_rules(result["structuredContent"], rules, hash_key, tenant))
+        )
+    for path, block in shapes.blocks(result):
+        text = block.get("text") if block.get("type") == "text" else None
+        if isinstance(text, str) and text.lstrip().startswith(("{", "[")):
+            try:
+                parsed = json.loads(text)
+            except (ValueError, RecursionError):
+                continue
+            if shapes.depth(parsed) > shapes.MAX_DEPTH:
+                continue  # not a mirror of structured content, which is never this deep
+            changed = apply_field_rules(parsed, rules, hash_key, tenant)
+            if changed != parsed:
+                changes.append(((*path, "text"), json.dumps(changed, ensure_ascii=False)))
+    return shapes.replace(result, changes)
 
 
 # --- walking --------------------------------------------------------------------------------------
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
-
-
 def _children(node: Any, step: Step) -> Iterator[tuple[Any, Any]]:
     """(container, key) pairs the step selects in `node`."""
     if step is _ALL or step == _ALL:
@@ -207,11 +190,20 @@ def _transform(rule: FieldRule, hash_key: bytes, tenant: str) -> Callable[[Any],
 
 
 def _each_leaf(value: Any, leaf: Callable[[Any], Any]) -> Any:
-    if isinstance(value, dict):
-        return {k: _each_leaf(v, leaf) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_each_leaf(v, leaf) for v in value]
-    return None if value is None else leaf(value)
+    """`value` with `leaf` applied to every scalar in it but null (iterative: any depth)."""
+    if not isinstance(value, dict | list):
+        return None if value is None else leaf(value)
+    root = shapes.copy(value)
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for key in list(node.keys() if isinstance(node, dict) else range(len(node))):
+            child = node[key]
+            if isinstance(child, dict | list):
+                stack.append(child)
+            elif child is not None:
+                node[key] = leaf(child)
+    return root
 
 
 def _mask(value: Any) -> Any:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from itertools import accumulate
 from typing import Any
 
+from tollway import shapes
 from tollway.errors import ConfigError
 from tollway.masking.detectors import (
     API_KEY,
@@ -110,7 +111,7 @@ class Redactor:
 
     def redact_value(self, value: Any, skip: Collection[str] = ()) -> tuple[Any, Findings]:
         """Any JSON value: strings are redacted, keys and other scalars kept, shape unchanged."""
-        return self._redact(list(_strings(value, ())), value, skip)
+        return self._redact(list(shapes.strings(value)), value, skip)
 
     def redact_mcp_result(self, result: dict[str, Any], skip: Collection[str] = ()) -> tuple[dict[str, Any], Findings]:
         """The text an agent reads in a result, its schema untouched.
@@ -120,9 +121,9 @@ class Redactor:
         `messages[].content` text and embedded resource text. Binary data (`blob`, image and
         audio `data`), URIs, MIME types, names and `_meta` are left as they are.
         """
-        return self._redact(list(_result_strings(result)), result, skip)
+        return self._redact(list(shapes.texts(result)), result, skip)
 
-    def _redact(self, slots: list[tuple[Path, str]], root: Any, skip: Collection[str]) -> tuple[Any, Findings]:
+    def _redact(self, slots: list[tuple[shapes.Path, str]], root: Any, skip: Collection[str]) -> tuple[Any, Findings]:
         names = tuple(name for name in self.detectors if name not in skip) if skip else self.detectors
         if not names or not slots:
             return root, []
@@ -149,75 +150,4 @@ class Redactor:
             counts[span.detector] += 1
         changes = [(slots[i][0], "".join(parts) + texts[i][cursor[i] :]) for i, parts in pieces.items()]
         findings = [(name, counts[name]) for name in self.detectors if counts[name]]
-        return _write(root, changes), findings
-
-
-Path = tuple[str | int, ...]
-
-
-def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _strings(item, (*path, i))
-
-
-def _text_of(item: Any, path: Path) -> Iterator[tuple[Path, str]]:
-    if isinstance(item, dict) and isinstance(item.get("text"), str):
-        yield (*path, "text"), item["text"]
-
-
-def _block_strings(block: Any, path: Path) -> Iterator[tuple[Path, str]]:
-    """One content block: its text, or an embedded resource's text."""
-    if not isinstance(block, dict):
-        return
-    if block.get("type") == "text":
-        yield from _text_of(block, path)
-    elif block.get("type") == "resource":
-        yield from _text_of(block.get("resource"), (*path, "resource"))
-
-
-def _result_strings(result: dict[str, Any]) -> Iterator[tuple[Path, str]]:
-    if isinstance(result.get("content"), list):
-        for i, block in enumerate(result["content"]):
-            yield from _block_strings(block, ("content", i))
-    if "structuredContent" in result:
-        yield from _strings(result["structuredContent"], ("structuredContent",))
-    if isinstance(result.get("contents"), list):
-        for i, item in enumerate(result["contents"]):
-            yield from _text_of(item, ("contents", i))
-    if isinstance(result.get("messages"), list):
-        for i, message in enumerate(result["messages"]):
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, list):
-                for j, block in enumerate(content):
-                    yield from _block_strings(block, ("messages", i, "content", j))
-            else:
-                yield from _block_strings(content, ("messages", i, "content"))
-
-
-def _write(root: Any, changes: list[tuple[Path, str]]) -> Any:
-    """`root` with the string at each path replaced; containers on those paths are copied once,
-    everything else is shared with the input."""
-    if len(changes) == 1 and not changes[0][0]:
-        return changes[0][1]
-    copies: dict[int, Any] = {}
-
-    def copy_of(node: Any) -> Any:
-        copied = copies.get(id(node))
-        if copied is None:
-            copied = copies[id(node)] = dict(node) if isinstance(node, dict) else list(node)
-        return copied
-
-    new_root = copy_of(root)
-    for path, text in changes:
-        original, node = root, new_root
-        for key in path[:-1]:
-            original = original[key]
-            node[key] = node = copy_of(original)
-        node[path[-1]] = text
-    return new_root
+        return shapes.replace(root, changes), findings

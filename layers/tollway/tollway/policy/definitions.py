@@ -1,73 +1,249 @@
-"""Which upstream definitions (tools, resources, templates, prompts) may reach an agent.
+"""The definition gate: which upstream definitions (tools, resources, templates, prompts) may
+reach an agent, and as what.
 
-One gate serves lists and calls: a definition must match its approved pin (a changed one is
-withheld until an admin re-approves it: no "rug pull"), and it is scanned for poisoning and
-blocked, sanitized or allowed with a warning by severity (`definitions` in gateway.yaml).
-Pins are read once per upstream per `PIN_CACHE_SECONDS` per warm instance; scan verdicts are
-cached by definition hash, so a warm list costs no scanning.
+One gate serves lists and every routed call (through `policy.exposure`). In order, a definition
+must be valid MCP (an invalid one would make the SDK client refuse the whole list), match its
+approved pin (a changed one is withheld until an admin re-approves it: no "rug pull"), and pass
+the poisoning scan (blocked, sanitized or allowed with a warning by severity).
+
+Pins are read once per upstream per `definitions.cache_seconds` per warm instance (an approval
+made through this instance's admin API applies at once); verdicts are cached by definition hash
+in a bounded cache, so a warm list or call costs no scanning.
+
+Pin decisions are a pure function, `check_definitions`: given an upstream's definitions and its
+pins it says what may be published and what happened; `record_events` writes what it asks for.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from tollway.config import GatewayConfig
-from tollway.store.pins import Pin, PinEvent, PinStore, check_definitions, record_events
+import anyio.to_thread
+
+from tollway import shapes
+from tollway.config import DefinitionPolicy
+from tollway.store.pins import Pin, PinStore, pin_key
 from tollway.telemetry import count, logger
 
-PIN_CACHE_SECONDS = 30.0
+KIND_BY_LIST_KEY = {
+    "tools": "tool",
+    "resources": "resource",
+    "resourceTemplates": "resource_template",
+    "prompts": "prompt",
+}
+"""List key -> the kind pins and findings name."""
+AUTO_APPROVER = "auto:first-seen"
+VERDICT_CACHE_SIZE = 4096
+"""Definitions whose verdict a warm instance remembers (most recently used kept)."""
+
+EventType = Literal["pin", "pending", "drift"]
 
 
+# --- a definition's hash --------------------------------------------------
+HASHED_FIELDS: dict[str, tuple[str, ...]] = {
+    "tool": ("name", "title", "description", "inputSchema", "outputSchema", "annotations"),
+    "resource": ("uri", "name", "title", "description", "mimeType"),
+    "resource_template": ("uriTemplate", "name", "title", "description", "mimeType"),
+    "prompt": ("name", "title", "description", "arguments"),
+}
+"""What a definition hash covers: everything the model reads or a client trusts. Left out:
+`_meta`, `icons`, `execution`, `size` and anything an upstream may add later."""
+
+
+def definition_hash(kind: str, definition: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a canonical JSON of `kind` and the `HASHED_FIELDS` of the definition.
+
+    Canonical: keys sorted at every level, no insignificant whitespace, UTF-8, absent and null
+    fields alike, integral floats as integers (`24.0` == `24`), list order kept (it can carry
+    meaning), except prompt arguments, which are sorted by name. Invisible characters count.
+    """
+    if kind not in HASHED_FIELDS:
+        raise ValueError(f"unknown definition kind {kind!r}")
+    body: dict[str, Any] = {"kind": kind}
+    for key in HASHED_FIELDS[kind]:
+        value = definition.get(key)
+        if value is not None:
+            body[key] = value
+    if isinstance(body.get("arguments"), list):
+        body["arguments"] = sorted(
+            body["arguments"], key=lambda a: str(a.get("name", "")) if isinstance(a, dict) else ""
+        )
+    canonical = json.dumps(
+        json.loads(json.dumps(body), parse_float=_integral), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _integral(number: str) -> int | float:
+    value = float(number)
+    return int(value) if value.is_integer() else value
+
+
+# --- pins ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PinEvent:
+    """What `check_definitions` found for one definition.
+
+    `pin`: first seen and trusted (auto-approve): write the pin. `pending`: not approved yet
+    (withheld): record it for an admin. `drift`: the definition differs from its approved pin
+    (withheld): record `seen_hash`, log and count it. `recorded` says the store already holds
+    this state, so nothing needs writing (the event is still worth counting).
+    """
+
+    type: EventType
+    upstream: str
+    kind: str
+    name: str
+    hash: str
+    """The hash of the definition as the upstream serves it now."""
+    pinned_hash: str | None
+    """The approved (or proposed) hash on record; None when first seen."""
+    recorded: bool = False
+
+
+def check_definitions(
+    upstream: str,
+    kind: str,
+    definitions: Sequence[dict[str, Any]],
+    pins: dict[tuple[str, str], Pin],
+    policy: DefinitionPolicy,
+    digests: Sequence[str] | None = None,
+) -> tuple[list[dict[str, Any]], list[PinEvent]]:
+    """Which of an upstream's definitions may be published, and the pin events that produced.
+
+    Pure: no I/O. For each definition (hashed with `definition_hash(kind, ...)`):
+      - pinning off                          -> allowed, no event
+      - approved pin with the same hash      -> allowed
+      - approved pin with another hash       -> withheld, `drift` (until `approve` with the new hash)
+      - pending pin                          -> withheld, `pending`
+      - no pin, auto_approve_first_seen      -> allowed, `pin` (the caller writes it)
+      - no pin, not auto                     -> withheld, `pending` (the caller records it)
+    Definitions keep their order; they are returned as given (not copied). `digests`: their
+    hashes, in order, when the caller has them already.
+    """
+    if not policy.pinning:
+        return list(definitions), []
+    if digests is None:
+        digests = [definition_hash(kind, definition) for definition in definitions]
+    allowed: list[dict[str, Any]] = []
+    events: list[PinEvent] = []
+    for definition, digest in zip(definitions, digests, strict=True):
+        name = pin_key(shapes.definition_name(kind, definition))
+        pin = pins.get((kind, name))
+        if pin is None:
+            if policy.auto_approve_first_seen:
+                allowed.append(definition)
+                events.append(PinEvent("pin", upstream, kind, name, digest, None))
+            else:
+                events.append(PinEvent("pending", upstream, kind, name, digest, None))
+        elif pin.status == "pending":
+            events.append(PinEvent("pending", upstream, kind, name, digest, pin.hash, recorded=pin.hash == digest))
+        elif pin.hash == digest:
+            allowed.append(definition)
+        else:
+            events.append(PinEvent("drift", upstream, kind, name, digest, pin.hash, recorded=pin.seen_hash == digest))
+    return allowed, events
+
+
+def record_events(store: PinStore, events: list[PinEvent]) -> None:
+    """Write what `check_definitions` asked for; events already recorded cost nothing."""
+    for event in events:
+        if event.recorded:
+            continue
+        if event.type == "pin":
+            store.pin(event.upstream, event.kind, event.name, event.hash, AUTO_APPROVER)
+        elif event.type == "pending":
+            store.propose(event.upstream, event.kind, event.name, event.hash)
+        else:
+            store.mark_drift(event.upstream, event.kind, event.name, event.hash)
+
+
+class NothingToApprove(Exception):
+    pass
+
+
+# --- the gate -------------------------------------------------------------------------------------
 class DefinitionGate:
-    def __init__(self, config: GatewayConfig, pins: PinStore) -> None:
-        self.policy = config.definitions
+    def __init__(self, policy: DefinitionPolicy, pins: PinStore) -> None:
+        self.policy = policy
         self.store = pins
         self._pins: dict[str, tuple[float, dict[tuple[str, str], Pin]]] = {}
-        self._screened: dict[str, Any] = {}
+        self._verdicts: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
 
-    def admit(self, upstream: str, list_key: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The definitions of one list page that may be published, as they may be published."""
-        from tollway.masking.scanner import KIND_BY_LIST_KEY, definition_hash, screen_definition
-
+    async def admit(self, upstream: str, list_key: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """For each definition of one upstream, in order: what may be published (possibly
+        sanitized), or None when it is withheld."""
         kind = KIND_BY_LIST_KEY[list_key]
-        # Hashed once: the pin check and the scan cache both key on the hash.
-        digests = [definition_hash(kind, item) for item in items]
-        allowed, events = check_definitions(upstream, kind, items, self._pinned(upstream), self.policy, digests)
+        valid = [self._valid(upstream, list_key, item) for item in items]
+        candidates = [item for item, ok in zip(items, valid, strict=True) if ok]
+        digests = [definition_hash(kind, item) for item in candidates]
+        pins = self._cached_pins(upstream)
+        if pins is None and self.policy.pinning:
+            pins = await anyio.to_thread.run_sync(self._load_pins, upstream)
+        allowed, events = check_definitions(upstream, kind, candidates, pins or {}, self.policy, digests)
         if events:
-            self._record(events)
-        digest_of = {id(item): digest for item, digest in zip(items, digests, strict=True)}
-        published = []
-        for item in allowed:
-            digest = digest_of[id(item)]  # `allowed` holds the very items given, not copies
-            screened = self._screened.get(digest)
-            if screened is None:
-                screened = self._screened[digest] = screen_definition(kind, item, self.policy)
-                if screened.findings:
-                    logger.warning(
-                        "definition findings",
-                        extra={
-                            "upstream": upstream,
-                            "kind": kind,
-                            "action": screened.action,
-                            "findings": [f.to_dict() for f in screened.findings],
-                        },
-                    )
-                    count("PoisonedDefinitions", 1)
-            if screened.definition is not None:
-                published.append(screened.definition)
-        return published
+            await self._record(events)
+        pinned = {id(item) for item in allowed}  # `allowed` holds the very items given
+        verdict = {
+            id(item): self._screen(kind, item, digest)
+            for item, digest in zip(candidates, digests, strict=True)
+            if id(item) in pinned
+        }
+        return [verdict.get(id(item)) for item in items]
 
-    def _pinned(self, upstream: str) -> dict[tuple[str, str], Pin]:
-        if not self.policy.pinning:
-            return {}
+    def forget(self, upstream: str) -> None:
+        """Read the upstream's pins again on next use (after an approval on this instance)."""
+        self._pins.pop(upstream, None)
+
+    def approve(self, upstream: str, kind: str, name: str, approved_by: str) -> Pin:
+        """Approve the definition the upstream serves now (the drifted `seen_hash`, or the pending
+        one); it is published by this instance from its next request on."""
+        pin = self.store.get_all(upstream).get((kind, pin_key(name)))
+        if pin is None or (pin.status == "approved" and not pin.seen_hash):
+            raise NothingToApprove(name)
+        current = pin.seen_hash if pin.status == "approved" else pin.hash
+        logger.info("definition approved", extra={"upstream": upstream, "kind": kind, "item": name, "by": approved_by})
+        approved = self.store.approve(upstream, kind, name, current, approved_by)
+        self.forget(upstream)
+        return approved
+
+    def _valid(self, upstream: str, list_key: str, item: dict[str, Any]) -> bool:
+        why = shapes.check_definition(list_key, item)
+        if why is None and list_key == "tools":
+            from tollway.policy.arguments import schema_problem
+
+            why = schema_problem(item["inputSchema"])
+        if why is not None:
+            logger.warning(
+                "definition withheld: not valid MCP",
+                extra={
+                    "upstream": upstream,
+                    "kind": list_key,
+                    "item": shapes.definition_name(KIND_BY_LIST_KEY[list_key], item)[:128],
+                    "reason": why,
+                },
+            )
+            count("InvalidDefinitions")
+        return why is None
+
+    def _cached_pins(self, upstream: str) -> dict[tuple[str, str], Pin] | None:
         cached = self._pins.get(upstream)
-        if cached is None or time.monotonic() - cached[0] > PIN_CACHE_SECONDS:
-            cached = (time.monotonic(), self.store.get_all(upstream))
-            self._pins[upstream] = cached
+        if cached is None or time.monotonic() - cached[0] > self.policy.cache_seconds:
+            return None
         return cached[1]
 
-    def _record(self, events: list[PinEvent]) -> None:
+    def _load_pins(self, upstream: str) -> dict[tuple[str, str], Pin]:
+        pins = self.store.get_all(upstream)
+        self._pins[upstream] = (time.monotonic(), pins)
+        return pins
+
+    async def _record(self, events: list[PinEvent]) -> None:
         for event in events:
             if event.type == "drift":
                 logger.warning(
@@ -78,19 +254,27 @@ class DefinitionGate:
             elif event.type == "pending" and not event.recorded:
                 logger.info("definition awaits approval", extra={"upstream": event.upstream, "item": event.name})
         if any(not e.recorded for e in events):
-            record_events(self.store, events)
-            self._pins.pop(events[0].upstream, None)  # read the new state next time
+            await anyio.to_thread.run_sync(record_events, self.store, events)
+            self.forget(events[0].upstream)  # read the new state next time
 
+    def _screen(self, kind: str, item: dict[str, Any], digest: str) -> dict[str, Any] | None:
+        if digest in self._verdicts:
+            self._verdicts.move_to_end(digest)
+            return self._verdicts[digest]
+        from tollway.masking.poisoning import screen_definition  # ~40 ms of patterns: not at cold start
 
-class NothingToApprove(Exception):
-    pass
-
-
-def approve_current(store: PinStore, upstream: str, kind: str, name: str, approved_by: str) -> Pin:
-    """Approve the definition the upstream serves now: the drifted (`seen_hash`) or pending one."""
-    pin = store.get_all(upstream).get((kind, name))
-    if pin is None or (pin.status == "approved" and not pin.seen_hash):
-        raise NothingToApprove(name)
-    current = pin.seen_hash if pin.status == "approved" else pin.hash
-    logger.info("definition approved", extra={"upstream": upstream, "kind": kind, "item": name, "by": approved_by})
-    return store.approve(upstream, kind, name, current, approved_by)
+        screened = screen_definition(kind, item, self.policy)
+        if screened.findings:
+            logger.warning(
+                "definition findings",
+                extra={
+                    "kind": kind,
+                    "action": screened.action,
+                    "findings": [f.to_dict() for f in screened.findings],
+                },
+            )
+            count("PoisonedDefinitions", 1)
+        self._verdicts[digest] = screened.definition
+        if len(self._verdicts) > VERDICT_CACHE_SIZE:
+            self._verdicts.popitem(last=False)
+        return screened.definition

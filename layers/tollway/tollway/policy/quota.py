@@ -23,23 +23,13 @@ from datetime import UTC, datetime
 
 from tollway.config import GatewayConfig, Limits, Plan
 from tollway.context import Principal
-from tollway.errors import GatewayError
+from tollway.errors import QuotaExceeded, ServiceUnavailable
 from tollway.policy.authorization import tenant_policy
-from tollway.protocol import constants as c
 from tollway.store.counters import CounterStore, CounterStoreUnavailable, LimitReached, Window
+from tollway.store.table import key
 from tollway.telemetry import count, logger
 
-RATE_LIMITED = -32029
-"""JSON-RPC code for a call refused by a rate limit or quota (server-defined range)."""
 LEASE_DIVISOR = 50
-
-
-class QuotaExceeded(GatewayError):
-    status, code, message = 429, RATE_LIMITED, "Rate limit exceeded"
-
-
-class QuotaUnavailable(GatewayError):
-    status, code, message = 503, c.INTERNAL_ERROR, "Quota service unavailable, retry shortly"
 
 
 @dataclass(frozen=True)
@@ -75,12 +65,13 @@ class QuotaEnforcer:
             return []
         if units is None:
             units = self.cost(tool)
-        tenant_key = f"LIMIT#{principal.tenant}"
-        charges = _charges(plan.tenant, "tenant", tenant_key, units, at)
-        charges += _charges(plan.subject, "subject", f"{tenant_key}#S#{principal.subject}", units, at)
+        # Key parts escaped: a tenant or subject containing `#` never shares another's windows.
+        charges = _charges(plan.tenant, "tenant", key("LIMIT", principal.tenant), units, at)
+        subject_key = key("LIMIT", principal.tenant, "S", principal.subject)
+        charges += _charges(plan.subject, "subject", subject_key, units, at)
         for pattern, limits in plan.tools.items():
             if fnmatch.fnmatchcase(tool, pattern):
-                charges += _charges(limits, f"tool {pattern}", f"{tenant_key}#T#{pattern}", units, at)
+                charges += _charges(limits, f"tool {pattern}", key("LIMIT", principal.tenant, "T", pattern), units, at)
         return charges
 
     def admit(self, principal: Principal, tool: str) -> Admission:
@@ -128,7 +119,7 @@ class QuotaEnforcer:
             count("QuotaStoreFailures", 1)
             if failure_policy == "open":
                 return Admission(units)
-            raise QuotaUnavailable(data={"retryable": True}, headers={"retry-after": "1"}) from None
+            raise ServiceUnavailable("Quota service unavailable, retry shortly") from None
         for window, charge in charges:
             self._leases[window] = self._leases.get(window, 0) - charge
         return Admission(units)

@@ -1,14 +1,15 @@
 """`/mcp`: one HTTP exchange in, one JSON or SSE answer out, for both eras.
 
-POST reads and validates the message (transport), binds it to a session (2025 era) or
-to its own envelope (2026-07-28), runs the pipeline, and writes what the pipeline yields:
-plain JSON when the answer is a single response, SSE when notifications or relayed
-server requests come first and the client accepts a stream.
+POST reads and validates the message (transport), binds it to a session (2025 era) or to its
+own envelope (2026-07-28), sends it to the gateway's own methods (`protocol.server`) or through
+the pipeline, and writes what comes back: plain JSON when the answer is a single response, SSE
+when notifications or relayed server requests come first and the client accepts a stream.
+Failures are raised, and answered by the one error middleware (`tollway.http`).
 """
 
 from __future__ import annotations
 
-import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -18,59 +19,90 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from tollway import spec as c
 from tollway.config import GatewayConfig
-from tollway.context import ANONYMOUS, Principal, RequestContext
+from tollway.context import ANONYMOUS, Principal, RequestContext, Session
 from tollway.errors import (
-    GatewayError,
-    InternalError,
-    InvalidParams,
+    MalformedParams,
     MethodNotAllowed,
+    MethodNotFound,
     SessionNotFound,
     SessionRequired,
+    answer_for,
+    error_body,
+    json_body,
+    json_response,
 )
+from tollway.methods import OWN_LEGACY_ONLY, OWN_MODERN_ONLY, ROUTED, check_envelope
 from tollway.pipeline import Pipeline
-from tollway.protocol import constants as c
+from tollway.protocol.server import GatewayServer
 from tollway.protocol.transport import Incoming, is_modern, read_post
 from tollway.routing.upstream import drain
-from tollway.store.sessions import Session, SessionStore
+from tollway.store.sessions import SessionStore
 from tollway.telemetry import logger
 
 ALLOW_LEGACY = "POST, DELETE"
 ALLOW_MODERN = "POST"
+LAMBDA_MARGIN_SECONDS = 1.0
+"""On Lambda, an answer is written this long before the invocation would be cut off."""
+_SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+"""Visible ASCII (the spec's rule), and short: anything else cannot be one of ours."""
 
 
 class McpEndpoint:
-    def __init__(self, config: GatewayConfig, store: SessionStore, pipeline: Pipeline, streaming: bool) -> None:
+    def __init__(
+        self, config: GatewayConfig, store: SessionStore, server: GatewayServer, pipeline: Pipeline, streaming: bool
+    ) -> None:
         self.config = config
         self.store = store
+        self.server = server
         self.pipeline = pipeline
-        self.router = pipeline.router
         self.streaming = streaming
+
+    async def handle(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self.post(request)
+        if request.method == "DELETE" and not is_modern(request):
+            return await self.delete(request)
+        # GET included: there is no standalone server stream, nothing is pushed outside a request.
+        raise MethodNotAllowed(headers={"allow": ALLOW_MODERN if is_modern(request) else ALLOW_LEGACY})
 
     # --- POST ---------------------------------------------------------------------------------
     async def post(self, request: Request) -> Response:
         incoming = await read_post(request, self.config.http)
         principal: Principal = request.scope.get("principal", ANONYMOUS)
-        request_id = incoming.message.get("id")
-        try:
-            if not incoming.modern and incoming.method == "initialize" and incoming.kind == "request":
-                return await self._initialize(incoming, principal)
-            ctx = await self._context(incoming, principal)
-            if incoming.kind == "notification":
-                return Response(status_code=202)
-            if incoming.kind == "response":
-                await self.router.relay_client_response(ctx, incoming.message)
-                return Response(status_code=202)
-            return await self._answer(ctx, incoming, self.pipeline.handle(ctx, incoming.message))
-        except GatewayError as error:
-            return error_response(error, request_id, incoming.modern)
-        except Exception:
-            logger.exception("request failed", extra={"method": incoming.method})
-            return error_response(InternalError(), request_id, incoming.modern)
+        if not incoming.modern and incoming.method == "initialize" and incoming.kind == "request":
+            return await self._initialize(incoming, principal, request)
+        ctx = await self._context(incoming, principal, request)
+        if incoming.kind == "notification":
+            return Response(status_code=202)
+        if incoming.kind == "response":
+            await self.pipeline.relay(ctx, incoming.message)
+            return Response(status_code=202)
+        return await self._answer(ctx, incoming, self._dispatch(ctx, incoming.message))
 
-    async def _context(self, incoming: Incoming, principal: Principal) -> RequestContext:
+    async def _dispatch(self, ctx: RequestContext, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The gateway's own methods, or the pipeline for routed ones; the final result framed for the era."""
+        method, params, request_id = request["method"], request.get("params") or {}, request["id"]
+        check_envelope(params)
+        own = self.server.methods.get(method)
+        route = ROUTED.get(method)
+        if own is not None and method not in (OWN_LEGACY_ONLY if ctx.modern else OWN_MODERN_ONLY):
+            result = await own(ctx, params)
+            yield {"jsonrpc": "2.0", "id": request_id, "result": self.server.decorate(ctx, result)}
+            return
+        if route is None or (ctx.modern and not route.modern):
+            raise MethodNotFound(data={"method": method})
+        async for message in self.pipeline.handle(ctx, route, request):
+            if "method" not in message and message.get("id") == request_id and "result" in message:
+                message = {**message, "result": self.server.decorate(ctx, message["result"])}
+            yield message
+
+    async def _context(self, incoming: Incoming, principal: Principal, request: Request) -> RequestContext:
+        streaming = self.streaming and incoming.accepts_sse
+        deadline = _deadline(request)
         if incoming.modern:
-            meta = incoming.params.get("_meta") or {}
+            meta = _dict(incoming.params.get("_meta"))  # a request's envelope is checked on the way in
             return RequestContext(
                 principal=principal,
                 modern=True,
@@ -78,8 +110,9 @@ class McpEndpoint:
                 client_info=_dict(meta.get(c.META_CLIENT_INFO)),
                 client_capabilities=_dict(meta.get(c.META_CLIENT_CAPABILITIES)),
                 forward_headers=incoming.forward_headers,
+                streaming=streaming,
+                deadline=deadline,
             )
-        # Store I/O off the event loop: the local server serves many requests at once.
         session = await anyio.to_thread.run_sync(self._session, incoming.session_id, principal)
         return RequestContext(
             principal=principal,
@@ -88,15 +121,17 @@ class McpEndpoint:
             client_info=session.client_info,
             client_capabilities=session.client_capabilities,
             session=session,
-            streaming=self.streaming and incoming.accepts_sse,
+            streaming=streaming,
+            deadline=deadline,
         )
 
     def _session(self, session_id: str | None, principal: Principal, renew: bool = True) -> Session:
+        """The caller's session (blocking store I/O: called off the event loop)."""
         if not session_id:
             raise SessionRequired()
-        session = self.store.get(session_id)
+        session = self.store.get(session_id) if _SESSION_ID.fullmatch(session_id) else None
         # A session of another principal is answered exactly like a missing one.
-        if session is None or not session.owned_by(principal.tenant, principal.subject):
+        if session is None or not session.owned_by(principal):
             raise SessionNotFound()
         ttl = self.config.sessions.ttl_seconds
         if renew and session.expires_at - time.time() < ttl / 2:
@@ -105,12 +140,13 @@ class McpEndpoint:
             self.store.renew(session.id, session.expires_at)
         return session
 
-    async def _initialize(self, incoming: Incoming, principal: Principal) -> Response:
+    async def _initialize(self, incoming: Incoming, principal: Principal, request: Request) -> Response:
         params = incoming.params
+        check_envelope(params)
         requested = params.get("protocolVersion")
         capabilities, info = params.get("capabilities"), params.get("clientInfo")
         if not isinstance(requested, str) or not isinstance(capabilities, dict) or not isinstance(info, dict):
-            raise InvalidParams("initialize needs protocolVersion, capabilities and clientInfo")
+            raise MalformedParams("Invalid params: initialize needs protocolVersion, capabilities and clientInfo")
         version = requested if requested in c.HANDSHAKE_VERSIONS else c.LATEST_HANDSHAKE_VERSION
         session = Session(
             id=secrets.token_urlsafe(32),
@@ -121,13 +157,9 @@ class McpEndpoint:
             client_capabilities=capabilities,
             expires_at=int(time.time()) + self.config.sessions.ttl_seconds,
         )
-        result = {
-            "protocolVersion": version,
-            "capabilities": await self.pipeline.capabilities(),
-            "serverInfo": self.pipeline.server_info,
-            "instructions": f"Tools of {len(self.config.upstreams)} MCP servers, namespaced by server prefix.",
-        }
-        self.store.create(session)
+        ctx = RequestContext(principal, False, version, deadline=_deadline(request))
+        result = await self.server.initialize(ctx, version)
+        await anyio.to_thread.run_sync(self.store.create, session)
         logger.info("session started", extra={"protocol_version": version, "tenant": principal.tenant})
         body = {"jsonrpc": "2.0", "id": incoming.message["id"], "result": result}
         return json_response(body, headers={c.SESSION_ID_HEADER: session.id})
@@ -135,50 +167,39 @@ class McpEndpoint:
     async def _answer(self, ctx: RequestContext, incoming: Incoming, stream: AsyncIterator[dict[str, Any]]) -> Response:
         """JSON when the first thing the pipeline yields is the response; SSE when events come first."""
         first = await anext(stream)
-        if _is_final(first, incoming.message["id"]):
+        request_id = incoming.message["id"]
+        if _is_final(first, request_id):
             await drain(stream)  # let the upstream exchange finish and release its connection
             return json_response(first, status=_status_of(first, ctx.modern))
         if not incoming.accepts_sse:
             final = await drain(stream)
             return json_response(final, status=_status_of(final, ctx.modern))
         return StreamingResponse(
-            _sse(first, stream, incoming.message["id"]),
+            _sse(first, stream, request_id),
             media_type=c.CONTENT_TYPE_SSE,
             headers={"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"},
         )
-
-    async def handle(self, request: Request) -> Response:
-        if request.method == "POST":
-            return await self.post(request)
-        if request.method == "DELETE" and not is_modern(request):
-            return await self.delete(request)
-        # GET included: there is no standalone server stream, nothing is pushed outside a request.
-        raise MethodNotAllowed(headers={"allow": ALLOW_MODERN if is_modern(request) else ALLOW_LEGACY})
 
     # --- DELETE ---------------------------------------------------------------------------------
     async def delete(self, request: Request) -> Response:
         principal: Principal = request.scope.get("principal", ANONYMOUS)
         # No renewal: a write right before the delete is wasted.
-        session = self._session(request.headers.get(c.SESSION_ID_HEADER), principal, renew=False)
-        await self.router.close(RequestContext(principal, False, session.protocol_version, session=session))
-        self.store.delete(session.id)
+        session_id = request.headers.get(c.SESSION_ID_HEADER)
+        session = await anyio.to_thread.run_sync(self._session, session_id, principal, False)
+        ctx = RequestContext(principal, False, session.protocol_version, session=session, deadline=_deadline(request))
+        await self.pipeline.router.close(ctx)
+        await anyio.to_thread.run_sync(self.store.delete, session.id)
         logger.info("session ended", extra={"tenant": principal.tenant})
         return Response(status_code=204)
 
 
-# --- writing answers -----------------------------------------------------------------------------
-def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-        status_code=status,
-        media_type=c.CONTENT_TYPE_JSON,
-        headers=headers,
-    )
-
-
-def error_response(error: GatewayError, request_id: Any, modern: bool) -> Response:
-    body = {"jsonrpc": "2.0", "id": request_id, "error": error.to_error()}
-    return json_response(body, status=error.http_status(modern), headers=error.headers)
+def _deadline(request: Request) -> float | None:
+    """On Lambda (Mangum puts the invocation's context on the scope): before the invocation ends."""
+    context = request.scope.get("aws.context")
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return time.monotonic() + remaining() / 1000 - LAMBDA_MARGIN_SECONDS
 
 
 def _status_of(message: dict[str, Any], modern: bool) -> int:
@@ -191,20 +212,17 @@ def _is_final(message: dict[str, Any], request_id: Any) -> bool:
 
 
 async def _sse(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]], request_id: Any) -> AsyncIterator[bytes]:
+    """The event stream of one request. The response has started: a failure becomes the last event."""
     yield _event(first)
     try:
         async for item in rest:
             yield _event(item)
-    except GatewayError as error:
-        yield _event({"jsonrpc": "2.0", "id": request_id, "error": error.to_error()})
-    except Exception:
-        logger.exception("stream failed")
-        yield _event({"jsonrpc": "2.0", "id": request_id, "error": InternalError().to_error()})
+    except Exception as exc:
+        yield _event(error_body(answer_for(exc), request_id))
 
 
 def _event(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-    return f"event: message\ndata: {data}\n\n".encode()
+    return b"event: message\ndata: " + json_body(message) + b"\n\n"
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -8,20 +8,24 @@ then checked rung by rung; everything else is the 2025 session era.
 
 from __future__ import annotations
 
-import fnmatch
 import json
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from starlette.requests import Request
 
+from tollway import shapes
+from tollway import spec as c
 from tollway.config import HttpConfig
 from tollway.errors import (
+    SCOPE_MODERN,
+    SCOPE_REQUEST_ID,
     ForbiddenOrigin,
-    GatewayError,
     HeaderMismatch,
-    InvalidParams,
     InvalidRequest,
+    MalformedParams,
     MisdirectedHost,
     NotAcceptable,
     ParseError,
@@ -30,8 +34,6 @@ from tollway.errors import (
     UnsupportedModernVersion,
     UnsupportedVersion,
 )
-from tollway.protocol import constants as c
-from tollway.protocol.headers import decode_header_value
 
 Kind = Literal["request", "notification", "response"]
 
@@ -61,12 +63,19 @@ def check_origin(request: Request, http: HttpConfig) -> None:
     Runs as its own middleware ahead of authentication (`OriginGuard`), so a DNS-rebinding or
     cross-site request is refused as such before any token is looked at."""
     origin = request.headers.get("origin")
-    if origin and not any(fnmatch.fnmatchcase(origin, p) for p in http.allowed_origins or ()):
+    if origin and not any(_wildcard(p).fullmatch(origin) for p in http.allowed_origins or ()):
         raise ForbiddenOrigin()
     if http.allowed_hosts is not None:
         host = request.headers.get("host", "")
-        if not any(fnmatch.fnmatchcase(host, p) for p in http.allowed_hosts):
+        if not any(_wildcard(p).fullmatch(host) for p in http.allowed_hosts):
             raise MisdirectedHost()
+
+
+@lru_cache(maxsize=64)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """An allow-list entry: `*` matches anything, every other character only itself (so the
+    brackets of `[::1]:*` are an IPv6 host, not a character class)."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.IGNORECASE)
 
 
 def is_modern(request: Request) -> bool:
@@ -75,6 +84,9 @@ def is_modern(request: Request) -> bool:
 
 
 async def read_post(request: Request, http: HttpConfig) -> Incoming:
+    """The one JSON-RPC message of a POST. The era, and the request id once it is known, are
+    published on the ASGI scope for whoever answers a failure (the error middleware)."""
+    modern = request.scope[SCOPE_MODERN] = is_modern(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != c.CONTENT_TYPE_JSON:
         raise UnsupportedMediaType()
@@ -83,14 +95,10 @@ async def read_post(request: Request, http: HttpConfig) -> Incoming:
         raise NotAcceptable()
     message = _parse(await _read_body(request, http.max_body_bytes))
     kind = _kind(message)
-    if is_modern(request):
-        try:
-            version = _check_modern(request, message, kind)
-        except GatewayError as error:
-            # Ladder rejections carry the request id and the 2026 status table's answer.
-            error.request_id = message.get("id")
-            error.status = error.http_status(modern=True)
-            raise
+    if "id" in message:
+        request.scope[SCOPE_REQUEST_ID] = message["id"]
+    if modern:
+        version = _check_modern(request, message, kind)
         return Incoming(message, kind, True, version, None, accepts_sse, _param_headers(request))
     version = request.headers.get(c.PROTOCOL_VERSION_HEADER)
     if version is not None and version not in c.HANDSHAKE_VERSIONS:
@@ -126,16 +134,29 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _parse(body: bytes) -> dict[str, Any]:
+    """JSON as RFC 8259 has it: UTF-8, no NaN or Infinity, no lone UTF-16 surrogate (`\\ud800`
+    parses in Python, then cannot be written as UTF-8 again)."""
     try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
+        message = json.loads(body, parse_constant=_not_json)
+        if _SURROGATE_ESCAPE.search(body):
+            json.dumps(message, ensure_ascii=False).encode()
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError
         raise ParseError() from None
     if isinstance(message, list):
         raise InvalidRequest("Invalid request: batch requests are not supported")
     if not isinstance(message, dict):
         raise InvalidRequest("Invalid request: body must be one JSON-RPC object")
+    if shapes.depth(message) > shapes.MAX_DEPTH:
+        raise InvalidRequest(f"Invalid request: nested deeper than {shapes.MAX_DEPTH} levels")
     return message
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _kind(message: dict[str, Any]) -> Kind:
@@ -176,12 +197,12 @@ def _check_modern(request: Request, message: dict[str, Any], kind: Kind) -> str:
             seen.add(name)
     meta = message.get("params", {}).get("_meta") if isinstance(message.get("params"), dict) else None
     if not isinstance(meta, dict):
-        raise InvalidParams(
+        raise MalformedParams(
             f"params._meta must be an object carrying {c.META_PROTOCOL_VERSION!r} and {c.META_CLIENT_CAPABILITIES!r}"
         )
     missing = [k for k in (c.META_PROTOCOL_VERSION, c.META_CLIENT_CAPABILITIES) if k not in meta]
     if missing:
-        raise InvalidParams(f"params._meta is missing the required envelope key(s): {', '.join(missing)}")
+        raise MalformedParams(f"params._meta is missing the required envelope key(s): {', '.join(missing)}")
     body_version = meta[c.META_PROTOCOL_VERSION]
     if header_version != body_version:
         raise HeaderMismatch("mcp-protocol-version header does not match the request envelope's protocol version")
@@ -191,7 +212,7 @@ def _check_modern(request: Request, message: dict[str, Any], kind: Kind) -> str:
     name_key = c.NAME_BEARING_METHODS.get(method)
     if name_key is not None:
         body_name = message["params"].get(name_key)
-        if body_name is not None and decode_header_value(request.headers.get(c.NAME_HEADER)) != body_name:
+        if body_name is not None and c.decode_header_value(request.headers.get(c.NAME_HEADER)) != body_name:
             raise HeaderMismatch(f"mcp-name header does not match the request body's {name_key!r} parameter")
     _require_supported(body_version)
     return body_version

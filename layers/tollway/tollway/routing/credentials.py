@@ -17,6 +17,7 @@ import httpx
 
 from tollway.config import UpstreamConfig
 from tollway.errors import UpstreamAuthError
+from tollway.secrets import get_secret
 from tollway.telemetry import logger
 
 SECRET_MAX_AGE = 300
@@ -50,16 +51,14 @@ class UpstreamCredentials:
         self._token = None
 
     async def _secret(self) -> str:
-        from aws_lambda_powertools.utilities import parameters
-
-        name = self.config.auth.secret
+        name = str(self.config.auth.secret)
         try:
-            value = await anyio.to_thread.run_sync(lambda: parameters.get_secret(name, max_age=SECRET_MAX_AGE))
+            value = await anyio.to_thread.run_sync(get_secret, name, SECRET_MAX_AGE)
         except Exception as exc:  # boundary: any Secrets Manager failure is the same answer to the caller
             logger.error(
                 "upstream secret unavailable", extra={"upstream": self.config.name, "error": type(exc).__name__}
             )
-            raise UpstreamAuthError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
+            raise self._unavailable() from exc
         return str(value)
 
     async def _client_credentials_token(self) -> str:
@@ -77,7 +76,7 @@ class UpstreamCredentials:
             logger.error(
                 "upstream client secret is not {client_id, client_secret}", extra={"upstream": self.config.name}
             )
-            raise UpstreamAuthError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
+            raise self._unavailable() from exc
         if auth.scope:
             form["scope"] = auth.scope
         try:
@@ -85,14 +84,17 @@ class UpstreamCredentials:
                 reply = await http.post(auth.token_url or "", data=form, timeout=10.0)
             body = reply.json() if reply.status_code == 200 else {}
         except (httpx.HTTPError, ValueError) as exc:
-            raise UpstreamAuthError(f"Upstream {self.config.name!r} credentials are unavailable") from exc
+            raise self._unavailable() from exc
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
             logger.error(
                 "upstream token endpoint refused", extra={"upstream": self.config.name, "status": reply.status_code}
             )
-            raise UpstreamAuthError(f"Upstream {self.config.name!r} credentials are unavailable")
+            raise self._unavailable()
         lifetime = body.get("expires_in")
         lifetime = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else 300.0
         self._token = _Token(token, time.time() + lifetime)
         return token
+
+    def _unavailable(self) -> UpstreamAuthError:
+        return UpstreamAuthError(self.config.name, f"Upstream '{self.config.name}' credentials are unavailable")

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from tollway.config import PREFIX_SEPARATOR, URI_PREFIX_SEPARATOR, UpstreamConfig
 
+_NAMED = ("tools", "prompts")
+"""List keys whose items are named; the others (resources, resourceTemplates) are URIs."""
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 """MCP tool names (2025-11-25): 1-128 chars of letters, digits, '_', '-', '.'."""
 
@@ -46,6 +48,14 @@ class Namespace:
 
     def resolve_uri(self, public: str) -> tuple[UpstreamConfig, str] | None:
         return self._resolve(public, URI_PREFIX_SEPARATOR)
+
+    # either, by the list an item comes from ----------------------------------------------------
+    def public(self, upstream: UpstreamConfig, list_key: str, own: str) -> str | None:
+        """The public form of an upstream's own tool/prompt name or resource URI (template)."""
+        return self.public_name(upstream, own) if list_key in _NAMED else self.public_uri(upstream, own)
+
+    def resolve(self, list_key: str, public: str) -> tuple[UpstreamConfig, str] | None:
+        return self.resolve_name(public) if list_key in _NAMED else self.resolve_uri(public)
 
     def _resolve(self, public: str, separator: str) -> tuple[UpstreamConfig, str] | None:
         """The upstream a public name or URI belongs to, and its own name for it."""

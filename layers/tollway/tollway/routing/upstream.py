@@ -1,8 +1,12 @@
-"""Talking to one upstream MCP server over streamable HTTP, in either era.
+"""Talking to one upstream MCP server over streamable HTTP, in either era: the wire only.
 
 `exchange()` sends one JSON-RPC message and yields what comes back: notifications and
-server-to-client requests as the upstream streams them (SSE), then the final response.
-Sessions and era choice live in the router; this module only speaks the wire.
+server-to-client requests as the upstream streams them (SSE), then the final response. What
+reaches the caller is always well formed: every message is checked as it arrives (JSON-RPC
+shape, our request's id, a valid MCP result for the method), the answer is read within the
+request's deadline and the upstream's size limit, and an upstream error's own message and data
+are bounded in size. Anything else is one of the `UpstreamError`s, and counts against the
+upstream's circuit breaker. Eras, sessions and retries are the router's.
 """
 
 from __future__ import annotations
@@ -11,19 +15,34 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import httpx
 
+from tollway import shapes, spec
 from tollway.config import UpstreamConfig
-from tollway.errors import UpstreamAuthError, UpstreamError
-from tollway.protocol import constants as c
-from tollway.protocol.headers import encode_header_value
+from tollway.context import Deadline, UpstreamSession
+from tollway.errors import (
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamInvalidResponse,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnavailable,
+)
 from tollway.routing.credentials import UpstreamCredentials
+from tollway.routing.resilience import CircuitBreaker
 from tollway.telemetry import logger
 
+ERROR_MESSAGE_CHARS = 500
+"""An upstream error's message is cut to this many characters (it may carry a stack trace)."""
+ERROR_DATA_BYTES = 2048
+"""An upstream error's `data` is relayed only if its JSON is at most this large."""
+CONNECT_TIMEOUT_SECONDS = 5.0
+_T = TypeVar("_T")
 _ids = itertools.count(1)
 
 
@@ -37,12 +56,17 @@ class SessionLost(Exception):
     """The upstream answered 404 for our session id: it expired or the server restarted."""
 
 
+class NotSpoken(Exception):
+    """The upstream answered, but not in the era asked for (a probe's negative answer)."""
+
+
 @dataclass
 class UpstreamInfo:
     """What an upstream speaks and offers; learned once per warm instance."""
 
     modern: bool
-    legacy: bool
+    legacy: bool | None
+    """None: not known yet (a 2026-07-28 upstream probed as `auto`; asked when a 2025 caller needs it)."""
     capabilities: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,85 +87,237 @@ def http_client() -> httpx.AsyncClient:
     return _http_client
 
 
-class Upstream:
+class UpstreamClient:
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
         self.name = config.name
         self.credentials = UpstreamCredentials(config)
-
-    async def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """What every request to this upstream carries: config headers, then the gateway's own
-        credentials for it. Nothing from the caller's request except what `extra` names."""
-        return {**self.config.headers, **(extra or {}), **await self.credentials.headers()}
+        self.breaker = CircuitBreaker(config.name, config.circuit)
 
     async def exchange(
         self,
         message: dict[str, Any],
         *,
+        deadline: Deadline,
         session: str | None = None,
         protocol_version: str | None = None,
         modern: bool = False,
         extra_headers: dict[str, str] | None = None,
-        read_timeout: float | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """POST one message; yield every JSON-RPC message of the answer, the response last.
 
-        `read_timeout` (default: the upstream's timeout) bounds the wait between two events; a
-        call whose server requests are relayed to a person gets the longer interaction timeout.
-        `response_headers`, when given, is filled with the HTTP response's headers (lower-case names).
-
-        For a notification or a response (202 Accepted) nothing is yielded.
+        For a notification or a response (202 Accepted) nothing is yielded. `response_headers`,
+        when given, is filled with the HTTP response's headers (lower-case names).
         """
+        self.breaker.check()
+        healthy: bool | None = None
+        try:
+            async for item in self._exchange(
+                message, deadline, session, protocol_version, modern, extra_headers, response_headers
+            ):
+                yield item
+            healthy = True
+        except (UpstreamAuthError, UpstreamTooLarge, SessionLost):
+            healthy = True  # the upstream is up: configuration, the tool's answer, an expired session
+            raise
+        except UpstreamError:
+            healthy = False
+            raise
+        finally:
+            self.breaker.record(healthy)
+
+    async def _exchange(
+        self,
+        message: dict[str, Any],
+        deadline: Deadline,
+        session: str | None,
+        protocol_version: str | None,
+        modern: bool,
+        extra_headers: dict[str, str] | None,
+        response_headers: dict[str, str] | None,
+    ) -> AsyncIterator[dict[str, Any]]:
         headers = {
-            "accept": f"{c.CONTENT_TYPE_JSON}, {c.CONTENT_TYPE_SSE}",
-            "content-type": c.CONTENT_TYPE_JSON,
-            **await self._headers(extra_headers),
+            "accept": f"{spec.CONTENT_TYPE_JSON}, {spec.CONTENT_TYPE_SSE}",
+            "content-type": spec.CONTENT_TYPE_JSON,
+            **self.config.headers,
+            **(extra_headers or {}),
+            **await self._within(deadline, self.credentials.headers()),
         }
         if protocol_version:
-            headers[c.PROTOCOL_VERSION_HEADER] = protocol_version
+            headers[spec.PROTOCOL_VERSION_HEADER] = protocol_version
         if session:
-            headers[c.SESSION_ID_HEADER] = session
+            headers[spec.SESSION_ID_HEADER] = session
         if modern and "method" in message:
-            headers[c.METHOD_HEADER] = message["method"]
-            name_key = c.NAME_BEARING_METHODS.get(message["method"])
+            headers[spec.METHOD_HEADER] = message["method"]
+            name_key = spec.NAME_BEARING_METHODS.get(message["method"])
             name = (message.get("params") or {}).get(name_key) if name_key else None
             if isinstance(name, str):
-                headers[c.NAME_HEADER] = encode_header_value(name)
-        timeout = httpx.Timeout(
-            self.config.timeout_seconds,
-            connect=min(5.0, self.config.timeout_seconds),
-            read=read_timeout or self.config.timeout_seconds,
-        )
+                headers[spec.NAME_HEADER] = spec.encode_header_value(name)
         body = json.dumps(message, separators=(",", ":")).encode()
+        client = http_client()
+        # The deadline bounds every wait below; httpx's own timeout only bounds connecting.
+        timeout = httpx.Timeout(None, connect=min(CONNECT_TIMEOUT_SECONDS, max(deadline.remaining(), 0.01)))
+        request = client.build_request("POST", self.config.url, content=body, headers=headers, timeout=timeout)
         try:
-            async with http_client().stream(
-                "POST", self.config.url, content=body, headers=headers, timeout=timeout
-            ) as response:
-                async for item in self._read(response, session, response_headers):
+            response = await self._within(deadline, client.send(request, stream=True))
+            try:
+                async for item in self._read(response, message, deadline, session, response_headers):
                     yield item
-        except (SessionLost, UpstreamError):
-            raise
+            finally:
+                await response.aclose()
+        except TimeoutError:
+            logger.warning("upstream timed out", extra={"upstream": self.name})
+            raise UpstreamTimeout(self.name, retryable=True) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            logger.warning("upstream unreachable", extra={"upstream": self.name, "error": type(exc).__name__})
+            raise UpstreamUnavailable(self.name, retryable=True, sent=False) from exc
         except httpx.TimeoutException as exc:
             logger.warning("upstream timed out", extra={"upstream": self.name})
-            raise UpstreamError(f"Upstream {self.name!r} timed out", data={"upstream": self.name}) from exc
-        except (httpx.HTTPError, ValueError) as exc:
-            logger.warning("upstream unreachable", extra={"upstream": self.name, "error": type(exc).__name__})
-            raise UpstreamError(
-                f"Upstream {self.name!r} is unavailable", data={"upstream": self.name, "retryable": True}
-            ) from exc
+            raise UpstreamTimeout(self.name, retryable=True) from exc
+        except httpx.HTTPError as exc:
+            logger.warning("upstream connection failed", extra={"upstream": self.name, "error": type(exc).__name__})
+            raise UpstreamUnavailable(self.name, retryable=True) from exc
 
+    async def _within(self, deadline: Deadline, step: Awaitable[_T]) -> _T:
+        """Await one step of the exchange, or raise TimeoutError at the deadline."""
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            if asyncio.iscoroutine(step):
+                step.close()
+            raise TimeoutError
+        with anyio.fail_after(remaining):
+            return await step
+
+    async def _read(
+        self,
+        response: httpx.Response,
+        sent: dict[str, Any],
+        deadline: Deadline,
+        session: str | None,
+        response_headers: dict[str, str] | None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        if response_headers is not None:
+            response_headers.update(response.headers)
+        status = response.status_code
+        if status == 404 and session:
+            raise SessionLost(self.name)
+        if status in (401, 403):
+            raise self._refused()
+        if status == 202:
+            return
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == spec.CONTENT_TYPE_SSE and status == 200:
+            async for message in self._events(response, deadline):
+                checked = self._check(message, sent)
+                yield checked
+                if _is_response(checked):
+                    return  # ours: the rest of the stream carries nothing for this request
+            return
+        raw = b"".join([chunk async for chunk in self._chunks(response, deadline)])
+        if content_type != spec.CONTENT_TYPE_JSON:
+            raise self._unusable(status, f"HTTP {status} {content_type or 'without content type'}")
+        try:
+            message = _loads(raw)
+        except ValueError:
+            raise self._unusable(status, "body is not JSON") from None
+        if status != 200 and not (isinstance(message, dict) and isinstance(message.get("error"), dict)):
+            raise self._unusable(status, f"HTTP {status}")
+        yield self._check(message, sent)
+
+    async def _chunks(self, response: httpx.Response, deadline: Deadline) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk, each within the deadline; refused past the size limit."""
+        limit, total = self.config.max_response_bytes, 0
+        chunks = response.aiter_bytes()
+        while True:
+            try:
+                chunk = await self._within(deadline, anext(chunks))
+            except StopAsyncIteration:
+                return
+            total += len(chunk)
+            if total > limit:
+                logger.warning("upstream answer too large", extra={"upstream": self.name, "max_bytes": limit})
+                raise UpstreamTooLarge(self.name, data={"maxBytes": limit})
+            yield chunk
+
+    async def _events(self, response: httpx.Response, deadline: Deadline) -> AsyncIterator[Any]:
+        """JSON-RPC messages of an event stream; events without data (priming, keepalive) skipped."""
+        buffer, data = b"", []
+        async for chunk in self._chunks(response, deadline):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+                if line.startswith("data:"):
+                    data.append(line[5:].removeprefix(" "))
+                elif line == "" and data:
+                    payload, data = "\n".join(data).strip(), []
+                    if not payload:
+                        continue  # a priming event: an id to resume from, no message
+                    try:
+                        yield _loads(payload.encode())
+                    except ValueError:
+                        raise self._invalid("event data is not JSON") from None
+        raise self._invalid("stream ended without a response")
+
+    def _check(self, message: Any, sent: dict[str, Any]) -> dict[str, Any]:
+        """The message as the caller may see it, or UpstreamInvalidResponse."""
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            raise self._invalid("not a JSON-RPC message")
+        if "method" in message:
+            if not isinstance(message["method"], str) or not isinstance(message.get("params", {}), dict):
+                raise self._invalid("malformed notification or request")
+            if "id" in message and not _valid_id(message["id"]):
+                raise self._invalid("server request with an invalid id")
+            return message
+        if message.get("id") != sent.get("id") or ("result" in message) == ("error" in message):
+            raise self._invalid("response to another request, or neither result nor error")
+        if "error" in message:
+            return {"jsonrpc": "2.0", "id": message["id"], "error": self._bounded(message["error"])}
+        why = shapes.check_result(str(sent.get("method")), message["result"])
+        if why is not None:
+            raise self._invalid(why)
+        return message
+
+    def _bounded(self, error: Any) -> dict[str, Any]:
+        """An upstream's error object, well formed and small: its message may carry a stack trace."""
+        code, message = error.get("code") if isinstance(error, dict) else None, None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = error["message"]
+        if not isinstance(code, int) or isinstance(code, bool) or message is None:
+            raise self._invalid("malformed error object")
+        if len(message) > ERROR_MESSAGE_CHARS:
+            message = message[: ERROR_MESSAGE_CHARS - 1] + "…"
+        bounded: dict[str, Any] = {"code": code, "message": message or "Upstream error"}
+        if "data" in error and len(json.dumps(error["data"])) <= ERROR_DATA_BYTES:
+            bounded["data"] = error["data"]
+        return bounded
+
+    def _refused(self) -> UpstreamAuthError:
+        self.credentials.forget_token()
+        logger.error("upstream refused the gateway's credentials", extra={"upstream": self.name})
+        return UpstreamAuthError(self.name)
+
+    def _unusable(self, status: int, why: str) -> UpstreamError:
+        """A 5xx without a JSON-RPC error is an upstream that is down; anything else is not MCP."""
+        if status >= 500:
+            logger.warning("upstream failed", extra={"upstream": self.name, "status": status})
+            return UpstreamUnavailable(self.name, retryable=True)
+        return self._invalid(why)
+
+    def _invalid(self, why: str) -> UpstreamInvalidResponse:
+        logger.warning("upstream answered invalid MCP", extra={"upstream": self.name, "reason": why})
+        return UpstreamInvalidResponse(self.name)
+
+    # --- one request, notifications, sessions ---------------------------------------------------
     async def request(self, message: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        """Send a request and return only its final response (notifications are dropped)."""
-        last: dict[str, Any] | None = None
+        """Send a request and return only its final response (server requests are declined)."""
         async for item in self.exchange(message, **kwargs):
-            if _is_response(item) and item.get("id") == message.get("id"):
-                last = item
-            elif "method" in item and "id" in item:
+            if "method" in item and "id" in item:
                 await self.decline(item, **kwargs)
-        if last is None:
-            raise self._invalid("no response")
-        return last
+            elif "method" not in item:
+                return item
+        raise self._invalid("no response")
 
     async def notify(self, message: dict[str, Any], **kwargs: Any) -> None:
         async for _ in self.exchange(message, **kwargs):
@@ -152,171 +328,114 @@ class Upstream:
         reply = {
             "jsonrpc": "2.0",
             "id": server_request["id"],
-            "error": {"code": c.METHOD_NOT_FOUND, "message": "Client requests are not available through the gateway"},
+            "error": {
+                "code": spec.METHOD_NOT_FOUND,
+                "message": "Client requests are not available through the gateway",
+            },
         }
         kwargs.pop("modern", None)
         kwargs.pop("response_headers", None)  # they belong to the request being answered
         with contextlib.suppress(UpstreamError):
             await self.notify(reply, **kwargs)
 
-    async def delete_session(self, session: str, protocol_version: str) -> None:
+    async def delete_session(self, session: UpstreamSession) -> None:
+        if not session.session_id:
+            return
+        headers = {spec.SESSION_ID_HEADER: session.session_id, spec.PROTOCOL_VERSION_HEADER: session.protocol_version}
         try:
-            headers = {
-                c.SESSION_ID_HEADER: session,
-                c.PROTOCOL_VERSION_HEADER: protocol_version,
-                **await self._headers(),
-            }
+            headers.update(await self.credentials.headers())
             await http_client().delete(self.config.url, headers=headers, timeout=5.0)
         except (httpx.HTTPError, UpstreamError):
             logger.info("upstream session delete failed", extra={"upstream": self.name})
 
-    async def _read(
-        self, response: httpx.Response, session: str | None, response_headers: dict[str, str] | None
-    ) -> AsyncIterator[dict[str, Any]]:
-        if response_headers is not None:
-            response_headers.update(response.headers)
-        if response.status_code == 404 and session:
-            raise SessionLost(self.name)
-        if response.status_code in (401, 403):
-            raise self._refused()
-        if response.status_code == 202:
-            return
-        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == c.CONTENT_TYPE_SSE and response.status_code == 200:
-            async for message in _sse_messages(response):
-                yield message
-            return
-        raw = await response.aread()
-        if content_type != c.CONTENT_TYPE_JSON:
-            raise self._invalid(f"HTTP {response.status_code} {content_type or 'without content type'}")
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            raise self._invalid("body is not JSON") from None
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            raise self._invalid("not a JSON-RPC message")
-        yield message
-
-    def _refused(self) -> UpstreamAuthError:
-        self.credentials.forget_token()
-        logger.error("upstream refused the gateway's credentials", extra={"upstream": self.name})
-        return UpstreamAuthError(
-            f"Upstream {self.name!r} refused the gateway's credentials", data={"upstream": self.name}
-        )
-
-    def _invalid(self, why: str) -> UpstreamError:
-        return invalid_response(self.name, why)
-
-    # --- lifecycle -----------------------------------------------------------------------------
-    async def probe(self) -> UpstreamInfo:
-        """Learn the upstream's era and capabilities: server/discover first, initialize if that fails."""
-        if self.config.protocol != "legacy":
-            info = await self._discover()
-            if info is not None:
-                info.legacy = self.config.protocol == "auto"
-                return info
-            if self.config.protocol == "2026-07-28":
-                raise UpstreamError(f"Upstream {self.name!r} does not answer server/discover")
-        opened, result = await self.initialize({}, {"name": "tollway-probe", "version": "1"})
-        if opened.session_id:
-            await self.delete_session(opened.session_id, opened.protocol_version)
-        return UpstreamInfo(modern=False, legacy=True, capabilities=result.get("capabilities") or {})
-
-    async def _discover(self) -> UpstreamInfo | None:
+    async def discover(self, deadline: Deadline) -> UpstreamInfo:
+        """Ask for the 2026-07-28 era (`server/discover`); NotSpoken when the upstream answers
+        without it. A timeout or an unreachable upstream raises: that is no answer at all."""
         message = {
             "jsonrpc": "2.0",
             "id": next_request_id(),
             "method": "server/discover",
             "params": {
                 "_meta": {
-                    c.META_PROTOCOL_VERSION: c.LATEST_MODERN_VERSION,
-                    c.META_CLIENT_CAPABILITIES: {},
-                    c.META_CLIENT_INFO: {"name": "tollway", "version": "1"},
+                    spec.META_PROTOCOL_VERSION: spec.LATEST_MODERN_VERSION,
+                    spec.META_CLIENT_CAPABILITIES: {},
+                    spec.META_CLIENT_INFO: {"name": "tollway", "version": "1"},
                 }
             },
         }
         try:
-            reply = await self.request(message, protocol_version=c.LATEST_MODERN_VERSION, modern=True)
-        except UpstreamAuthError:
-            raise  # a credentials problem, not a sign of a 2025-only server
-        except UpstreamError:
-            return None
+            reply = await self.request(
+                message, deadline=deadline, protocol_version=spec.LATEST_MODERN_VERSION, modern=True
+            )
+        except (UpstreamInvalidResponse, UpstreamUnavailable) as exc:
+            if isinstance(exc, UpstreamUnavailable) and not exc.sent:
+                raise  # nobody answered: that says nothing about the era
+            raise NotSpoken() from None
         result = reply.get("result")
-        if not isinstance(result, dict) or c.LATEST_MODERN_VERSION not in (result.get("supportedVersions") or []):
-            return None
-        return UpstreamInfo(modern=True, legacy=False, capabilities=result.get("capabilities") or {})
+        if not isinstance(result, dict) or spec.LATEST_MODERN_VERSION not in (result.get("supportedVersions") or []):
+            raise NotSpoken()
+        return UpstreamInfo(modern=True, legacy=None, capabilities=_dict(result.get("capabilities")))
 
     async def initialize(
-        self, client_capabilities: dict[str, Any], client_info: dict[str, Any]
-    ) -> tuple[LegacyOpened, dict[str, Any]]:
-        """Open a 2025-era session: initialize, then notifications/initialized."""
+        self, client_capabilities: dict[str, Any], client_info: dict[str, Any], deadline: Deadline
+    ) -> tuple[UpstreamSession, dict[str, Any]]:
+        """Open a 2025-era session: initialize, then notifications/initialized. NotSpoken when the
+        upstream answers without the 2025 era."""
         message = {
             "jsonrpc": "2.0",
             "id": next_request_id(),
             "method": "initialize",
             "params": {
-                "protocolVersion": c.LATEST_HANDSHAKE_VERSION,
+                "protocolVersion": spec.LATEST_HANDSHAKE_VERSION,
                 "capabilities": client_capabilities,
                 "clientInfo": client_info,
             },
         }
         headers: dict[str, str] = {}
-        reply = await self.request(message, response_headers=headers)
-        session_id = headers.get(c.SESSION_ID_HEADER)
+        try:
+            reply = await self.request(message, deadline=deadline, response_headers=headers)
+        except UpstreamInvalidResponse:
+            raise NotSpoken() from None
         result = reply.get("result")
-        if not isinstance(result, dict) or not isinstance(result.get("protocolVersion"), str):
-            raise self._invalid("initialize failed")
-        version = result["protocolVersion"]
-        opened = LegacyOpened(session_id=session_id, protocol_version=version)
+        if not isinstance(result, dict) or result.get("protocolVersion") not in spec.HANDSHAKE_VERSIONS:
+            raise NotSpoken()
+        opened = UpstreamSession(
+            session_id=headers.get(spec.SESSION_ID_HEADER), protocol_version=result["protocolVersion"]
+        )
         await self.notify(
-            {"jsonrpc": "2.0", "method": "notifications/initialized"}, session=session_id, protocol_version=version
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            deadline=deadline,
+            session=opened.session_id,
+            protocol_version=opened.protocol_version,
         )
         return opened, result
 
 
-@dataclass(frozen=True)
-class LegacyOpened:
-    session_id: str | None
-    protocol_version: str
+def _loads(raw: bytes) -> Any:
+    """JSON as RFC 8259 has it: no NaN or Infinity (ValueError), no nesting past `MAX_DEPTH`."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if shapes.depth(value) > shapes.MAX_DEPTH:
+        raise ValueError("nested too deeply")
+    return value
 
 
-def invalid_response(upstream: str, why: str) -> UpstreamError:
-    """What the caller gets when an upstream answers something that is not MCP; `why` is only logged."""
-    logger.warning("upstream answered invalid MCP", extra={"upstream": upstream, "reason": why})
-    return UpstreamError(f"Upstream {upstream!r} returned an invalid response", data={"upstream": upstream})
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _is_response(message: dict[str, Any]) -> bool:
-    return "method" not in message and ("result" in message or "error" in message)
+    return "method" not in message
 
 
-async def _sse_messages(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    decoder = _SseDecoder()
-    async for line in response.aiter_lines():
-        if (message := decoder.feed(line)) is not None:
-            yield message
-
-
-class _SseDecoder:
-    """SSE lines in, JSON-RPC messages out; events without data (priming, keepalive) give None."""
-
-    def __init__(self) -> None:
-        self.data: list[str] = []
-
-    def feed(self, line: str) -> dict[str, Any] | None:
-        if line.startswith("data:"):
-            self.data.append(line[5:].removeprefix(" "))
-            return None
-        if line != "":
-            return None  # event:, id:, retry: and comments carry nothing the gateway needs
-        payload, self.data = "\n".join(self.data).strip(), []
-        if not payload:
-            return None
-        try:
-            decoded = json.loads(payload)
-        except ValueError:
-            raise UpstreamError("Upstream returned an invalid event stream") from None
-        return decoded if isinstance(decoded, dict) else None
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 async def drain(stream: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from tollway.errors import StorageError
 from tollway.store.table import DynamoTable
 
 CONFLICT_RETRIES = 3
@@ -36,7 +37,7 @@ class LimitReached(Exception):
         super().__init__(window.name)
 
 
-class CounterStoreUnavailable(Exception):
+class CounterStoreUnavailable(StorageError):
     """The store could not decide (throttled, unreachable). The caller applies the failure policy."""
 
 

@@ -1,22 +1,16 @@
-"""Pinned upstream definitions: a changed tool, resource or prompt is withheld until re-approved.
+"""Pinned upstream definitions: what an admin (or trust on first use) approved, per definition.
 
 Item per definition (single table, each well under 1 KB):
   pk PIN#<upstream>   sk <kind>#<name>
-  hash         SHA-256 of the definition (`tollway.masking.scanner.definition_hash`)
+  hash         SHA-256 of the definition (`tollway.policy.definitions.definition_hash`)
   status       `approved`, or `pending` (never approved: waits for an admin)
   approved_by  who approved (`auto:first-seen` for trust on first use), approved_at (ISO 8601 UTC)
   seen_hash    the latest hash seen that differs from `hash` (drift, or a pending change)
 
 `kind` is `tool`, `resource`, `resource_template` or `prompt`; `name` is what the item is known by
-(`definition_name`: a resource's URI). Names longer than 400 bytes are keyed by `sha256:<hex>`.
-
-The decision is a pure function, `check_definitions`: given an upstream's definitions and its
-pins it says what may be published and what happened; `record_events` writes what the decision
-asks for. The router calls them on every list:
-
-    pins = store.get_all(upstream)                          # one Query
-    allowed, events = check_definitions(upstream, kind, items, pins, policy)
-    record_events(store, events)                            # writes only on change
+(a resource's URI). Names longer than 400 bytes are keyed by `sha256:<hex>`. What a pin means
+for a definition an upstream serves is decided in `tollway.policy.definitions`; this module only
+stores pins.
 """
 
 from __future__ import annotations
@@ -24,15 +18,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from tollway.store.table import ConditionFailed, DynamoTable
 
 PinStatus = Literal["approved", "pending"]
-EventType = Literal["pin", "pending", "drift"]
-AUTO_APPROVER = "auto:first-seen"
 _MAX_KEY_BYTES = 400
 _MAX_APPROVER_CHARS = 128
 
@@ -67,36 +59,6 @@ class Pin:
         return self.seen_hash or self.hash
 
 
-@dataclass(frozen=True)
-class PinEvent:
-    """What `check_definitions` found for one definition.
-
-    `pin`: first seen and trusted (auto-approve): write the pin. `pending`: not approved yet
-    (withheld): record it for an admin. `drift`: the definition differs from its approved pin
-    (withheld): record `seen_hash`, log and count it. `recorded` says the store already holds
-    this state, so nothing needs writing (the event is still worth counting).
-    """
-
-    type: EventType
-    upstream: str
-    kind: str
-    name: str
-    hash: str
-    """The hash of the definition as the upstream serves it now."""
-    pinned_hash: str | None
-    """The approved (or proposed) hash on record; None when first seen."""
-    recorded: bool = False
-
-
-class _PinPolicy(Protocol):
-    """What `check_definitions` reads: `tollway.config.DefinitionPolicy` fits."""
-
-    @property
-    def pinning(self) -> bool: ...
-    @property
-    def auto_approve_first_seen(self) -> bool: ...
-
-
 class PinStore(Protocol):
     def get_all(self, upstream: str) -> dict[tuple[str, str], Pin]:
         """Every pin of an upstream, by (kind, name)."""
@@ -123,65 +85,6 @@ class PinStore(Protocol):
     def list_pending(self, upstreams: Iterable[str]) -> list[Pin]:
         """Pins that need an admin: never approved, or drifted (`seen_hash` set)."""
         ...
-
-
-def check_definitions(
-    upstream: str,
-    kind: str,
-    definitions: list[dict[str, Any]],
-    pins: dict[tuple[str, str], Pin],
-    policy: _PinPolicy,
-    digests: Sequence[str] | None = None,
-) -> tuple[list[dict[str, Any]], list[PinEvent]]:
-    """Which of an upstream's definitions may be published, and the pin events that produced.
-
-    Pure: no I/O. For each definition (hashed with `definition_hash(kind, ...)`):
-      - pinning off                          -> allowed, no event
-      - approved pin with the same hash      -> allowed
-      - approved pin with another hash       -> withheld, `drift` (until `approve` with the new hash)
-      - pending pin                          -> withheld, `pending`
-      - no pin, auto_approve_first_seen      -> allowed, `pin` (the caller writes it)
-      - no pin, not auto                     -> withheld, `pending` (the caller records it)
-    Definitions keep their order; they are returned as given (not copied). `digests`: their
-    hashes, in order, when the caller has them already (the gate needs them for its scan cache).
-    """
-    if not policy.pinning:
-        return list(definitions), []
-    from tollway.masking.scanner import definition_hash, definition_name  # ~40 ms of patterns: not at cold start
-
-    allowed: list[dict[str, Any]] = []
-    events: list[PinEvent] = []
-    if digests is None:
-        digests = [definition_hash(kind, definition) for definition in definitions]
-    for definition, digest in zip(definitions, digests, strict=True):
-        name = pin_key(definition_name(kind, definition))
-        pin = pins.get((kind, name))
-        if pin is None:
-            if policy.auto_approve_first_seen:
-                allowed.append(definition)
-                events.append(PinEvent("pin", upstream, kind, name, digest, None))
-            else:
-                events.append(PinEvent("pending", upstream, kind, name, digest, None))
-        elif pin.status == "pending":
-            events.append(PinEvent("pending", upstream, kind, name, digest, pin.hash, recorded=pin.hash == digest))
-        elif pin.hash == digest:
-            allowed.append(definition)
-        else:
-            events.append(PinEvent("drift", upstream, kind, name, digest, pin.hash, recorded=pin.seen_hash == digest))
-    return allowed, events
-
-
-def record_events(store: PinStore, events: list[PinEvent]) -> None:
-    """Write what `check_definitions` asked for; events already recorded cost nothing."""
-    for event in events:
-        if event.recorded:
-            continue
-        if event.type == "pin":
-            store.pin(event.upstream, event.kind, event.name, event.hash, AUTO_APPROVER)
-        elif event.type == "pending":
-            store.propose(event.upstream, event.kind, event.name, event.hash)
-        else:
-            store.mark_drift(event.upstream, event.kind, event.name, event.hash)
 
 
 def _now() -> str:
@@ -249,7 +152,7 @@ class MemoryPinStore:
 
 class DynamoPinStore(DynamoTable):
     """The deployed store (table from `TOLLWAY_TABLE`, default `TollwayTable`; boto3 client made on
-    first use or injected). DynamoDB failures become `InternalError("Pin store unavailable")`."""
+    first use or injected). DynamoDB failures become `StorageError("Pin store unavailable")`."""
 
     unavailable = "Pin store unavailable"
 

@@ -1,9 +1,10 @@
 """Session state in DynamoDB: 2025-era client sessions and the upstream sessions they open.
 
 Items (single table, `pk`/`sk`, TTL on `expires_at`, each well under 1 KB):
-  SESSION#<id>            / META           a client session, bound to its principal
+  SESSION#<id>             / META            a client session, bound to its principal
   PRINCIPAL#<tenant>#<sub> / UPSTREAM#<name> a legacy upstream session opened for a
-                                            2026-era (sessionless) caller
+                                             2026-era (sessionless) caller
+Key parts are escaped (`store.table.key`), so no two principals share an item.
 DynamoDB deletes expired items lazily, so reads also check `expires_at` themselves.
 """
 
@@ -12,41 +13,20 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tollway.errors import InternalError
-from tollway.store.table import ConditionFailed, DynamoTable
+from tollway.context import Principal, Session, UpstreamSession
+from tollway.errors import StorageError
+from tollway.store.table import ConditionFailed, DynamoTable, key
 
 
-@dataclass(frozen=True)
-class UpstreamSession:
-    session_id: str | None
-    """None when the upstream is stateless (answered initialize without a session id)."""
-    protocol_version: str
-
-    def to_item(self) -> dict[str, Any]:
-        return {"M": {"sid": {"S": self.session_id or ""}, "ver": {"S": self.protocol_version}}}
-
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> UpstreamSession:
-        m = item["M"]
-        return cls(session_id=m["sid"]["S"] or None, protocol_version=m["ver"]["S"])
+def _upstream_item(value: UpstreamSession) -> dict[str, Any]:
+    return {"M": {"sid": {"S": value.session_id or ""}, "ver": {"S": value.protocol_version}}}
 
 
-@dataclass
-class Session:
-    id: str
-    tenant: str
-    subject: str
-    protocol_version: str
-    client_info: dict[str, Any]
-    client_capabilities: dict[str, Any]
-    expires_at: int
-    upstreams: dict[str, UpstreamSession] = field(default_factory=dict)
-
-    def owned_by(self, tenant: str, subject: str) -> bool:
-        return self.tenant == tenant and self.subject == subject
+def _upstream_from(item: dict[str, Any]) -> UpstreamSession:
+    m = item["M"]
+    return UpstreamSession(session_id=m["sid"]["S"] or None, protocol_version=m["ver"]["S"])
 
 
 class SessionStore(Protocol):
@@ -58,8 +38,8 @@ class SessionStore(Protocol):
         """Record `value`; False if another value than `replacing` is already recorded (caller re-reads)."""
         ...
 
-    def get_principal_upstream(self, principal: str, upstream: str) -> UpstreamSession | None: ...
-    def put_principal_upstream(self, principal: str, upstream: str, value: UpstreamSession, ttl: int) -> None: ...
+    def get_principal_upstream(self, principal: Principal, upstream: str) -> UpstreamSession | None: ...
+    def put_principal_upstream(self, principal: Principal, upstream: str, value: UpstreamSession, ttl: int) -> None: ...
 
 
 class MemorySessionStore:
@@ -67,7 +47,7 @@ class MemorySessionStore:
 
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
-        self.principal_upstreams: dict[tuple[str, str], tuple[UpstreamSession, int]] = {}
+        self.principal_upstreams: dict[tuple[Principal, str], tuple[UpstreamSession, int]] = {}
 
     def create(self, session: Session) -> None:
         self.sessions[session.id] = session
@@ -93,11 +73,11 @@ class MemorySessionStore:
         session.upstreams[upstream] = value
         return True
 
-    def get_principal_upstream(self, principal: str, upstream: str) -> UpstreamSession | None:
+    def get_principal_upstream(self, principal: Principal, upstream: str) -> UpstreamSession | None:
         found = self.principal_upstreams.get((principal, upstream))
         return found[0] if found is not None and found[1] > time.time() else None
 
-    def put_principal_upstream(self, principal: str, upstream: str, value: UpstreamSession, ttl: int) -> None:
+    def put_principal_upstream(self, principal: Principal, upstream: str, value: UpstreamSession, ttl: int) -> None:
         self.principal_upstreams[(principal, upstream)] = (value, int(time.time()) + ttl)
 
 
@@ -109,19 +89,18 @@ class DynamoSessionStore(DynamoTable):
 
     def create(self, session: Session) -> None:
         item = {
-            "pk": {"S": f"SESSION#{session.id}"},
-            "sk": {"S": "META"},
+            **self._session_key(session.id),
             "tenant": {"S": session.tenant},
             "sub": {"S": session.subject},
             "ver": {"S": session.protocol_version},
             "client": {"S": json.dumps({"info": session.client_info, "caps": session.client_capabilities})},
-            "ups": {"M": {name: value.to_item() for name, value in session.upstreams.items()}},
+            "ups": {"M": {name: _upstream_item(value) for name, value in session.upstreams.items()}},
             "expires_at": {"N": str(session.expires_at)},
         }
         try:
             self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)", conditional=True)
-        except ConditionFailed as exc:  # the id is taken: not retryable as is
-            raise InternalError("Session could not be created") from exc
+        except ConditionFailed as exc:  # the id is taken (256 random bits: never in practice)
+            raise StorageError("Session id already taken") from exc
 
     def get(self, session_id: str) -> Session | None:
         reply = self._call("get_item", Key=self._session_key(session_id), ConsistentRead=True)
@@ -137,7 +116,7 @@ class DynamoSessionStore(DynamoTable):
             client_info=client["info"],
             client_capabilities=client["caps"],
             expires_at=int(item["expires_at"]["N"]),
-            upstreams={k: UpstreamSession.from_item(v) for k, v in item.get("ups", {}).get("M", {}).items()},
+            upstreams={k: _upstream_from(v) for k, v in item.get("ups", {}).get("M", {}).items()},
         )
 
     def renew(self, session_id: str, expires_at: int) -> None:
@@ -156,7 +135,7 @@ class DynamoSessionStore(DynamoTable):
 
     def add_upstream(self, session_id: str, upstream: str, value: UpstreamSession, replacing: str | None) -> bool:
         condition = "attribute_exists(pk) AND attribute_not_exists(ups.#u)"
-        values: dict[str, Any] = {":v": value.to_item()}
+        values: dict[str, Any] = {":v": _upstream_item(value)}
         if replacing is not None:
             condition = "attribute_exists(pk) AND (attribute_not_exists(ups.#u) OR ups.#u.sid = :old)"
             values[":old"] = {"S": replacing}
@@ -174,25 +153,28 @@ class DynamoSessionStore(DynamoTable):
             return False
         return True
 
-    def get_principal_upstream(self, principal: str, upstream: str) -> UpstreamSession | None:
+    def get_principal_upstream(self, principal: Principal, upstream: str) -> UpstreamSession | None:
         reply = self._call("get_item", Key=self._principal_key(principal, upstream))
         item = reply.get("Item")
         if item is None or int(item["expires_at"]["N"]) <= time.time():
             return None
-        return UpstreamSession.from_item(item["up"])
+        return _upstream_from(item["up"])
 
-    def put_principal_upstream(self, principal: str, upstream: str, value: UpstreamSession, ttl: int) -> None:
+    def put_principal_upstream(self, principal: Principal, upstream: str, value: UpstreamSession, ttl: int) -> None:
         item = {
             **self._principal_key(principal, upstream),
-            "up": value.to_item(),
+            "up": _upstream_item(value),
             "expires_at": {"N": str(int(time.time()) + ttl)},
         }
         self._call("put_item", Item=item)
 
     @staticmethod
     def _session_key(session_id: str) -> dict[str, Any]:
-        return {"pk": {"S": f"SESSION#{session_id}"}, "sk": {"S": "META"}}
+        return {"pk": {"S": key("SESSION", session_id)}, "sk": {"S": "META"}}
 
     @staticmethod
-    def _principal_key(principal: str, upstream: str) -> dict[str, Any]:
-        return {"pk": {"S": f"PRINCIPAL#{principal}"}, "sk": {"S": f"UPSTREAM#{upstream}"}}
+    def _principal_key(principal: Principal, upstream: str) -> dict[str, Any]:
+        return {
+            "pk": {"S": key("PRINCIPAL", principal.tenant, principal.subject)},
+            "sk": {"S": key("UPSTREAM", upstream)},
+        }

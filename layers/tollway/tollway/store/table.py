@@ -1,15 +1,21 @@
-"""The shared base of the DynamoDB stores."""
+"""The shared base of the DynamoDB stores, and how keys are built."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from tollway.errors import InternalError
+from tollway.errors import StorageError
 
 
 class ConditionFailed(Exception):
     """A write's condition did not hold (raised only where the caller asked: `conditional=True`)."""
+
+
+def key(*parts: str) -> str:
+    """Join key parts with `#`, each part escaped (`%` -> `%25`, `#` -> `%23`), so values that
+    contain `#` (a tenant `a#b`) can never make two principals' keys equal."""
+    return "#".join(part.replace("%", "%25").replace("#", "%23") for part in parts)
 
 
 class DynamoTable:
@@ -17,7 +23,7 @@ class DynamoTable:
     requests that touch no table never import boto3. Tests inject a client."""
 
     unavailable = "Store unavailable"
-    """The message of the retryable `InternalError` every other DynamoDB failure becomes."""
+    """What the `StorageError` every other DynamoDB failure becomes says (in the log)."""
 
     def __init__(self, table_name: str | None = None, client: Any = None) -> None:
         self.table_name = table_name or os.environ.get("TOLLWAY_TABLE", "TollwayTable")
@@ -33,7 +39,7 @@ class DynamoTable:
 
     def _call(self, operation: str, *, conditional: bool = False, **kwargs: Any) -> dict[str, Any]:
         """`operation` on the table; a failed condition raises `ConditionFailed` if `conditional`,
-        else (like any other failure) `InternalError(self.unavailable)`: no AWS detail reaches a caller."""
+        else (like any other failure) `StorageError`: no AWS detail reaches a caller."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -41,9 +47,9 @@ class DynamoTable:
         except ClientError as exc:
             if conditional and exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 raise ConditionFailed from exc
-            raise InternalError(self.unavailable, data={"retryable": True}) from exc
+            raise StorageError(self.unavailable) from exc
         except BotoCoreError as exc:
-            raise InternalError(self.unavailable, data={"retryable": True}) from exc
+            raise StorageError(self.unavailable) from exc
 
 
 LOCAL_AWS_DEFAULTS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -5,6 +5,7 @@
   calls, units, errors, latency_ms (sums), rejected (calls refused by a limit)
 
 No TTL: usage is kept. Each item stays well under 1 KB whatever the traffic (counters only).
+Key parts are escaped (`store.table.key`): a tenant named `a#b` never shares another's items.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from tollway.store.table import DynamoTable
+from tollway.store.table import DynamoTable, key
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class UsageRecorder(Protocol):
         latency_ms: float = 0.0,
         now: datetime | None = None,
     ) -> None: ...
+
+    def month(self, month: str, tenant: str | None = None) -> list[UsageRow]: ...
 
 
 class MemoryUsageStore:
@@ -93,8 +96,8 @@ class UsageStore(DynamoTable):
             ":tenant": {"S": tenant},
             ":tool": {"S": tool},
             ":day": {"S": day},
-            ":gpk": {"S": f"USAGE#{day[:7]}"},
-            ":gsk": {"S": f"{tenant}#{day}#{tool}"},
+            ":gpk": {"S": key("USAGE", day[:7])},
+            ":gsk": {"S": key(tenant, day, tool)},
         }
         if rejected:
             add = "rejected :one"
@@ -111,31 +114,33 @@ class UsageStore(DynamoTable):
             )
         self._call(
             "update_item",
-            Key={"pk": {"S": f"USAGE#{tenant}"}, "sk": {"S": f"{day}#{tool}"}},
+            Key={"pk": {"S": key("USAGE", tenant)}, "sk": {"S": key(day, tool)}},
             UpdateExpression=f"SET {_KEYS} ADD {add}",
             ExpressionAttributeNames={"#d": "day"},
             ExpressionAttributeValues=values,
         )
 
     def month(self, month: str, tenant: str | None = None) -> list[UsageRow]:
-        """Every record of `month` (YYYY-MM), for one tenant or all; Query only, never Scan.
-        botocore errors are raised as they are: /admin/usage (finance/admin.py) answers them."""
+        """Every record of `month` (YYYY-MM), for one tenant or all; Query only, never Scan."""
+        query: dict[str, Any]
         if tenant is not None:
             query = {
                 "KeyConditionExpression": "pk = :pk AND begins_with(sk, :month)",
-                "ExpressionAttributeValues": {":pk": {"S": f"USAGE#{tenant}"}, ":month": {"S": month}},
+                "ExpressionAttributeValues": {":pk": {"S": key("USAGE", tenant)}, ":month": {"S": month}},
             }
         else:
             query = {
                 "IndexName": "ByMonth",
                 "KeyConditionExpression": "gsi1pk = :gpk",
-                "ExpressionAttributeValues": {":gpk": {"S": f"USAGE#{month}"}},
+                "ExpressionAttributeValues": {":gpk": {"S": key("USAGE", month)}},
             }
         rows: list[UsageRow] = []
-        paginator = self.client.get_paginator("query")
-        for page in paginator.paginate(TableName=self.table_name, **query):
+        while True:
+            page = self._call("query", **query)
             rows.extend(_row(item) for item in page.get("Items", []))
-        return sorted(rows, key=lambda r: (r.tenant, r.day, r.tool))
+            if "LastEvaluatedKey" not in page:
+                return sorted(rows, key=lambda r: (r.tenant, r.day, r.tool))
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 _KEYS = "tenant = :tenant, tool = :tool, #d = :day, gsi1pk = :gpk, gsi1sk = :gsk"

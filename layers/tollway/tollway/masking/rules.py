@@ -1,4 +1,4 @@
-"""Poisoning checks for upstream definitions, and prompt-injection checks for tool results.
+"""The rule engine of the definition scan and the result guard: what text aimed at a model looks like.
 
 An upstream's tools, resources and prompts reach the model as text it will read and trust.
 `scan_definition` looks through every string the model sees (names, titles, descriptions,
@@ -37,26 +37,19 @@ a property name, an `enum`/`const` value) is always high.
 Verbs count when imperative ("read ~/.ssh/id_rsa"), not when they describe the tool ("Reads
 credentials from ~/.aws/credentials" is low: a mention, not an instruction).
 
-`scan_result_text` applies the instruction, tag, hidden-text, secret and redirection checks
-(no URL or size rules, nothing below medium) to tool results; `guard_result` acts on them.
+`scan_string` finds these in one string; `clean_text` removes them from one description.
+`masking.poisoning` applies them to definitions, `masking.guard` to tool results.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
-
-from tollway.errors import GatewayError
-from tollway.protocol import constants as c
+from typing import Literal
 
 Severity = Literal["high", "medium", "low"]
-Action = Literal["allow", "warn", "sanitize", "block"]
-Kind = Literal["tool", "resource", "resource_template", "prompt"]
 
 INSTRUCTION_TAGS = "instruction_tags"
 HIDDEN_INSTRUCTIONS = "hidden_instructions"
@@ -67,23 +60,11 @@ TOOL_REDIRECTION = "tool_redirection"
 EXFILTRATION_URL = "exfiltration_url"
 OVERSIZED_DESCRIPTION = "oversized_description"
 
-KIND_BY_LIST_KEY: dict[str, Kind] = {
-    "tools": "tool",
-    "resources": "resource",
-    "resourceTemplates": "resource_template",
-    "prompts": "prompt",
-}
-"""Result key of a list method (`tools/list` -> `tools`) -> the kind these functions take."""
-
-INJECTION_META_KEY = "io.tollway/injection"
 LINK_REMOVED = "[link removed]"
 TRUNCATED_MARKER = " … [truncated]"
 REMOVED_MARKER = "[removed by Tollway]"
-UNTRUSTED_OPEN = "<untrusted-data>"
-UNTRUSTED_CLOSE = "</untrusted-data>"
 
-_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3}
-_ACTION_RANK: dict[str, int] = {"allow": 0, "warn": 1, "sanitize": 2, "block": 3}
+RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3}
 _EXCERPT_CHARS = 80
 
 
@@ -108,25 +89,6 @@ class Finding:
             "severity": self.severity,
             "excerpt": self.excerpt,
         }
-
-
-class ResultWithheld(GatewayError):
-    """`result_injection: block`: a tool result carried instructions aimed at the model."""
-
-    code, message = c.INTERNAL_ERROR, "Tool result withheld: it contains instructions aimed at the model"
-
-
-class _Policy(Protocol):
-    """What `decide`/`screen_definition` read: `tollway.config.DefinitionPolicy` fits."""
-
-    @property
-    def high(self) -> str: ...
-    @property
-    def medium(self) -> str: ...
-    @property
-    def low(self) -> str: ...
-    @property
-    def max_description_chars(self) -> int: ...
 
 
 # --- invisible characters -------------------------------------------------------------------
@@ -187,7 +149,7 @@ def _reveal(text: str, spans: list[int]) -> tuple[str, str]:
     return "".join(out), "".join(hidden)
 
 
-def _strip_invisible(text: str) -> str:
+def strip_invisible(text: str) -> str:
     spans = _invisible_spans(text)
     if not spans:
         return text
@@ -460,7 +422,7 @@ def _excerpt(text: str, start: int = 0, end: int | None = None) -> str:
     end = len(text) if end is None else end
     pad = max(0, (_EXCERPT_CHARS - (end - start)) // 2)
     lo, hi = max(0, start - pad), min(len(text), end + pad)
-    piece = _strip_invisible(text[lo:hi])
+    piece = strip_invisible(text[lo:hi])
     piece = "".join(ch if ch.isprintable() else " " for ch in piece)
     piece = re.sub(r"\s+", " ", piece).strip()
     if len(piece) > _EXCERPT_CHARS:
@@ -481,7 +443,7 @@ def _text_hits(text: str, *, urls: bool) -> Iterator[tuple[str, Severity, str, _
             yield EXFILTRATION_URL, _url_severity(match.group()), _excerpt(folded, match.start(), match.end()), None
 
 
-def _scan_string(
+def scan_string(
     text: str, *, field: Literal["text", "value", "name"], max_chars: int | None
 ) -> Iterator[tuple[str, Severity, str]]:
     """Findings for one string. `text`: descriptions/titles (every rule); `value`: schema
@@ -499,7 +461,7 @@ def _scan_string(
         # An instruction that only reads once invisible characters are gone was split on purpose.
         raw = _normalize(text)
         for _, severity, excerpt, rule in hits:
-            if rule is not None and _RANK[severity] >= _RANK["medium"] and rule.search(raw, raw.lower()) is None:
+            if rule is not None and RANK[severity] >= RANK["medium"] and rule.search(raw, raw.lower()) is None:
                 yield HIDDEN_TEXT, "high", "split by invisible characters: " + excerpt
                 break
     for category, severity, excerpt, _ in hits:
@@ -508,173 +470,12 @@ def _scan_string(
         yield OVERSIZED_DESCRIPTION, "medium", f"{len(text)} characters (limit {max_chars})"
 
 
-# --- definitions ------------------------------------------------------------------------------
-def definition_name(kind: str, definition: dict[str, Any]) -> str:
-    """The identifier an item is known by: a resource's `uri`, a template's `uriTemplate`, else `name`."""
-    if kind == "resource":
-        return str(definition.get("uri") or definition.get("name") or "")
-    if kind == "resource_template":
-        return str(definition.get("uriTemplate") or definition.get("name") or "")
-    return str(definition.get("name") or "")
-
-
-FieldType = Literal["text", "value", "contract", "name"]
-"""`text`: titles and descriptions (every rule); `value`: schema defaults and examples (no URL or
-size rule); `contract`: `enum`/`const` values (as `value`, always high: they cannot be rewritten);
-`name`: identifiers (invisible characters only, high)."""
-
-Location = tuple[str | int, ...]
-_Field = tuple[str, Location, str, FieldType, Location]
-"""(field path, where the string is, the string, field type, the key a sanitizer acts on)."""
-
-
-def _definition_strings(kind: str, definition: dict[str, Any]) -> Iterator[_Field]:
-    for key in ("name", "uri", "uriTemplate"):
-        if isinstance(definition.get(key), str):
-            yield key, (key,), definition[key], "name", (key,)
-    for key in ("title", "description"):
-        if isinstance(definition.get(key), str):
-            yield key, (key,), definition[key], "text", (key,)
-    annotations = definition.get("annotations")
-    if isinstance(annotations, dict) and isinstance(annotations.get("title"), str):
-        loc: Location = ("annotations", "title")
-        yield "annotations.title", loc, annotations["title"], "text", loc
-    if kind == "tool":
-        for key in ("inputSchema", "outputSchema"):
-            if isinstance(definition.get(key), dict):
-                yield from _schema_strings(definition[key], key, (key,))
-    if kind == "prompt" and isinstance(definition.get("arguments"), list):
-        for i, argument in enumerate(definition["arguments"]):
-            if not isinstance(argument, dict):
-                continue
-            for key in ("name", "title", "description"):
-                if isinstance(argument.get(key), str):
-                    loc = ("arguments", i, key)
-                    yield f"arguments[{i}].{key}", loc, argument[key], "name" if key == "name" else "text", loc
-
-
-_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-
-
-def _schema_strings(root: Any, root_path: str, root_loc: Location) -> Iterator[_Field]:
-    # Iterative: an upstream's schema may be nested deeper than Python's recursion limit.
-    stack: list[tuple[Any, str, Location]] = [(root, root_path, root_loc)]
-    while stack:
-        node, path, loc = stack.pop()
-        children: list[tuple[Any, str, Location]] = []
-        if isinstance(node, list):
-            children = [(item, f"{path}[{i}]", (*loc, i)) for i, item in enumerate(node)]
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                here, at = f"{path}.{key}", (*loc, key)
-                if key in ("title", "description") and isinstance(value, str):
-                    yield here, at, value, "text", at
-                elif key in ("default", "examples", "enum", "const"):
-                    field: FieldType = "contract" if key in ("enum", "const") else "value"
-                    for sub_path, sub_loc, text in _leaf_strings(value, here, at):
-                        yield sub_path, sub_loc, text, field, at
-                elif key in _SCHEMA_MAPS and isinstance(value, dict):
-                    for name, schema in value.items():
-                        # A property name is part of the contract and is read by the model.
-                        yield f"{here}.{name}", (*at, name), str(name), "name", (*at, name)
-                        children.append((schema, f"{here}.{name}", (*at, name)))
-                elif isinstance(value, dict | list):
-                    children.append((value, here, at))
-        stack.extend(reversed(children))
-
-
-def _leaf_strings(value: Any, root_path: str, root_loc: Location) -> Iterator[tuple[str, Location, str]]:
-    stack: list[tuple[Any, str, Location]] = [(value, root_path, root_loc)]
-    while stack:
-        node, path, loc = stack.pop()
-        if isinstance(node, str):
-            yield path, loc, node
-        elif isinstance(node, list):
-            stack.extend(reversed([(item, f"{path}[{i}]", (*loc, i)) for i, item in enumerate(node)]))
-        elif isinstance(node, dict):
-            stack.extend(reversed([(item, f"{path}.{key}", (*loc, key)) for key, item in node.items()]))
-
-
-def scan_definition(kind: str, definition: dict[str, Any], max_description_chars: int = 2000) -> list[Finding]:
-    """Every poisoning finding in one upstream definition, at most one per (field, category):
-    the most severe. `kind`: `tool`, `resource`, `resource_template` or `prompt`."""
-    item = definition_name(kind, definition)
-    best: dict[tuple[str, str], Finding] = {}
-    for path, loc, text, field, _ in _definition_strings(kind, definition):
-        hits = _scan_string(
-            text,
-            field="value" if field == "contract" else field,
-            max_chars=max_description_chars if field == "text" and loc[-1] == "description" else None,
-        )
-        for category, severity, excerpt in hits:
-            if field in ("contract", "name"):
-                severity = "high"
-            key = (path, category)
-            current = best.get(key)
-            if current is None or _RANK[severity] > _RANK[current.severity]:
-                best[key] = Finding(kind, item, path, category, severity, excerpt)
-    return list(best.values())
-
-
-def decide(findings: list[Finding], policy: _Policy) -> Action:
-    """The strictest action the policy names for the severities found (`allow` for none).
-
-    With the usual ordering (high strictest) that is the worst severity's action."""
-    action: Action = "allow"
-    for finding in findings:
-        candidate = getattr(policy, finding.severity)
-        if _ACTION_RANK[candidate] > _ACTION_RANK[action]:
-            action = candidate
-    return action
-
-
-def sanitize_definition(
-    definition: dict[str, Any], findings: list[Finding], max_description_chars: int = 2000
-) -> dict[str, Any]:
-    """A copy with each field that has a finding cleaned: invisible characters removed, tag
-    blocks and instruction sentences removed, URLs replaced by `[link removed]`, descriptions
-    cut to `max_description_chars` with a marker, poisoned schema `default`/`examples` dropped.
-
-    Names, property names and `enum`/`const` values are left as they are (rewriting them
-    would change the tool's contract); their findings are high, so policy normally blocks.
-    The result keeps the MCP shape: same name, `inputSchema` still an object schema.
-    """
-    clean: dict[str, Any] = _json_copy(definition)
-    if not findings:
-        return clean
-    flagged = {f.field_path for f in findings}
-    fields = [f for f in _definition_strings(findings[0].kind, clean) if f[0] in flagged]
-    drops: dict[Location, None] = {}
-    for _, loc, text, field, anchor in fields:
-        if field == "text":
-            _at(clean, loc[:-1])[loc[-1]] = clean_text(
-                text, max_description_chars if loc[-1] == "description" else None
-            )
-        elif field == "value":
-            drops[anchor] = None
-    for anchor in drops:
-        _at(clean, anchor[:-1]).pop(anchor[-1], None)
-    return clean
-
-
-def _at(root: Any, loc: Location) -> Any:
-    node = root
-    for part in loc:
-        node = node[part]
-    return node
-
-
-def _json_copy(value: Any) -> Any:
-    # A deep copy in C, safe for nesting as deep as the JSON parser allowed in the first place.
-    return json.loads(json.dumps(value))
-
-
 _SENTENCE_SPLIT_RE = re.compile(r"((?<=[.!?])\s+|\n+)")
 
 
 def _instructs(sentence: str) -> bool:
     """Whether a sentence carries a medium or high instruction (or sends data to a URL)."""
-    if any(_RANK[severity] >= _RANK["medium"] for _, severity, _, _ in _text_hits(sentence, urls=False)):
+    if any(RANK[severity] >= RANK["medium"] for _, severity, _, _ in _text_hits(sentence, urls=False)):
         return True
     folded = _normalize(sentence)
     return _URL_RULES[1].search(folded, folded.lower()) is not None
@@ -683,7 +484,7 @@ def _instructs(sentence: str) -> bool:
 def clean_text(text: str, max_chars: int | None = None) -> str:
     """One description made safe to show a model (see `sanitize_definition`)."""
     original = text
-    text = _strip_invisible(text)
+    text = strip_invisible(text)
     text = _TAG_BLOCK_RE.sub(" ", text)
     text = _TAG_RE.sub(" ", text)
     text = _CHAT_TOKEN_RE.sub(" ", text)
@@ -703,142 +504,3 @@ def clean_text(text: str, max_chars: int | None = None) -> str:
     if not text and original.strip():
         text = REMOVED_MARKER
     return text
-
-
-# --- pinning hash -----------------------------------------------------------------------------
-HASHED_FIELDS: dict[str, tuple[str, ...]] = {
-    "tool": ("name", "title", "description", "inputSchema", "outputSchema", "annotations"),
-    "resource": ("uri", "name", "title", "description", "mimeType"),
-    "resource_template": ("uriTemplate", "name", "title", "description", "mimeType"),
-    "prompt": ("name", "title", "description", "arguments"),
-}
-"""What a definition hash covers: everything the model reads or a client trusts. Left out:
-`_meta`, `icons`, `execution`, `size` and anything an upstream may add later."""
-
-
-def definition_hash(kind: str, definition: dict[str, Any]) -> str:
-    """SHA-256 (hex) of a canonical JSON of `kind` and the `HASHED_FIELDS` of the definition.
-
-    Canonical: keys sorted at every level, no insignificant whitespace, UTF-8, absent and null
-    fields alike, integral floats as integers (`24.0` == `24`), list order kept (it can carry
-    meaning), except prompt arguments, which are sorted by name. Invisible characters count.
-    """
-    if kind not in HASHED_FIELDS:
-        raise ValueError(f"unknown definition kind {kind!r}")
-    body: dict[str, Any] = {"kind": kind}
-    for key in HASHED_FIELDS[kind]:
-        value = definition.get(key)
-        if value is not None:
-            body[key] = value
-    if isinstance(body.get("arguments"), list):
-        body["arguments"] = sorted(
-            body["arguments"], key=lambda a: str(a.get("name", "")) if isinstance(a, dict) else ""
-        )
-    canonical = json.dumps(
-        json.loads(json.dumps(body), parse_float=_integral), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _integral(number: str) -> int | float:
-    value = float(number)
-    return int(value) if value.is_integer() else value
-
-
-@dataclass(frozen=True)
-class Screened:
-    """What the policy made of one definition: the definition to publish (None: withheld)."""
-
-    definition: dict[str, Any] | None
-    action: Action
-    findings: list[Finding]
-
-
-def screen_definition(kind: str, definition: dict[str, Any], policy: _Policy) -> Screened:
-    """Scan, decide and apply in one step: block -> None, sanitize -> cleaned copy, else as is."""
-    findings = scan_definition(kind, definition, policy.max_description_chars)
-    action = decide(findings, policy)
-    if action == "block":
-        return Screened(None, action, findings)
-    if action == "sanitize":
-        return Screened(sanitize_definition(definition, findings, policy.max_description_chars), action, findings)
-    return Screened(definition, action, findings)
-
-
-# --- tool results -----------------------------------------------------------------------------
-def scan_result_text(text: str, *, item_name: str = "", field_path: str = "text") -> list[Finding]:
-    """Prompt-injection findings (medium and high only) in one piece of result text."""
-    found: dict[str, Finding] = {}
-    for category, severity, excerpt in _scan_string(text, field="value", max_chars=None):
-        if category == INVISIBLE_UNICODE or _RANK[severity] < _RANK["medium"]:
-            continue  # zero-width characters alone are common in real-world data
-        if category == SECRET_ACCESS and severity != "high":
-            continue  # data mentioning a path or a password is not an instruction
-        current = found.get(category)
-        if current is None or _RANK[severity] > _RANK[current.severity]:
-            found[category] = Finding("result", item_name, field_path, category, severity, excerpt)
-    return list(found.values())
-
-
-def _result_texts(result: dict[str, Any]) -> Iterator[tuple[str, tuple[Any, ...], str]]:
-    content = result.get("content")
-    if isinstance(content, list):
-        for i, item in enumerate(content):
-            if not isinstance(item, dict):
-                continue
-            if item.get("type") == "text" and isinstance(item.get("text"), str):
-                yield f"content[{i}].text", ("content", i, "text"), item["text"]
-            resource = item.get("resource")
-            if item.get("type") == "resource" and isinstance(resource, dict) and isinstance(resource.get("text"), str):
-                yield f"content[{i}].resource.text", ("content", i, "resource", "text"), resource["text"]
-    structured = result.get("structuredContent")
-    if structured is not None:
-        for path, _, text in _leaf_strings(structured, "structuredContent", ("structuredContent",)):
-            yield path, (), text
-
-
-def guard_result(result: dict[str, Any], mode: str, *, item_name: str = "") -> dict[str, Any]:
-    """Apply `result_injection` to a tools/call (or prompts/get-like) result.
-
-    `off`: unchanged. `flag`: `_meta["io.tollway/injection"] = {"findings": [categories]}`.
-    `wrap`: each suspicious text item (text content, embedded resource text) becomes
-    `<untrusted-data>\\n…\\n</untrusted-data>`, plus the `_meta` flag; structured content is
-    left as is (its schema must hold). `block`: raises `ResultWithheld`.
-    Returns the input itself when nothing is found, else a new dict (the input is not modified).
-    """
-    if mode == "off" or not isinstance(result, dict):
-        return result
-    findings: list[Finding] = []
-    suspicious: list[tuple[Any, ...]] = []
-    for path, loc, text in _result_texts(result):
-        hits = scan_result_text(text, item_name=item_name, field_path=path)
-        if hits:
-            findings.extend(hits)
-            suspicious.append(loc)
-    if not findings:
-        return result
-    if mode == "block":
-        raise ResultWithheld(data={"findings": _categories(findings)})
-    guarded = _json_copy(result)
-    if mode == "wrap":
-        for loc in suspicious:
-            if not loc or loc[0] != "content":
-                continue
-            node = guarded
-            for part in loc[:-1]:
-                node = node[part]
-            node[loc[-1]] = wrap_untrusted(node[loc[-1]])
-    meta = dict(guarded.get("_meta") or {})
-    meta[INJECTION_META_KEY] = {"findings": _categories(findings)}
-    guarded["_meta"] = meta
-    return guarded
-
-
-def wrap_untrusted(text: str) -> str:
-    """Quote text as data; a marker inside cannot close the quote early."""
-    text = re.sub(r"<\s*(/?)\s*untrusted-data\s*>", r"[\1untrusted-data]", text, flags=_I)
-    return f"{UNTRUSTED_OPEN}\n{text}\n{UNTRUSTED_CLOSE}"
-
-
-def _categories(findings: list[Finding]) -> list[str]:
-    return list(dict.fromkeys(f.category for f in findings))

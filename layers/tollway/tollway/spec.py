@@ -1,9 +1,11 @@
-"""Wire constants of both MCP eras: header names, versions, JSON-RPC codes.
+"""The wire of both MCP eras: header names, versions, JSON-RPC codes, the header value codec.
 
 Kept as plain constants so the request path does not import the SDK's models
 (`mcp_types` costs ~200 ms at cold start). A unit test pins them to `mcp_types`.
 """
 
+import base64
+import re
 from typing import Final
 
 # Protocol revisions the gateway serves.
@@ -40,10 +42,16 @@ METHOD_NOT_FOUND: Final = -32601
 INVALID_PARAMS: Final = -32602
 INTERNAL_ERROR: Final = -32603
 CONNECTION_CLOSED: Final = -32000
+REQUEST_TIMEOUT: Final = -32001
 RESOURCE_NOT_FOUND: Final = -32002
 HEADER_MISMATCH: Final = -32020
 MISSING_REQUIRED_CLIENT_CAPABILITY: Final = -32021
 UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
+RATE_LIMITED: Final = -32029
+"""A call refused by a rate limit or quota (server-defined range)."""
+
+LOG_LEVELS: Final = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+"""`logging/setLevel` levels (RFC 5424 severities), quietest first."""
 
 # 2026-07-28: HTTP status for a JSON-RPC error code; unmapped codes answer 200.
 MODERN_ERROR_STATUS: Final = {
@@ -64,3 +72,31 @@ def error_http_status(code: int | None, modern: bool) -> int:
 
 CONTENT_TYPE_JSON: Final = "application/json"
 CONTENT_TYPE_SSE: Final = "text/event-stream"
+
+
+# --- header values (2026-07-28): `=?base64?…?=` for values that are not plain ASCII ----------
+_SAFE = re.compile(r"^[\x20-\x7E]*$")
+_SENTINEL = re.compile(r"^=\?base64\?(?P<payload>.*)\?=$")
+
+
+def encode_header_value(value: str) -> str:
+    if _SAFE.fullmatch(value) and value == value.strip() and not _SENTINEL.fullmatch(value):
+        return value
+    return f"=?base64?{base64.b64encode(value.encode()).decode('ascii')}?="
+
+
+def decode_header_value(value: str | None) -> str | None:
+    """Inverse of `encode_header_value`; None for a malformed sentinel so it never matches."""
+    if value is None:
+        return None
+    match = _SENTINEL.fullmatch(value)
+    if match is None:
+        return value
+    payload = match.group("payload")
+    try:
+        decoded = base64.b64decode(payload, validate=True)
+        if base64.b64encode(decoded).decode("ascii") != payload:
+            return None
+        return decoded.decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None

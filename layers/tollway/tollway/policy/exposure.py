@@ -1,0 +1,93 @@
+"""What exists for a caller: the one policy step that lists and every routed method share.
+
+    definition gate (valid MCP, pins, poisoning scan) -> authorization -> publication
+
+A list publishes what passes; a call resolves the name it carries to the upstream's definition
+and publishes it the same way, or answers exactly as for a name no upstream has. So a withheld,
+drifted, poisoned, invalid or denied item is absent from every list and unknown to every call,
+whichever method names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tollway import shapes
+from tollway.config import GatewayConfig
+from tollway.context import Principal, RequestContext
+from tollway.masking.stage import MaskingStage
+from tollway.methods import Routed
+from tollway.policy.authorization import Authorizer
+from tollway.policy.definitions import DefinitionGate
+from tollway.routing import publish
+from tollway.routing.catalog import Listed
+from tollway.routing.router import Router
+
+POLICY_KIND = {"tools": "tools", "prompts": "prompts", "resources": "resources", "resourceTemplates": "resources"}
+"""List key -> what authorization calls the item."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a routed request reaches: the upstream, its params in the upstream's names, and the
+    published definition of the item it names (None for an ungated method)."""
+
+    upstream: str
+    params: dict[str, Any]
+    public_name: str
+    definition: dict[str, Any] | None
+
+
+class Exposure:
+    def __init__(self, config: GatewayConfig, router: Router, gate: DefinitionGate, masking: MaskingStage) -> None:
+        self.router = router
+        self.gate = gate
+        self.masking = masking
+        self.authorizer = Authorizer(config)
+
+    async def listing(self, ctx: RequestContext, method: str, cursor: Any) -> dict[str, Any]:
+        """One page of a list method: what the caller may see of every upstream's items."""
+        listed, next_cursor = await self.router.catalog.page(ctx, method, cursor)
+        key = shapes.LIST_KEYS[method]
+        published = await self._visible(ctx.principal, listed, [entry.public for entry in listed])
+        result: dict[str, Any] = {key: [item for item in published if item is not None]}
+        if next_cursor is not None:
+            result["nextCursor"] = next_cursor
+        return result
+
+    async def resolve(self, ctx: RequestContext, route: Routed, params: dict[str, Any]) -> Target:
+        """The target of a routed request, or the route's "unknown" error."""
+        public, list_key = route.name(params), route.list_key(params)
+        found = self.router.namespace.resolve(list_key, public)
+        if found is None:
+            raise route.unknown(public)
+        upstream, own = found[0].name, found[1]
+        upstream_params = route.renamed(params, own)
+        if not route.gated:
+            return Target(upstream, upstream_params, public, None)
+        entry = await self.router.catalog.find(ctx, upstream, list_key, own)
+        published = await self._visible(ctx.principal, [entry], [public]) if entry is not None else [None]
+        if published[0] is None:
+            raise route.unknown(public)  # indistinguishable from a name no upstream has
+        return Target(upstream, upstream_params, public, published[0])
+
+    async def _visible(
+        self, principal: Principal, listed: Sequence[Listed], names: Sequence[str]
+    ) -> list[dict[str, Any] | None]:
+        """Each item as the caller may see it (None: it does not exist for them). `names`: the
+        public name authorization judges (a resource read names a URI its template covers)."""
+        published: list[dict[str, Any] | None] = [None] * len(listed)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for index, entry in enumerate(listed):
+            groups.setdefault((entry.upstream, entry.list_key), []).append(index)
+        for (upstream, list_key), indexes in groups.items():
+            admitted = await self.gate.admit(upstream, list_key, [listed[i].item for i in indexes])
+            for index, definition in zip(indexes, admitted, strict=True):
+                kind = POLICY_KIND[list_key]
+                if definition is None or not self.authorizer.allows(principal, kind, upstream, names[index]):
+                    continue
+                public = publish.definition(definition, list_key, listed[index].public)
+                published[index] = self.masking.publish_tool(public) if list_key == "tools" else public
+        return published
