@@ -66,6 +66,8 @@ class Pipeline:
         started, outcome = time.perf_counter(), _Outcome()
         try:  # from here on, admitted units are recorded as usage whatever fails
             tenant = ctx.principal.tenant
+            if self.masking.needs_hash_key(target.public_name):
+                await anyio.to_thread.run_sync(self.masking.load_hash_key)  # may read Secrets Manager
             upstream_params = self.masking.request(tenant, route.method, target.public_name, target.params)
             retry_safe = route.safe or self._idempotent(target)
             async for message in self.router.call(

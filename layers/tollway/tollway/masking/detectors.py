@@ -2,9 +2,11 @@
 
 Each detector finds candidates with a regular expression and keeps only those its validator
 accepts (Luhn for cards, mod-97 and the registry length for IBANs, octet ranges for IPv4, a
-JSON header with `alg` for JWTs…). A false positive breaks a tool (an order id masked, a date
-rewritten), so the patterns are anchored on token boundaries and a candidate glued to a longer
-number (`…4242 4242` inside `4242 4242 4242 4242 4241`) is never taken from its middle.
+JSON header with `alg` for JWTs…). Digits are ASCII digits (`[0-9]`, not `\\d`): Arabic-Indic
+digits are no address, and the validators (`ipaddress`, `int`) must only ever see what the formats allow.
+A false positive breaks a tool (an order id masked, a date rewritten), so the patterns are
+anchored on token boundaries and a candidate glued to a longer number (`…4242 4242` inside
+`4242 4242 4242 4242 4241`) is never taken from its middle.
 
 | detector         | finds                                                  | does not find                    |
 | ---------------- | ------------------------------------------------------ | -------------------------------- |
@@ -152,15 +154,15 @@ def _email(match: re.Match[str]) -> tuple[int, int] | None:
 # number not after `:` either (`10:30`), while `tel:+1…` is a phone. Each branch starts with its
 # first character and checks what precedes it afterwards: a pattern that opens with a lookbehind
 # makes the regex engine try every position, one that opens with a character class lets it skip.
-_PHONE_GROUP = r"(?:\(\d{1,5}\)|\d{1,15}+)"
+_PHONE_GROUP = r"(?:\([0-9]{1,5}\)|[0-9]{1,15}+)"
 _PHONE_MORE = rf"(?:(?:[ .\-]|(?<=\))|(?=\())\ ?{_PHONE_GROUP})"
 _PHONE_RE = re.compile(
-    rf"(?:(\+)(?<![\w+\-./@#$€£]\+)(?<!\d[ .\-]\+){_PHONE_GROUP}{_PHONE_MORE}{{0,7}}"
-    rf"|\((?<![\w+\-./:@#$€£]\()(?<!\d[ .\-]\()\d{{1,5}}\){_PHONE_MORE}{{1,7}}"
-    rf"|\d(?<![\w+\-./:@#$€£]\d)(?<!\d[ .\-]\d)\d{{0,14}}+{_PHONE_MORE}{{1,7}})"
-    r"(?![\w]|[.\-:/,]?\d)"
+    rf"(?:(\+)(?<![\w+\-./@#$€£]\+)(?<![0-9][ .\-]\+){_PHONE_GROUP}{_PHONE_MORE}{{0,7}}"
+    rf"|\((?<![\w+\-./:@#$€£]\()(?<![0-9][ .\-]\()[0-9]{{1,5}}\){_PHONE_MORE}{{1,7}}"
+    rf"|[0-9](?<![\w+\-./:@#$€£][0-9])(?<![0-9][ .\-][0-9])[0-9]{{0,14}}+{_PHONE_MORE}{{1,7}})"
+    r"(?![\w]|[.\-:/,]?[0-9])"
 )
-_DIGIT_GROUPS = re.compile(r"\(?(\d+)\)?")
+_DIGIT_GROUPS = re.compile(r"\(?([0-9]+)\)?")
 
 
 def _phone(match: re.Match[str]) -> tuple[int, int] | None:
@@ -182,15 +184,15 @@ def _phone(match: re.Match[str]) -> tuple[int, int] | None:
         return None  # thousands separators: `12 345 678 901`, `1.234.567.890`
     if all(len(g) == 4 for g in groups):
         return None  # ids in fours: AWS account `1234-5678-9012`, licence keys
-    separators = set(re.sub(r"\d", "", text))
+    separators = set(re.sub(r"[0-9]", "", text))
     return match.span() if len(separators) == 1 else None  # `2024-01-15 1030` is two tokens
 
 
 # --- card -----------------------------------------------------------------------------------------
 _CARD_RE = re.compile(
-    r"\d(?<![\w+\-./:]\d)(?<!\d[ \-]\d)"
-    r"(?:\d{12,18}+|\d{3}(?:[ \-]\d{1,7}+){1,5})"
-    r"(?![\w]|[.\-]\d)"
+    r"[0-9](?<![\w+\-./:][0-9])(?<![0-9][ \-][0-9])"
+    r"(?:[0-9]{12,18}+|[0-9]{3}(?:[ \-][0-9]{1,7}+){1,5})"
+    r"(?![\w]|[.\-][0-9])"
 )
 
 
@@ -214,10 +216,10 @@ def _card(match: re.Match[str]) -> tuple[int, int] | None:
     text, start = match.group(0), match.start()
     if text.isdigit():
         return match.span() if _card_number(text) else None
-    if len(set(re.sub(r"\d", "", text))) != 1:
+    if len(set(re.sub(r"[0-9]", "", text))) != 1:
         return None  # `4242-4242 4242-4242` mixes separators: not one number
     # The number may be followed by another group (`… 4242 12/26`): try shorter prefixes.
-    ends = [m.end() for m in re.finditer(r"\d+", text)]
+    ends = [m.end() for m in re.finditer(r"[0-9]+", text)]
     for end in reversed(ends):
         if _card_number(re.sub(r"\D", "", text[:end])):
             return start, start + end
@@ -225,7 +227,9 @@ def _card(match: re.Match[str]) -> tuple[int, int] | None:
 
 
 # --- ssn ------------------------------------------------------------------------------------------
-_SSN_RE = re.compile(r"\d(?<![\w\-./]\d)\d\d(?<!000|666)(?<!9\d\d)-(?!00)\d{2}-(?!0000)\d{4}(?![\w\-]|\.\d)")
+_SSN_RE = re.compile(
+    r"[0-9](?<![\w\-./][0-9])[0-9][0-9](?<!000|666)(?<!9[0-9][0-9])-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![\w\-]|\.[0-9])"
+)
 
 
 # --- iban -----------------------------------------------------------------------------------------
@@ -241,7 +245,9 @@ IBAN_LENGTHS = {
     "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
     "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }  # fmt: skip
-_IBAN_RE = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+_IBAN_RE = re.compile(
+    r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
+)
 
 
 def iban_valid(compact: str) -> bool:
@@ -270,7 +276,7 @@ def _iban(match: re.Match[str]) -> tuple[int, int] | None:
 
 
 # --- ip -------------------------------------------------------------------------------------------
-_IPV4_RE = re.compile(r"\d(?<![\w.\-]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w\-]|\.\d)")
+_IPV4_RE = re.compile(r"[0-9](?<![\w.\-][0-9])[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?![\w\-]|\.[0-9])")
 # Two colons within the first groups; what precedes the candidate is checked in `_ipv6`.
 _IPV6_RE = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{0,41}+(?![\w])")
 
@@ -341,7 +347,7 @@ _TOKEN_HINTS = ("sk-", "sk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "gi
 
 def _token(match: re.Match[str]) -> tuple[int, int] | None:
     token = match.group(0)
-    if token.startswith("sk-") and not (re.search(r"\d", token) and re.search(r"[A-Za-z]", token[3:])):
+    if token.startswith("sk-") and not (re.search(r"[0-9]", token) and re.search(r"[A-Za-z]", token[3:])):
         return None  # `sk-` slugs made of words
     return match.span()
 
@@ -360,7 +366,7 @@ _ASSIGNMENT_HINTS = ("key", "secret", "token", "passw", "pwd")
 _PLACEHOLDER_RE = re.compile(r"^(?:[<{\[(%$]|(.)\1+$|(?i:null|none|undefined|redacted|changeme)$)")
 
 
-_SECRET_CHARS_RE = re.compile(r"[\d_+/=!@#$%^*~]")
+_SECRET_CHARS_RE = re.compile(r"[0-9_+/=!@#$%^*~]")
 
 
 def _assignment(match: re.Match[str]) -> tuple[int, int] | None:
@@ -376,7 +382,7 @@ _BEARER_RE = re.compile(r"Bearer(?<![A-Za-z0-9]Bearer)\s+(?P<value>[A-Za-z0-9._~
 
 
 def _bearer(match: re.Match[str]) -> tuple[int, int] | None:
-    return match.span("value") if re.search(r"\d", match.group("value")) else None
+    return match.span("value") if re.search(r"[0-9]", match.group("value")) else None
 
 
 # The password in a URL's userinfo: `https://user:password@host`.

@@ -137,10 +137,21 @@ class MaskingStage:
             self._redactor = Redactor(self.config.detectors)
         return self._redactor
 
-    @property
-    def _hash_key(self) -> bytes:
+    def needs_hash_key(self, tool: str) -> bool:
+        """Whether a call of `tool` needs the `hash` key and it is not loaded yet: the caller loads
+        it first (`load_hash_key`, blocking: the source may read Secrets Manager)."""
+        return self._key is None and any(
+            f.action == "hash" for r in self.rules(tool) for f in (*r.arguments, *r.results)
+        )
+
+    def load_hash_key(self) -> None:
         if self._key is None:
             self._key = self._hash_key_source()
+
+    @property
+    def _hash_key(self) -> bytes:
+        self.load_hash_key()
+        assert self._key is not None
         return self._key
 
     @staticmethod
