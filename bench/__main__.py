@@ -4,6 +4,7 @@
 2. warm in-process tools/call through the Lambda handler (p50/p99), both eras
 3. DynamoDB requests per tools/call and per tools/list (botocore events), both eras
 4. throughput on the local server vs calling the upstream directly (same client, same upstream)
+then the costs of single stages: JWT verification, masking a result, validating arguments
 
 Timings are noisy on a shared machine: compare the ratios within one run.
 """
@@ -70,6 +71,9 @@ def main() -> None:
         from bench.masking import bench_masking
 
         bench_masking()
+        from bench.arguments import bench_arguments
+
+        bench_arguments()
 
 
 def bench_config(issuer: object, upstream_url: str, lease_units: int, quotas: bool = True) -> str:

@@ -37,7 +37,7 @@ def bench_masking(runs: int = 500) -> None:
             "upstreams": [{"name": "a", "url": "http://127.0.0.1:9/mcp"}],
         }
     )
-    stage = MaskingStage(config)
+    stage = MaskingStage(config, hash_key=lambda: b"k" * 32)
     message = {"jsonrpc": "2.0", "id": 1, "result": typical_result()}
     size = len(json.dumps(message["result"]).encode())
     stage.message("acme", "tools/call", "a__orders", message)  # warm-up (compiled patterns)
