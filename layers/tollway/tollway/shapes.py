@@ -12,7 +12,7 @@ a unit test holds them to `mcp_types` on a corpus of valid and invalid examples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 Path = tuple[str | int, ...]
@@ -53,37 +53,35 @@ def blocks(result: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
 
 
 def texts(result: dict[str, Any]) -> Iterator[tuple[Path, str]]:
-    """The text an agent reads in a result: text blocks, embedded resource text, every string of
-    `structuredContent`, and `contents[].text` (resources/read). Binary data, URIs, MIME types,
+    """The text an agent reads in a result: text blocks, embedded resource text, `contents[].text`
+    (resources/read) and every string of `structuredContent`. Binary data, URIs, MIME types,
     names and `_meta` are not text."""
-    for path, block in blocks(result):
-        if block.get("type") == "text" and isinstance(block.get("text"), str):
-            yield (*path, "text"), block["text"]
-        resource = block.get("resource")
-        if block.get("type") == "resource" and isinstance(resource, dict) and isinstance(resource.get("text"), str):
-            yield (*path, "resource", "text"), resource["text"]
+    yield from _fields(result, "text")
     if "structuredContent" in result:
         yield from strings(result["structuredContent"], ("structuredContent",))
-    contents = result.get("contents")
-    if isinstance(contents, list):
-        for i, item in enumerate(contents):
-            if isinstance(item, dict) and isinstance(item.get("text"), str):
-                yield ("contents", i, "text"), item["text"]
 
 
 def uris(result: dict[str, Any]) -> Iterator[tuple[Path, str]]:
     """Every resource URI a result names: resource links, embedded resources, resource contents."""
+    return _fields(result, "uri")
+
+
+_CARRIER = {"text": "text", "uri": "resource_link"}
+"""Field -> the type of content block that carries it itself (others carry it in an embedded resource)."""
+
+
+def _fields(result: dict[str, Any], key: str) -> Iterator[tuple[Path, str]]:
     for path, block in blocks(result):
-        if block.get("type") == "resource_link" and isinstance(block.get("uri"), str):
-            yield (*path, "uri"), block["uri"]
+        if block.get("type") == _CARRIER[key] and isinstance(block.get(key), str):
+            yield (*path, key), block[key]
         resource = block.get("resource")
-        if block.get("type") == "resource" and isinstance(resource, dict) and isinstance(resource.get("uri"), str):
-            yield (*path, "resource", "uri"), resource["uri"]
+        if block.get("type") == "resource" and isinstance(resource, dict) and isinstance(resource.get(key), str):
+            yield (*path, "resource", key), resource[key]
     contents = result.get("contents")
     if isinstance(contents, list):
         for i, item in enumerate(contents):
-            if isinstance(item, dict) and isinstance(item.get("uri"), str):
-                yield ("contents", i, "uri"), item["uri"]
+            if isinstance(item, dict) and isinstance(item.get(key), str):
+                yield ("contents", i, key), item[key]
 
 
 def replace(root: Any, changes: Iterable[tuple[Path, Any]]) -> Any:
@@ -165,41 +163,8 @@ def check_result(method: str, result: Any) -> str | None:
         if (requests is None and state is None) or not isinstance(requests, dict | None):
             return "input_required result without inputRequests or requestState"
         return None if isinstance(state, str | None) else "requestState is not a string"
-    if method == "tools/call":
-        content = result.get("content")
-        if not isinstance(content, list):
-            return "content is not a list"
-        if "isError" in result and not isinstance(result["isError"], bool):
-            return "isError is not a boolean"
-        return _first(_check_block(block) for block in content)
-    if method == "prompts/get":
-        messages = result.get("messages")
-        if not isinstance(messages, list):
-            return "messages is not a list"
-        for message in messages:
-            if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-                return "a message has no valid role"
-            if (why := _check_block(message.get("content"))) is not None:
-                return why
-        return _optional(result, "description", str)
-    if method == "resources/read":
-        contents = result.get("contents")
-        if not isinstance(contents, list):
-            return "contents is not a list"
-        return _first(_check_contents(item) for item in contents)
-    if method == "completion/complete":
-        completion = result.get("completion")
-        if not isinstance(completion, dict):
-            return "completion is not an object"
-        values = completion.get("values")
-        if not isinstance(values, list) or len(values) > 100 or not all(isinstance(v, str) for v in values):
-            return "completion.values is not a list of at most 100 strings"
-        return _optional(completion, "total", int) or _optional(completion, "hasMore", bool)
-    if method in LIST_KEYS:
-        if not isinstance(result.get(LIST_KEYS[method]), list):
-            return f"{LIST_KEYS[method]} is not a list"
-        return _optional(result, "nextCursor", str)
-    return None
+    check = _RESULT_CHECKS.get(method)
+    return check(result) if check is not None else None
 
 
 LIST_KEYS = {
@@ -254,6 +219,30 @@ def _check_schema(item: dict[str, Any], key: str, *, required: bool) -> str | No
     return None
 
 
+def _items(result: dict[str, Any], key: str, check: Callable[[Any], str | None] | None = None) -> str | None:
+    """`result[key]` must be a list, each item passing `check`."""
+    items = result.get(key)
+    if not isinstance(items, list):
+        return f"{key} is not a list"
+    return _first(check(item) for item in items) if check is not None else None
+
+
+def _check_message(message: Any) -> str | None:
+    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+        return "a message has no valid role"
+    return _check_block(message.get("content"))
+
+
+def _check_completion(result: dict[str, Any]) -> str | None:
+    completion = result.get("completion")
+    if not isinstance(completion, dict):
+        return "completion is not an object"
+    values = completion.get("values")
+    if not isinstance(values, list) or len(values) > 100 or not all(isinstance(v, str) for v in values):
+        return "completion.values is not a list of at most 100 strings"
+    return _optional(completion, "total", int) or _optional(completion, "hasMore", bool)
+
+
 def _check_block(block: Any) -> str | None:
     if not isinstance(block, dict):
         return "a content block is not an object"
@@ -290,3 +279,16 @@ def _optional(item: dict[str, Any], key: str, kind: type) -> str | None:
 
 def _first(reasons: Iterable[str | None]) -> str | None:
     return next((reason for reason in reasons if reason is not None), None)
+
+
+_RESULT_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
+    "tools/call": lambda r: _items(r, "content", _check_block) or _optional(r, "isError", bool),
+    "prompts/get": lambda r: _items(r, "messages", _check_message) or _optional(r, "description", str),
+    "resources/read": lambda r: _items(r, "contents", _check_contents),
+    "completion/complete": _check_completion,
+    **{
+        method: lambda r, key=key: _items(r, key) or _optional(r, "nextCursor", str)  # type: ignore[misc]
+        for method, key in LIST_KEYS.items()
+    },
+}
+"""Method -> the check of its result (methods not here: any object)."""
