@@ -191,6 +191,8 @@ def check_definition(list_key: str, item: Any) -> str | None:
     is not valid MCP, or None when it is."""
     if not isinstance(item, dict):
         return "not an object"
+    if depth(item) > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH}"
     name_key = {"resources": "uri", "resourceTemplates": "uriTemplate"}.get(list_key, "name")
     for key in dict.fromkeys((name_key, "name")):
         if not isinstance(item.get(key), str) or not item[key]:
