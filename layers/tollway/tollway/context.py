@@ -61,6 +61,8 @@ class RequestContext:
     deadline: float | None = None
     """`time.monotonic()` by which the answer must be written (on Lambda: before the invocation
     ends); None: only each upstream's own timeout bounds the request."""
+    budgets: dict[str, Deadline] = field(default_factory=dict)
+    """Per upstream: the one budget this request has with it (probe, session, catalog, call)."""
 
     @property
     def relays(self) -> bool:

@@ -91,7 +91,7 @@ class Catalog:
                 log_skip(name, page)
                 continue
             items, next_cursor = page
-            self._observe(name, list_key, items)
+            self._observe(name, list_key, items, whole=cursor is None and next_cursor is None)
             listed.extend(self._listed(name, list_key, items))
             if next_cursor is not None:
                 next_state[name] = next_cursor
@@ -122,13 +122,15 @@ class Catalog:
             found.append(Listed(name, list_key, item, public))
         return found
 
-    def _observe(self, name: str, list_key: str, items: list[dict[str, Any]]) -> None:
+    def _observe(self, name: str, list_key: str, items: list[dict[str, Any]], whole: bool) -> None:
+        """Remember what a list page showed: the whole catalog when it was one page, else the
+        latest definition of each item the instance already knows of."""
+        named = {item[NAME_FIELD[list_key]]: item for item in items if isinstance(item.get(NAME_FIELD[list_key]), str)}
         known = self._known.get((name, list_key))
-        if known is not None:
-            for item in items:
-                own = item.get(NAME_FIELD[list_key])
-                if isinstance(own, str):
-                    known.items[own] = item
+        if whole:
+            self._known[(name, list_key)] = _Known(time.monotonic(), named)
+        elif known is not None:
+            known.items.update(named)
 
     # --- what a call names ------------------------------------------------------------------------
     async def find(self, ctx: RequestContext, name: str, list_key: str, own: str) -> Listed | None:

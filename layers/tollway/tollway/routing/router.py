@@ -60,18 +60,29 @@ class Router:
         return self._configs[name]
 
     def deadline(self, ctx: RequestContext, name: str) -> Deadline:
-        return Deadline(ctx.budget(self._configs[name].timeout_seconds))
+        """The request's one budget with upstream `name`: made on first use, shared by everything
+        the request does there (era probe, session, catalog, retries, the call)."""
+        budget = ctx.budgets.get(name)
+        if budget is None:
+            budget = ctx.budgets[name] = Deadline(ctx.budget(self._configs[name].timeout_seconds))
+        return budget
 
     # --- what upstreams speak ---------------------------------------------------------------------
-    async def info(self, name: str, ctx: RequestContext, deadline: Deadline | None = None) -> UpstreamInfo:
+    async def info(self, name: str, ctx: RequestContext) -> UpstreamInfo:
         known = self._eras.get(name)
         if known is not None:
             return known
         failed = self._failed_probes.get(name)
         if failed is not None and failed[0] > time.monotonic():
             raise copy.copy(failed[1])
+        deadline = self.deadline(ctx, name)
         try:
-            info = await self._probe(name, deadline or self.deadline(ctx, name))
+            for attempt in range(self.upstream(name).retries + 1):
+                try:
+                    info = await self._probe(name, deadline)
+                    break
+                except UpstreamUnavailable as error:
+                    await self._before_retry(name, error, attempt, deadline, retry_safe=True)
         except UpstreamAuthError:
             raise  # the gateway's credentials: not the upstream's era, and not worth remembering
         except UpstreamError as error:
@@ -125,8 +136,7 @@ class Router:
         """Send one request to upstream `name`; yield its notifications and relayed server
         requests, then the response (carrying the caller's `request_id`, names made public)."""
         deadline = self.deadline(ctx, name)
-        retries = self.upstream(name).retries
-        for attempt in range(retries + 1):
+        for attempt in range(self.upstream(name).retries + 1):
             relayed = answered = False
             try:
                 async for item in self._call(ctx, name, method, params, request_id, deadline):
@@ -134,12 +144,9 @@ class Router:
                     answered = answered or ("method" not in item and item.get("id") == request_id)
                     yield item
             except UpstreamUnavailable as error:
-                pause = backoff(attempt)
-                retryable = error.data.get("retryable") and (retry_safe or not error.sent)
-                if relayed or not retryable or attempt == retries or deadline.remaining() <= pause:
-                    raise
-                logger.info("retrying upstream", extra={"upstream": name, "attempt": attempt + 1})
-                await anyio.sleep(pause)
+                if relayed:
+                    raise  # the caller has seen part of this call: repeating it would show it twice
+                await self._before_retry(name, error, attempt, deadline, retry_safe)
                 continue
             if not answered:
                 # Every consumer expects the response last: without it a caller would get `{}`.
@@ -147,10 +154,22 @@ class Router:
                 raise UpstreamInvalidResponse(name)
             return
 
+    async def _before_retry(
+        self, name: str, error: UpstreamUnavailable, attempt: int, deadline: Deadline, retry_safe: bool
+    ) -> None:
+        """Wait before retry number `attempt + 1`, or re-raise `error` when retrying is not safe
+        (the request may have done its work), not allowed (attempts used up) or too late."""
+        pause = backoff(attempt)
+        retryable = error.data.get("retryable") and (retry_safe or not error.sent)
+        if not retryable or attempt == self.upstream(name).retries or deadline.remaining() <= pause:
+            raise error
+        logger.info("retrying upstream", extra={"upstream": name, "attempt": attempt + 1})
+        await anyio.sleep(pause)
+
     async def _call(
         self, ctx: RequestContext, name: str, method: str, params: dict[str, Any], request_id: Any, deadline: Deadline
     ) -> AsyncIterator[dict[str, Any]]:
-        info = await self.info(name, ctx, deadline)
+        info = await self.info(name, ctx)
         if not (ctx.modern and info.modern) and info.legacy is not False:
             try:
                 async for item in self._call_legacy(ctx, name, info, method, params, request_id, deadline):

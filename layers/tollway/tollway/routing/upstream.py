@@ -116,6 +116,8 @@ class UpstreamClient:
             async for item in self._exchange(
                 message, deadline, session, protocol_version, modern, extra_headers, response_headers
             ):
+                if "method" not in item:
+                    healthy = True  # the answer arrived, whether or not the caller reads on
                 yield item
             healthy = True
         except (UpstreamAuthError, UpstreamTooLarge, SessionLost):
@@ -316,11 +318,12 @@ class UpstreamClient:
     # --- one request, notifications, sessions ---------------------------------------------------
     async def request(self, message: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Send a request and return only its final response (server requests are declined)."""
-        async for item in self.exchange(message, **kwargs):
-            if "method" in item and "id" in item:
-                await self.decline(item, **kwargs)
-            elif "method" not in item:
-                return item
+        async with contextlib.aclosing(self.exchange(message, **kwargs)) as stream:
+            async for item in stream:
+                if "method" in item and "id" in item:
+                    await self.decline(item, **kwargs)
+                elif "method" not in item:
+                    return item
         raise self._invalid("no response")
 
     async def notify(self, message: dict[str, Any], **kwargs: Any) -> None:
