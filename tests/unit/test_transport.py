@@ -155,10 +155,10 @@ def test_a_body_that_is_not_json_is_a_parse_error(gateway: Gateway, body: bytes)
     assert_http_error(response, 400, c.PARSE_ERROR, message="Parse error: body is not valid JSON")
 
 
-def test_a_deeply_nested_body_is_a_parse_error_not_a_crash(gateway: Gateway) -> None:
+def test_a_deeply_nested_body_is_an_invalid_request_not_a_crash(gateway: Gateway) -> None:
     response = gateway.post(b"[" * 100_000 + b"]" * 100_000)
 
-    assert_http_error(response, 400, c.PARSE_ERROR, message="Parse error: body is not valid JSON")
+    assert_http_error(response, 400, c.INVALID_REQUEST, message="Invalid request: nested deeper than 100 levels")
 
 
 def test_a_batch_is_refused(gateway: Gateway) -> None:

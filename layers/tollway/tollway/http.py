@@ -147,6 +147,10 @@ def build_verifier(config: GatewayConfig, dev_keys: PyJWKSet | None) -> TokenVer
     )
 
 
+CLIENT_GONE = "tollway.client_gone"
+"""ASGI scope key: the client went away before an answer (logged as 499, not as a failure)."""
+
+
 def _on_lambda() -> bool:
     return "AWS_LAMBDA_FUNCTION_NAME" in os.environ
 
@@ -174,6 +178,7 @@ class ErrorMiddleware:
             await self.app(scope, receive, tracking_send)
         except ClientDisconnect:
             logger.info("client disconnected", extra={"path": scope.get("path")})
+            scope[CLIENT_GONE] = True
         except Exception as exc:
             if started:
                 raise
@@ -221,6 +226,8 @@ class TelemetryMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if scope.get(CLIENT_GONE):
+                status = 499  # as proxies log it: the client closed the request
             elapsed_ms = (time.perf_counter() - start) * 1000
             logger.info(
                 "request",

@@ -45,6 +45,7 @@ from tollway.config import FieldRule
 from tollway.errors import ConfigError
 
 MASKED = "****"
+TOO_DEEP_TO_RULE = "[withheld by Tollway: JSON nested too deeply for this tool's field rules]"
 HASH_PREFIX = "h_"
 HASH_HEX_CHARS = 16
 
@@ -137,7 +138,9 @@ def apply_result_field_rules(
             except (ValueError, RecursionError):
                 continue
             if shapes.depth(parsed) > shapes.MAX_DEPTH:
-                continue  # not a mirror of structured content, which is never this deep
+                # Too deep to rule with certainty: it is not delivered rather than delivered unruled.
+                changes.append(((*path, "text"), TOO_DEEP_TO_RULE))
+                continue
             changed = apply_field_rules(parsed, rules, hash_key, tenant)
             if changed != parsed:
                 changes.append(((*path, "text"), json.dumps(changed, ensure_ascii=False)))

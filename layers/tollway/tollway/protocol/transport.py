@@ -139,19 +139,26 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 def _parse(body: bytes) -> dict[str, Any]:
     """JSON as RFC 8259 has it: UTF-8, no NaN or Infinity, no lone UTF-16 surrogate (`\\ud800`
-    parses in Python, then cannot be written as UTF-8 again)."""
+    parses in Python, then cannot be written as UTF-8 again); one object, nested at most
+    `shapes.MAX_DEPTH` levels (whatever depth the parser itself could read)."""
+    too_deep = InvalidRequest(f"Invalid request: nested deeper than {shapes.MAX_DEPTH} levels")
     try:
         message = json.loads(body, parse_constant=_not_json)
-        if _SURROGATE_ESCAPE.search(body):
-            json.dumps(message, ensure_ascii=False).encode()
-    except (ValueError, RecursionError):  # UnicodeError is a ValueError
+    except RecursionError:
+        raise too_deep from None
+    except ValueError:  # UnicodeError is a ValueError
         raise ParseError() from None
+    if shapes.depth(message) > shapes.MAX_DEPTH:
+        raise too_deep
+    if _SURROGATE_ESCAPE.search(body):
+        try:
+            json.dumps(message, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ParseError() from None
     if isinstance(message, list):
         raise InvalidRequest("Invalid request: batch requests are not supported")
     if not isinstance(message, dict):
         raise InvalidRequest("Invalid request: body must be one JSON-RPC object")
-    if shapes.depth(message) > shapes.MAX_DEPTH:
-        raise InvalidRequest(f"Invalid request: nested deeper than {shapes.MAX_DEPTH} levels")
     return message
 
 
