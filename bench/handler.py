@@ -162,7 +162,8 @@ def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
             dynamodb_ms.append((time.perf_counter() - started.pop()) * 1000)
 
     dynamodb_ms: list[float] = []
-    stores = (endpoint.store, endpoint.pipeline.quota.store, endpoint.pipeline.usage, endpoint.router.gate.store)
+    pipeline = endpoint.pipeline
+    stores = (endpoint.store, pipeline.quota.store, pipeline.usage, pipeline.exposure.gate.store)
     for store in stores:
         events = store.client.meta.events
         events.register("before-parameter-build.dynamodb.*", count)
