@@ -1,4 +1,5 @@
-"""Shared setup for every test: a fake AWS environment, the demo upstreams, gateway configs.
+"""Shared setup for every test: a fake AWS environment, an in-process DynamoDB, the demo
+upstreams, gateway configs.
 
 The environment is set at import time, before any test module imports boto3 or tollway,
 so nothing can reach a real AWS account or pick up a developer's profile.
@@ -39,8 +40,11 @@ from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import boto3  # noqa: E402
 import pytest  # noqa: E402
+from moto import mock_aws  # noqa: E402
 from tollway.config import AuthConfig, GatewayConfig, parse_config  # noqa: E402
+from tollway.store.tables import ensure_tables, find_template  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESOURCE = "https://abc123.execute-api.us-east-1.amazonaws.com/mcp"
@@ -76,6 +80,44 @@ def build_config(upstreams: dict[str, str], **sections: Any) -> GatewayConfig:
     return parse_config(config_data(upstreams, **sections))
 
 
+# --- an in-process DynamoDB -----------------------------------------------------------------------
+@contextlib.contextmanager
+def moto_table(name: str) -> Iterator[Any]:
+    """moto's in-process AWS holding the gateway's table exactly as template.yaml declares it
+    (keys, index, billing, TTL), named `name`; yields a boto3 DynamoDB client to it."""
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        ensure_tables(client, find_template(REPO_ROOT), {"TollwayTable": name})
+        yield client
+
+
+@pytest.fixture(scope="session")
+def table_name() -> str:
+    """The name `moto_dynamodb` and `fresh_dynamodb` give the gateway's table. A conftest or a
+    module overrides it (scope module or wider) where its tests prove that a configured name,
+    not the default, is the one used."""
+    return "TollwayTable"
+
+
+@pytest.fixture(scope="module")
+def moto_dynamodb(table_name: str) -> Iterator[Any]:
+    """One in-process DynamoDB for the tests of a module: what one test writes, the next one sees.
+    moto stays active until the module's last test is done."""
+    with moto_table(table_name) as client:
+        yield client
+
+
+@pytest.fixture
+def fresh_dynamodb(table_name: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An in-process DynamoDB of this test's own, its table empty, and named by TOLLWAY_TABLE
+    as in the Lambda's environment (for code that finds the table by itself, such as the CLI).
+    Not to be combined with `moto_dynamodb` in one test."""
+    monkeypatch.setenv("TOLLWAY_TABLE", table_name)
+    with moto_table(table_name) as client:
+        yield client
+
+
+# --- upstreams ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def dead_url() -> Iterator[str]:
     """An MCP URL on 127.0.0.1 that refuses connections: the port is bound but never listens."""

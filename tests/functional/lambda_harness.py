@@ -21,7 +21,8 @@ from typing import Any
 
 from tollway import spec as c
 from tollway.routing.upstream import http_client
-from tollway.store.tables import ensure_tables, find_template
+
+from tests.unit.wire import assert_error
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS = REPO_ROOT / "tests" / "events"
@@ -111,6 +112,11 @@ class Answer:
         final = self.final()
         assert "result" in final, final
         return final["result"]
+
+
+def assert_lambda_error(answer: Answer, status: int, code: int, **kwargs: Any) -> dict[str, Any]:
+    """`assert_error` (tests/unit/wire.py) for what the handler answered; returns `error`."""
+    return assert_error(answer.status, answer.headers, answer.body, expected_status=status, code=code, **kwargs)
 
 
 @contextlib.contextmanager
@@ -221,8 +227,3 @@ class LambdaGateway:
 
 async def _close_pool() -> None:
     await http_client().aclose()
-
-
-def create_table(client: Any, name: str = TABLE) -> None:
-    """The gateway's table exactly as template.yaml declares it (keys, billing, TTL)."""
-    ensure_tables(client, find_template(REPO_ROOT), {"TollwayTable": name})

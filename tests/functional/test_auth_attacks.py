@@ -44,23 +44,17 @@ ECHO = {"name": "rec__echo", "arguments": {"text": "hello"}}
 
 # --- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream().running() as upstream:
-        yield upstream
-
-
-@pytest.fixture(scope="module")
 def issuer() -> Iterator[LocalIssuer]:
     with LocalIssuer(SigningKey("RS256")).running() as issuer:
         yield issuer
 
 
-def _config(upstream: RecordingUpstream, auth: dict[str, Any]) -> GatewayConfig:
+def _config(recorder: RecordingUpstream, auth: dict[str, Any]) -> GatewayConfig:
     return parse_config(
         {
             "resource": RESOURCE,
             "auth": {"required_scopes": SCOPES.split(), "leeway_seconds": LEEWAY, **auth},
-            "upstreams": [{"name": "rec", "url": upstream.url}],
+            "upstreams": [{"name": "rec", "url": recorder.url}],
             "tenants": {"acme": {"tools": ["rec__echo"]}, "globex": {"upstreams": ["rec"]}},
         }
     )
@@ -72,28 +66,18 @@ def store() -> MemorySessionStore:
 
 
 @pytest.fixture(scope="module")
-def client(upstream: RecordingUpstream, issuer: LocalIssuer, store: MemorySessionStore) -> Iterator[TestClient]:
-    config = _config(upstream, {"issuer": issuer.issuer, "jwks_url": issuer.jwks_url})
+def client(recorder: RecordingUpstream, issuer: LocalIssuer, store: MemorySessionStore) -> Iterator[TestClient]:
+    config = _config(recorder, {"issuer": issuer.issuer, "jwks_url": issuer.jwks_url})
     with TestClient(create_app(config, store=store, streaming=False), raise_server_exceptions=False) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def dev_key(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return dev.signing_key(tmp_path_factory.mktemp("dev") / "dev-signing-key.pem")
-
-
-@pytest.fixture(scope="module")
-def dev_client(upstream: RecordingUpstream, dev_key: Any) -> Iterator[TestClient]:
-    config = _config(upstream, {"issuer": dev.DEV_ISSUER})
+def dev_client(recorder: RecordingUpstream, dev_key: Any) -> Iterator[TestClient]:
+    config = _config(recorder, {"issuer": dev.DEV_ISSUER})
     app = create_app(config, store=MemorySessionStore(), streaming=False, dev_keys=dev.jwk_set(dev_key))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
-
-
-@pytest.fixture(autouse=True)
-def clean_record(upstream: RecordingUpstream) -> None:
-    upstream.clear()
 
 
 def _token(issuer: LocalIssuer, key: SigningKey | None = None, **claims: Any) -> str:
@@ -101,11 +85,11 @@ def _token(issuer: LocalIssuer, key: SigningKey | None = None, **claims: Any) ->
     return key.sign(issuer.claims(audience=RESOURCE, scope=SCOPES, **claims))
 
 
-def _assert_refused(response: Any, challenge: str, upstream: RecordingUpstream) -> None:
+def _assert_refused(response: Any, challenge: str, recorder: RecordingUpstream) -> None:
     assert response.headers["www-authenticate"] == challenge
     error = assert_http_error(response, 401, c.INVALID_REQUEST, message="Unauthorized")
     assert error == UNAUTHORIZED
-    assert upstream.requests == [], "a refused request reached the upstream"
+    assert recorder.requests == [], "a refused request reached the upstream"
 
 
 # --- forged and broken tokens ---------------------------------------------------------------------
@@ -195,17 +179,17 @@ ATTACKS: dict[str, Callable[[LocalIssuer], str]] = {
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_a_forged_or_unacceptable_token_is_refused_before_any_upstream(
-    client: TestClient, issuer: LocalIssuer, upstream: RecordingUpstream, attack: str
+    client: TestClient, issuer: LocalIssuer, recorder: RecordingUpstream, attack: str
 ) -> None:
     token = ATTACKS[attack](issuer)
 
     response = Caller(client, token).modern("tools/call", ECHO)
 
-    _assert_refused(response, INVALID_TOKEN, upstream)
+    _assert_refused(response, INVALID_TOKEN, recorder)
 
 
 def test_a_token_in_the_jku_header_does_not_make_the_gateway_fetch_that_key_set(
-    client: TestClient, issuer: LocalIssuer, upstream: RecordingUpstream
+    client: TestClient, issuer: LocalIssuer, recorder: RecordingUpstream
 ) -> None:
     stranger = SigningKey("RS256")
     with LocalIssuer(stranger).running() as evil:
@@ -213,7 +197,7 @@ def test_a_token_in_the_jku_header_does_not_make_the_gateway_fetch_that_key_set(
 
         response = Caller(client, token).modern("tools/call", ECHO)
 
-        _assert_refused(response, INVALID_TOKEN, upstream)
+        _assert_refused(response, INVALID_TOKEN, recorder)
         assert evil.fetches == 0
 
 
@@ -233,17 +217,17 @@ def test_the_refusal_says_nothing_about_why(client: TestClient, issuer: LocalIss
     ids=["no header", "basic", "empty bearer", "blank bearer", "other scheme"],
 )
 def test_a_request_without_a_bearer_token_gets_the_bare_challenge(
-    client: TestClient, upstream: RecordingUpstream, authorization: str | None
+    client: TestClient, recorder: RecordingUpstream, authorization: str | None
 ) -> None:
     caller = Caller(client, None, authorization=authorization)
 
     response = caller.modern("tools/call", ECHO)
 
-    _assert_refused(response, CHALLENGE, upstream)
+    _assert_refused(response, CHALLENGE, recorder)
 
 
 def test_two_authorization_headers_are_not_a_token(
-    client: TestClient, issuer: LocalIssuer, upstream: RecordingUpstream
+    client: TestClient, issuer: LocalIssuer, recorder: RecordingUpstream
 ) -> None:
     valid = f"Bearer {_token(issuer)}"
     headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
@@ -251,32 +235,32 @@ def test_two_authorization_headers_are_not_a_token(
 
     response = client.post("/mcp", content=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}), headers=headers)
 
-    _assert_refused(response, CHALLENGE, upstream)
+    _assert_refused(response, CHALLENGE, recorder)
 
 
 def test_no_session_can_be_opened_without_a_token(
-    client: TestClient, store: MemorySessionStore, upstream: RecordingUpstream
+    client: TestClient, store: MemorySessionStore, recorder: RecordingUpstream
 ) -> None:
     before = dict(store.sessions)
 
     response = Caller(client, None).initialize()
 
-    _assert_refused(response, CHALLENGE, upstream)
+    _assert_refused(response, CHALLENGE, recorder)
     assert "mcp-session-id" not in response.headers
     assert store.sessions == before
 
 
 @pytest.mark.parametrize("param", ["access_token", "token", "id_token"])
 def test_a_token_in_the_query_string_is_refused_even_a_valid_one(
-    client: TestClient, issuer: LocalIssuer, upstream: RecordingUpstream, param: str
+    client: TestClient, issuer: LocalIssuer, recorder: RecordingUpstream, param: str
 ) -> None:
     token = _token(issuer)
 
     alone = Caller(client, None).modern("tools/call", ECHO, url=f"/mcp?{param}={token}")
     with_header = Caller(client, token).modern("tools/call", ECHO, url=f"/mcp?{param}={token}")
 
-    _assert_refused(alone, INVALID_REQUEST, upstream)
-    _assert_refused(with_header, INVALID_REQUEST, upstream)
+    _assert_refused(alone, INVALID_REQUEST, recorder)
+    _assert_refused(with_header, INVALID_REQUEST, recorder)
 
 
 def test_the_challenge_points_at_metadata_served_without_a_token(client: TestClient, issuer: LocalIssuer) -> None:
@@ -298,7 +282,7 @@ def test_the_challenge_points_at_metadata_served_without_a_token(client: TestCli
 
 # --- a valid token, and what it still may not do -----------------------------------------------
 def test_a_valid_token_reaches_the_upstream_without_itself(
-    client: TestClient, issuer: LocalIssuer, upstream: RecordingUpstream
+    client: TestClient, issuer: LocalIssuer, recorder: RecordingUpstream
 ) -> None:
     token = _token(issuer, tenant="acme")
 
@@ -306,8 +290,8 @@ def test_a_valid_token_reaches_the_upstream_without_itself(
 
     assert response.status_code == 200, response.text
     assert response.json()["result"]["content"] == [{"type": "text", "text": '{"text": "hello"}'}]
-    assert [r.method for r in upstream.calls()] == ["tools/call"]
-    assert token not in upstream.everything_seen()
+    assert [r.method for r in recorder.calls()] == ["tools/call"]
+    assert token not in recorder.everything_seen()
 
 
 def test_scopes_may_come_as_an_scp_list(client: TestClient, issuer: LocalIssuer) -> None:
@@ -320,7 +304,7 @@ def test_scopes_may_come_as_an_scp_list(client: TestClient, issuer: LocalIssuer)
 
 @pytest.mark.parametrize("scope", [None, "", "mcp:tools", "mcp:tools mcp:reader"])
 def test_a_valid_token_without_the_required_scopes_gets_403_naming_them(
-    client: TestClient, issuer: LocalIssuer, upstream: RecordingUpstream, scope: str | None
+    client: TestClient, issuer: LocalIssuer, recorder: RecordingUpstream, scope: str | None
 ) -> None:
     token = issuer.keys[0].sign(issuer.claims(audience=RESOURCE, scope=scope))
 
@@ -334,23 +318,23 @@ def test_a_valid_token_without_the_required_scopes_gets_403_naming_them(
         "message": "Forbidden: insufficient scope",
         "data": {"requiredScopes": missing},
     }
-    assert upstream.requests == []
+    assert recorder.requests == []
 
 
 def test_a_session_replayed_by_another_tenant_is_unknown(
-    client: TestClient, issuer: LocalIssuer, upstream: RecordingUpstream
+    client: TestClient, issuer: LocalIssuer, recorder: RecordingUpstream
 ) -> None:
     alice = Caller(client, _token(issuer, subject="alice", tenant="acme"))
     mallory = Caller(client, _token(issuer, subject="mallory", tenant="globex"))
     session = alice.open_session()
-    upstream.clear()
+    recorder.clear()
 
     replayed = mallory.legacy("tools/list", session=session)
     unknown = mallory.legacy("tools/list", session="no-such-session")
 
     assert_http_error(replayed, 404, c.INVALID_REQUEST, message="Session not found", request_id=1)
     assert (replayed.status_code, replayed.text) == (unknown.status_code, unknown.text)
-    assert upstream.requests == []
+    assert recorder.requests == []
     assert alice.legacy("tools/list", session=session).status_code == 200
 
 
@@ -380,11 +364,11 @@ def test_another_tenant_cannot_end_a_session(
 
 @pytest.mark.parametrize("era", ["2026-07-28", "2025-11-25"])
 def test_a_tool_outside_the_tenant_policy_is_answered_exactly_like_a_missing_tool(
-    client: TestClient, issuer: LocalIssuer, upstream: RecordingUpstream, era: str
+    client: TestClient, issuer: LocalIssuer, recorder: RecordingUpstream, era: str
 ) -> None:
     acme = Caller(client, _token(issuer, tenant="acme"))
     session = acme.open_session() if era == "2025-11-25" else ""
-    upstream.clear()
+    recorder.clear()
 
     def call(name: str) -> Any:
         params = {"name": name, "arguments": {}}
@@ -397,7 +381,7 @@ def test_a_tool_outside_the_tenant_policy_is_answered_exactly_like_a_missing_too
     assert denied.status_code == missing.status_code
     assert denied.headers["content-type"] == missing.headers["content-type"]
     assert json.loads(denied.text.replace("rec__whoami", "nowhere__whoami")) == missing.json()
-    assert upstream.calls() == []
+    assert recorder.calls() == []
 
 
 def test_a_tool_outside_the_tenant_policy_is_not_listed(client: TestClient, issuer: LocalIssuer) -> None:
@@ -412,7 +396,7 @@ def test_a_tool_outside_the_tenant_policy_is_not_listed(client: TestClient, issu
 
 
 def test_a_tenant_without_a_policy_sees_and_reaches_nothing(
-    client: TestClient, issuer: LocalIssuer, upstream: RecordingUpstream
+    client: TestClient, issuer: LocalIssuer, recorder: RecordingUpstream
 ) -> None:
     initech = Caller(client, _token(issuer, tenant="initech"))
 
@@ -421,7 +405,7 @@ def test_a_tenant_without_a_policy_sees_and_reaches_nothing(
 
     assert listed.json()["result"]["tools"] == []
     assert_http_error(called, 400, c.INVALID_PARAMS, message="Unknown tool: rec__echo", request_id=1)
-    assert upstream.calls() == []
+    assert recorder.calls() == []
 
 
 # --- the local development issuer --------------------------------------------------------------
@@ -430,12 +414,12 @@ def _dev_token(key: Any, **kwargs: Any) -> str:
 
 
 def test_a_dev_token_is_accepted_by_the_dev_gateway(
-    dev_client: TestClient, dev_key: Any, upstream: RecordingUpstream
+    dev_client: TestClient, dev_key: Any, recorder: RecordingUpstream
 ) -> None:
     response = Caller(dev_client, _dev_token(dev_key)).modern("tools/call", ECHO)
 
     assert response.status_code == 200, response.text
-    assert len(upstream.calls()) == 1
+    assert len(recorder.calls()) == 1
 
 
 DEV_ATTACKS: dict[str, Callable[[Any, Path], str]] = {
@@ -454,18 +438,18 @@ DEV_ATTACKS: dict[str, Callable[[Any, Path], str]] = {
 
 @pytest.mark.parametrize("attack", list(DEV_ATTACKS))
 def test_the_dev_gateway_refuses_forged_dev_tokens(
-    dev_client: TestClient, dev_key: Any, upstream: RecordingUpstream, tmp_path: Path, attack: str
+    dev_client: TestClient, dev_key: Any, recorder: RecordingUpstream, tmp_path: Path, attack: str
 ) -> None:
     token = DEV_ATTACKS[attack](dev_key, tmp_path)
 
     response = Caller(dev_client, token).modern("tools/call", ECHO)
 
-    _assert_refused(response, INVALID_TOKEN, upstream)
+    _assert_refused(response, INVALID_TOKEN, recorder)
 
 
 def test_a_dev_token_is_refused_by_a_gateway_trusting_a_real_issuer(
-    client: TestClient, dev_key: Any, upstream: RecordingUpstream
+    client: TestClient, dev_key: Any, recorder: RecordingUpstream
 ) -> None:
     response = Caller(client, _dev_token(dev_key)).modern("tools/call", ECHO)
 
-    _assert_refused(response, INVALID_TOKEN, upstream)
+    _assert_refused(response, INVALID_TOKEN, recorder)

@@ -1,11 +1,12 @@
 """Malformed client input is answered as the client's mistake, in both eras, never as an internal error.
 
 Each case sends a raw body (lone UTF-16 surrogates, NaN and Infinity, deep nesting, params of
-the wrong shape, cursors the gateway never issued, session ids no store could hold) and checks
-the exact JSON-RPC code, the HTTP status (400, or 404 for a session), the request id where the
-gateway could read it, and that no Python exception text reaches the caller. The gateway runs
-in-process in front of a real loopback upstream; the last tests send a few of the same inputs
-through the Lambda handler (Mangum, API Gateway v2 events, DynamoDB in moto).
+the wrong shape or missing, cursors the gateway never issued, session ids no store could hold)
+and checks the exact JSON-RPC code, the HTTP status (400, or 404 for a session), the request id
+where the gateway could read it, and that no Python exception text (not even a `None`) reaches
+the caller. The gateway runs in-process in front of a real loopback upstream; the last tests send
+a few of the same inputs through the Lambda handler (Mangum, API Gateway v2 events, DynamoDB in
+moto).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from tollway.http import create_app
 from tollway.store.sessions import MemorySessionStore
 
 from tests.fixtures.recording_upstream import LEGACY, MODERN, Caller, RecordingUpstream
-from tests.functional.lambda_harness import LambdaGateway, load_event
-from tests.unit.wire import assert_error, assert_http_error
+from tests.functional.lambda_harness import LambdaGateway, assert_lambda_error, load_event
+from tests.unit.wire import assert_http_error
 
 ACCEPT_BOTH = "application/json, text/event-stream"
 ERAS = ("legacy", "modern")
@@ -34,12 +35,6 @@ SURROGATE = "@@SURROGATE@@"
 
 
 # --- the gateway ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream().running() as running:
-        yield running
-
-
 def _config(upstream_url: str) -> GatewayConfig:
     return parse_config(
         {
@@ -102,8 +97,8 @@ def _body(era: str, method: str, params: dict[str, Any], request_id: Any) -> dic
 
 
 @pytest.fixture(scope="module")
-def gateway(upstream: RecordingUpstream) -> Iterator[Client]:
-    app = create_app(_config(upstream.url), store=MemorySessionStore(), streaming=False)
+def gateway(recorder: RecordingUpstream) -> Iterator[Client]:
+    app = create_app(_config(recorder.url), store=MemorySessionStore(), streaming=False)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Client(client)
 
@@ -308,9 +303,9 @@ def test_the_session_still_works_after_all_of_that(gateway: Client) -> None:
 # --- the same through the Lambda handler ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def lambda_gateway(
-    upstream: RecordingUpstream, start_gateway: Callable[[GatewayConfig], LambdaGateway]
+    recorder: RecordingUpstream, start_gateway: Callable[[GatewayConfig], LambdaGateway]
 ) -> LambdaGateway:
-    return start_gateway(_config(upstream.url))
+    return start_gateway(_config(recorder.url))
 
 
 def _lambda_modern(gateway: LambdaGateway, method: str, params: dict[str, Any], raw: Any = None) -> Any:
@@ -327,10 +322,6 @@ def _lambda_legacy(gateway: LambdaGateway, session: str, method: str, params: di
     return gateway.invoke(event)
 
 
-def _assert_answer(answer: Any, status: int, code: int, **kwargs: Any) -> dict[str, Any]:
-    return assert_error(answer.status, answer.headers, answer.body, expected_status=status, code=code, **kwargs)
-
-
 def test_through_lambda_a_lone_surrogate_is_a_parse_error_in_both_eras(lambda_gateway: LambdaGateway) -> None:
     session = lambda_gateway.initialize()
     params = {"name": "rec__echo", "arguments": {"text": f"a{SURROGATE}b"}}
@@ -339,7 +330,7 @@ def test_through_lambda_a_lone_surrogate_is_a_parse_error_in_both_eras(lambda_ga
     legacy = _lambda_legacy(lambda_gateway, session, "tools/call", params, raw=_with_surrogate)
 
     for answer in (modern, legacy):
-        _assert_answer(answer, 400, c.PARSE_ERROR, message="Parse error: body is not valid JSON", request_id=None)
+        assert_lambda_error(answer, 400, c.PARSE_ERROR, message="Parse error: body is not valid JSON", request_id=None)
 
 
 @pytest.mark.parametrize("constant", ["NaN", "-Infinity"])
@@ -348,7 +339,7 @@ def test_through_lambda_nan_and_infinity_are_a_parse_error(lambda_gateway: Lambd
 
     answer = _lambda_modern(lambda_gateway, "tools/call", params, raw=lambda t: t.replace('"@@CONST@@"', constant))
 
-    _assert_answer(answer, 400, c.PARSE_ERROR, message="Parse error: body is not valid JSON", request_id=None)
+    assert_lambda_error(answer, 400, c.PARSE_ERROR, message="Parse error: body is not valid JSON", request_id=None)
 
 
 def test_through_lambda_a_deep_body_is_an_invalid_request(lambda_gateway: LambdaGateway) -> None:
@@ -356,14 +347,14 @@ def test_through_lambda_a_deep_body_is_an_invalid_request(lambda_gateway: Lambda
 
     answer = _lambda_modern(lambda_gateway, "tools/call", params, raw=_deep(300))
 
-    _assert_answer(answer, 400, c.INVALID_REQUEST, message="Invalid request: nested deeper than 100 levels")
+    assert_lambda_error(answer, 400, c.INVALID_REQUEST, message="Invalid request: nested deeper than 100 levels")
 
 
 @pytest.mark.parametrize("case", ["json-10000-deep", "json-3000-deep-under-the-length-limit", "garbage-bytes"])
 def test_through_lambda_a_forged_cursor_is_invalid_params(lambda_gateway: LambdaGateway, case: str) -> None:
     answer = _lambda_modern(lambda_gateway, "tools/list", {"cursor": BAD_CURSORS[case]})
 
-    _assert_answer(answer, 400, c.INVALID_PARAMS, message=CURSOR_MESSAGE, request_id=7)
+    assert_lambda_error(answer, 400, c.INVALID_PARAMS, message=CURSOR_MESSAGE, request_id=7)
 
 
 def test_through_lambda_arguments_that_are_not_an_object_are_invalid_params(lambda_gateway: LambdaGateway) -> None:
@@ -374,9 +365,16 @@ def test_through_lambda_arguments_that_are_not_an_object_are_invalid_params(lamb
         _lambda_modern(lambda_gateway, "tools/call", params),
         _lambda_legacy(lambda_gateway, session, "tools/call", params),
     ):
-        _assert_answer(
+        assert_lambda_error(
             answer, 400, c.INVALID_PARAMS, message="Invalid params: params.arguments must be an object", request_id=7
         )
+
+
+def test_a_tool_call_without_a_name_does_not_show_a_python_none(lambda_gateway: LambdaGateway) -> None:
+    answer = lambda_gateway.modern("tools/call", {"arguments": {}}, request_id=3)
+
+    error = assert_lambda_error(answer, 400, c.INVALID_PARAMS, request_id=3)
+    assert "None" not in error["message"], error
 
 
 @pytest.mark.parametrize("session", ["s" * 10_000, "sess ion", "sess\x7fion"], ids=["10000-characters", "space", "del"])
@@ -388,6 +386,6 @@ def test_through_lambda_a_session_id_dynamodb_could_not_hold_is_session_not_foun
     answer = _lambda_legacy(lambda_gateway, session, "tools/list", {})
     deleted = lambda_gateway.delete(session)
 
-    _assert_answer(answer, 404, c.INVALID_REQUEST, message="Session not found", request_id=7)
-    _assert_answer(deleted, 404, c.INVALID_REQUEST, message="Session not found")
+    assert_lambda_error(answer, 404, c.INVALID_REQUEST, message="Session not found", request_id=7)
+    assert_lambda_error(deleted, 404, c.INVALID_REQUEST, message="Session not found")
     assert lambda_gateway.dynamodb_calls[calls_before:] == []

@@ -8,7 +8,7 @@ gate: poisoned tools are blocked, sanitized or let through with a warning as the
 Tool results that carry instructions are flagged, wrapped or withheld (`result_injection`).
 Both protocol eras are driven: a 2025-11-25 session and stateless 2026-07-28. The admin API's
 rules (scope, pending, approve) are here too; the drift story (a definition that changes after
-it was pinned) is in test_definitions_regressions.py and tests/e2e/test_drift_e2e.py.
+it was pinned) is in test_definition_drift.py and tests/e2e/test_drift_e2e.py.
 
 Pins are normally cached 30 s per instance and tool catalogs 5 s; both caches are switched off
 here so each request shows the store's state.
@@ -20,14 +20,11 @@ import contextlib
 import json
 import logging
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 from mcp.server.mcpserver import MCPServer
 from pydantic import Field
@@ -46,7 +43,7 @@ from tollway.store.sessions import MemorySessionStore
 from tollway.store.usage import MemoryUsageStore
 
 from examples.upstreams import _serve, poisoned
-from tests.fixtures.recording_upstream import Caller
+from tests.fixtures.recording_upstream import Caller, serve_in_thread
 from tests.unit.wire import assert_http_error
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,29 +115,8 @@ def assert_answered_as_unknown(agent: Agent, name: str, arguments: dict[str, Any
 @contextlib.contextmanager
 def serve_mcp_in_thread(server: MCPServer) -> Iterator[str]:
     """`server` over streamable HTTP on a free port of 127.0.0.1, in a thread; yields its MCP URL."""
-    uv = uvicorn.Server(
-        uvicorn.Config(
-            _serve.streamable_app(server),
-            host="127.0.0.1",
-            port=0,
-            log_level="error",
-            lifespan="on",
-            timeout_graceful_shutdown=1,
-        )
-    )
-    thread = threading.Thread(target=uv.run, name="docs-upstream", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            uv.should_exit = True
-            raise RuntimeError("docs upstream did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{uv.servers[0].sockets[0].getsockname()[1]}/mcp"
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(_serve.streamable_app(server), lifespan="on", lifetime=1800) as base:
+        yield f"{base}/mcp"
 
 
 OPEN_GUIDE_DESCRIPTION = (
@@ -196,11 +172,6 @@ def anonymous(poisoned_url: str) -> Iterator[Callable[..., TestClient]]:
             return stack.enter_context(TestClient(app, raise_server_exceptions=False))
 
         yield start
-
-
-@pytest.fixture(scope="module")
-def key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
 
 
 def bearer(key: ec.EllipticCurvePrivateKey, scopes: str = "tollway:admin", tenant: str = "ops") -> dict[str, str]:
@@ -487,7 +458,7 @@ def test_a_clean_result_is_delivered_unchanged_in_every_mode(
 
 # --- the definitions admin API -----------------------------------------------------------------------
 @pytest.fixture
-def instance(poisoned_url: str, key: ec.EllipticCurvePrivateKey) -> Iterator[Callable[[PinStore], TestClient]]:
+def instance(poisoned_url: str, dev_key: ec.EllipticCurvePrivateKey) -> Iterator[Callable[[PinStore], TestClient]]:
     """`instance(pins)`: a new gateway instance (cold start) with the dev issuer, using `pins`."""
     with contextlib.ExitStack() as stack:
 
@@ -500,7 +471,7 @@ def instance(poisoned_url: str, key: ec.EllipticCurvePrivateKey) -> Iterator[Cal
                 }
             )
             stores = Stores(MemorySessionStore(), MemoryCounterStore(), MemoryUsageStore(), pins)
-            app = create_app(config, stores=stores, streaming=False, dev_keys=jwk_set(key))
+            app = create_app(config, stores=stores, streaming=False, dev_keys=jwk_set(dev_key))
             return stack.enter_context(TestClient(app, raise_server_exceptions=False))
 
         yield start
@@ -508,13 +479,13 @@ def instance(poisoned_url: str, key: ec.EllipticCurvePrivateKey) -> Iterator[Cal
 
 @pytest.mark.parametrize("era", ERAS)
 def test_tools_seen_for_the_first_time_are_pinned_and_nothing_awaits_approval(
-    instance: Callable[[PinStore], TestClient], key: ec.EllipticCurvePrivateKey, era: str
+    instance: Callable[[PinStore], TestClient], dev_key: ec.EllipticCurvePrivateKey, era: str
 ) -> None:
     pins = MemoryPinStore()
     client = instance(pins)
-    tools = Agent(client, era, agent_token(key)).tools()
+    tools = Agent(client, era, agent_token(dev_key)).tools()
 
-    response = client.get("/admin/definitions/pending", headers=bearer(key))
+    response = client.get("/admin/definitions/pending", headers=bearer(dev_key))
 
     assert response.status_code == 200, response.text
     assert response.json() == {"pending": []}
@@ -536,7 +507,7 @@ def test_tools_seen_for_the_first_time_are_pinned_and_nothing_awaits_approval(
 )
 def test_the_definitions_admin_api_answers_401_without_a_token_and_403_without_the_admin_scope(
     instance: Callable[[PinStore], TestClient],
-    key: ec.EllipticCurvePrivateKey,
+    dev_key: ec.EllipticCurvePrivateKey,
     method: str,
     path: str,
     body: dict[str, Any] | None,
@@ -548,7 +519,7 @@ def test_the_definitions_admin_api_answers_401_without_a_token_and_403_without_t
     client = instance(pins)
 
     anonymous = client.request(method, path, json=body)
-    agent = client.request(method, path, json=body, headers=bearer(key, "mcp:tools", tenant="acme"))
+    agent = client.request(method, path, json=body, headers=bearer(dev_key, "mcp:tools", tenant="acme"))
 
     assert_http_error(anonymous, 401, c.INVALID_REQUEST, message="Unauthorized")
     assert anonymous.headers["www-authenticate"] == CHALLENGE
@@ -560,7 +531,7 @@ def test_the_definitions_admin_api_answers_401_without_a_token_and_403_without_t
 
 
 def test_the_admin_sees_a_recorded_change_as_pending_with_the_approved_and_the_served_hash(
-    instance: Callable[[PinStore], TestClient], key: ec.EllipticCurvePrivateKey
+    instance: Callable[[PinStore], TestClient], dev_key: ec.EllipticCurvePrivateKey
 ) -> None:
     pins = MemoryPinStore()
     pins.approve("poisoned", "tool", "convert_currency", "a" * 64, "fiona")
@@ -568,7 +539,7 @@ def test_the_admin_sees_a_recorded_change_as_pending_with_the_approved_and_the_s
     pins.propose("poisoned", "prompt", "review_code", "c" * 64)
     pins.propose("elsewhere", "tool", "not_configured_here", "d" * 64)
 
-    response = instance(pins).get("/admin/definitions/pending", headers=bearer(key))
+    response = instance(pins).get("/admin/definitions/pending", headers=bearer(dev_key))
 
     assert response.status_code == 200, response.text
     assert response.json() == {
@@ -594,18 +565,18 @@ def test_the_admin_sees_a_recorded_change_as_pending_with_the_approved_and_the_s
 
 
 def test_approving_a_tool_that_is_not_pending_answers_404(
-    instance: Callable[[PinStore], TestClient], key: ec.EllipticCurvePrivateKey
+    instance: Callable[[PinStore], TestClient], dev_key: ec.EllipticCurvePrivateKey
 ) -> None:
     pins = MemoryPinStore()
     client = instance(pins)
-    Agent(client, MODERN, agent_token(key)).tools()
+    Agent(client, MODERN, agent_token(dev_key)).tools()
     before = dict(pins.pins)
 
     unchanged = client.post(
-        "/admin/definitions/approve", json={"upstream": "poisoned", "name": "get_weather"}, headers=bearer(key)
+        "/admin/definitions/approve", json={"upstream": "poisoned", "name": "get_weather"}, headers=bearer(dev_key)
     )
     unknown = client.post(
-        "/admin/definitions/approve", json={"upstream": "poisoned", "name": "no_such_tool"}, headers=bearer(key)
+        "/admin/definitions/approve", json={"upstream": "poisoned", "name": "no_such_tool"}, headers=bearer(dev_key)
     )
 
     assert_http_error(unchanged, 404, c.INVALID_REQUEST, message="Nothing awaits approval under that name")
@@ -636,8 +607,8 @@ def test_approving_a_tool_that_is_not_pending_answers_404(
     ],
 )
 def test_a_malformed_approval_answers_400_with_a_stable_message(
-    instance: Callable[[PinStore], TestClient], key: ec.EllipticCurvePrivateKey, body: Any, message: str
+    instance: Callable[[PinStore], TestClient], dev_key: ec.EllipticCurvePrivateKey, body: Any, message: str
 ) -> None:
-    response = instance(MemoryPinStore()).post("/admin/definitions/approve", json=body, headers=bearer(key))
+    response = instance(MemoryPinStore()).post("/admin/definitions/approve", json=body, headers=bearer(dev_key))
 
     assert_http_error(response, 400, c.INVALID_REQUEST, message=message)

@@ -1,8 +1,11 @@
-"""Key rotation at the issuer, seen by a running gateway: its JWKS over real HTTP, fetches counted.
+"""The issuer's key set as a running gateway fetches it over real HTTP: rotation, caching, fetches
+counted, and a key set that cannot be had.
 
 pyjwt's `PyJWKClient` caches the key set for `auth.jwks_cache_seconds` and refreshes it for an
 unknown `kid` at most once per `auth.jwks_refresh_cooldown`, counted from the last successful
 fetch (the first fetch included). The cooldown here is short so that passing it is cheap.
+A JWKS URL nobody answers, or a document that is not a key set (empty, without `keys`, HTML),
+refuses the token like any invalid one: the caller gets 401 `invalid_token`, never an internal error.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 from tollway import spec as c
-from tollway.config import parse_config
+from tollway.auth.verifier import InvalidToken, TokenVerifier
+from tollway.config import AuthConfig, parse_config
 from tollway.http import create_app
 from tollway.store.sessions import MemorySessionStore
 
-from tests.fixtures.recording_upstream import Caller, LocalIssuer, RecordingUpstream, SigningKey
+from tests.fixtures.recording_upstream import Caller, LocalIssuer, RecordingUpstream, SigningKey, serve_in_thread
 from tests.unit.wire import assert_http_error
 
 RESOURCE = "https://gateway.example.com/mcp"
@@ -36,12 +43,6 @@ ECHO = {"name": "rec__echo", "arguments": {}}
 FLOOD = 50
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream().running() as upstream:
-        yield upstream
-
-
 @pytest.fixture
 def issuer() -> Iterator[LocalIssuer]:
     with LocalIssuer(SigningKey("ES256")).running() as issuer:
@@ -49,7 +50,7 @@ def issuer() -> Iterator[LocalIssuer]:
 
 
 @pytest.fixture
-def start(upstream: RecordingUpstream, issuer: LocalIssuer) -> Iterator[Callable[..., TestClient]]:
+def start(recorder: RecordingUpstream, issuer: LocalIssuer) -> Iterator[Callable[..., TestClient]]:
     """A fresh gateway (a cold Lambda instance) trusting `issuer`; `auth` settings override."""
     with contextlib.ExitStack() as stack:
 
@@ -63,7 +64,7 @@ def start(upstream: RecordingUpstream, issuer: LocalIssuer) -> Iterator[Callable
                         "jwks_refresh_cooldown": COOLDOWN,
                         **auth,
                     },
-                    "upstreams": [{"name": "rec", "url": upstream.url}],
+                    "upstreams": [{"name": "rec", "url": recorder.url}],
                 }
             )
             app = create_app(config, store=MemorySessionStore(), streaming=False)
@@ -158,7 +159,7 @@ def test_a_withdrawn_key_works_until_the_cached_key_set_expires(
 
 
 def test_a_cached_key_set_keeps_valid_tokens_working_while_the_issuer_is_down(
-    upstream: RecordingUpstream,
+    recorder: RecordingUpstream,
 ) -> None:
     key = SigningKey("ES256")
     with contextlib.ExitStack() as running:
@@ -167,7 +168,7 @@ def test_a_cached_key_set_keeps_valid_tokens_working_while_the_issuer_is_down(
             {
                 "resource": RESOURCE,
                 "auth": {"issuer": issuer.issuer, "jwks_url": issuer.jwks_url},
-                "upstreams": [{"name": "rec", "url": upstream.url}],
+                "upstreams": [{"name": "rec", "url": recorder.url}],
             }
         )
         with TestClient(create_app(config, store=MemorySessionStore(), streaming=False)) as client:
@@ -202,12 +203,12 @@ async def _flood(client: TestClient, tokens: list[str]) -> list[httpx.Response]:
 
 
 def test_a_flood_of_unknown_kids_costs_at_most_one_jwks_fetch(
-    start: Callable[..., TestClient], issuer: LocalIssuer, upstream: RecordingUpstream
+    start: Callable[..., TestClient], issuer: LocalIssuer, recorder: RecordingUpstream
 ) -> None:
     client = start()
     assert _call(client, _token(issuer, issuer.keys[0])).status_code == 200
     _past_cooldown()
-    upstream.clear()
+    recorder.clear()
     before = issuer.fetches
 
     answers = asyncio.run(_flood(client, [_random_kid_token(issuer) for _ in range(FLOOD)]))
@@ -215,7 +216,7 @@ def test_a_flood_of_unknown_kids_costs_at_most_one_jwks_fetch(
     assert [a.status_code for a in answers] == [401] * FLOOD
     assert {a.headers["www-authenticate"] for a in answers} == {INVALID_TOKEN}
     assert issuer.fetches - before <= 1
-    assert upstream.requests == []
+    assert recorder.requests == []
     assert _call(client, _token(issuer, issuer.keys[0])).status_code == 200
 
 
@@ -229,3 +230,62 @@ def test_unknown_kids_right_after_a_fetch_cause_no_fetch_at_all(
 
     assert [a.status_code for a in answers] == [401] * FLOOD
     assert issuer.fetches == 1
+
+
+# --- a key set that cannot be had --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def broken_jwks() -> Iterator[str]:
+    """`<base>/<name>`: a JWKS URL whose document is not a key set."""
+    documents = {
+        "empty": JSONResponse({"keys": []}),
+        "no-keys": JSONResponse({}),
+        "html": Response("<html>maintenance</html>", media_type="text/html"),
+    }
+
+    async def serve(request: Any) -> Response:
+        return documents[request.path_params["name"]]
+
+    with serve_in_thread(Starlette(routes=[Route("/{name}", serve)])) as base:
+        yield base
+
+
+def test_an_unreachable_jwks_refuses_the_token() -> None:
+    key = SigningKey("ES256")
+    issuer = LocalIssuer(key)
+    verifier = TokenVerifier(AuthConfig(issuer=issuer.issuer, jwks_url="http://127.0.0.1:9/jwks.json"), RESOURCE)
+
+    with pytest.raises(InvalidToken) as refused:
+        verifier.verify(_token(issuer, key))
+
+    assert refused.value.reason == "JWKS unreachable"
+
+
+@pytest.mark.parametrize("document", ["empty", "no-keys", "html"])
+def test_a_jwks_that_is_not_a_key_set_is_an_invalid_token_like_an_unreachable_one(
+    broken_jwks: str, document: str
+) -> None:
+    key = SigningKey("ES256")
+    issuer = LocalIssuer(key)
+    verifier = TokenVerifier(AuthConfig(issuer=issuer.issuer, jwks_url=f"{broken_jwks}/{document}"), RESOURCE)
+
+    with pytest.raises(InvalidToken):
+        verifier.verify(_token(issuer, key))
+
+
+def test_a_gateway_whose_issuer_serves_an_empty_key_set_answers_401_not_an_internal_error(
+    broken_jwks: str, recorder: RecordingUpstream
+) -> None:
+    key = SigningKey("ES256")
+    issuer = LocalIssuer(key)
+    config = parse_config(
+        {
+            "resource": RESOURCE,
+            "auth": {"issuer": issuer.issuer, "jwks_url": f"{broken_jwks}/empty"},
+            "upstreams": [{"name": "rec", "url": recorder.url}],
+        }
+    )
+    with TestClient(create_app(config, store=MemorySessionStore(), streaming=False)) as client:
+        response = Caller(client, _token(issuer, key)).modern("tools/list")
+
+    assert response.status_code == 401, response.text
+    assert response.headers.get("www-authenticate") == INVALID_TOKEN

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from tollway import spec as c
 
-from tests.functional.lambda_harness import LambdaGateway, event_body, load_event
-from tests.unit.wire import assert_error
+from tests.functional.lambda_harness import LambdaGateway, assert_lambda_error, event_body, load_event
 
 
 def test_a_base64_encoded_initialize_opens_a_session(gateway: LambdaGateway) -> None:
@@ -72,7 +71,7 @@ def test_get_on_the_mcp_endpoint_is_405_with_allow(gateway: LambdaGateway) -> No
 
     answer = gateway.invoke(load_event("get_mcp_stream", headers={c.SESSION_ID_HEADER: session}))
 
-    assert_error(answer.status, answer.headers, answer.body, expected_status=405, code=c.INVALID_REQUEST)
+    assert_lambda_error(answer, 405, c.INVALID_REQUEST)
     assert answer.headers["allow"] == "POST, DELETE"
 
 
@@ -121,7 +120,7 @@ def test_a_malformed_exchange_is_refused_before_any_work(
 
     answer = gateway.invoke(load_event("initialize", headers=change))
 
-    assert_error(answer.status, answer.headers, answer.body, expected_status=status, code=code, message=message)
+    assert_lambda_error(answer, status, code, message=message)
     assert c.SESSION_ID_HEADER not in answer.headers
     assert gateway.dynamodb_calls == []
 
@@ -136,7 +135,7 @@ def test_a_body_that_is_not_one_json_rpc_message_is_refused(
 ) -> None:
     answer = gateway.invoke(load_event("initialize", body=body))
 
-    assert_error(answer.status, answer.headers, answer.body, expected_status=status, code=code)
+    assert_lambda_error(answer, status, code)
 
 
 def test_a_body_over_the_limit_is_answered_413(gateway: LambdaGateway) -> None:
@@ -145,7 +144,7 @@ def test_a_body_over_the_limit_is_answered_413(gateway: LambdaGateway) -> None:
 
     answer = gateway.invoke(load_event("initialize", body=body))
 
-    error = assert_error(answer.status, answer.headers, answer.body, expected_status=413, code=c.INVALID_REQUEST)
+    error = assert_lambda_error(answer, 413, c.INVALID_REQUEST)
     assert error["data"] == {"maxBytes": 1024 * 1024}
 
 

@@ -11,23 +11,14 @@ from tollway import spec as c
 from tollway.config import GatewayConfig
 
 from examples.upstreams import customer_support, finance
-from tests.functional.lambda_harness import MODERN, LambdaGateway, event_body, load_event
-from tests.unit.wire import assert_error
+from tests.functional.lambda_harness import MODERN, LambdaGateway, assert_lambda_error, event_body, load_event
 
 LIST_TTL_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def gateway(
-    start_gateway: Callable[[GatewayConfig], LambdaGateway],
-    make_config: Callable[..., GatewayConfig],
-    demo_upstreams: dict[str, str],
-) -> LambdaGateway:
-    return start_gateway(make_config(demo_upstreams, http={"list_ttl_ms": LIST_TTL_MS}))
-
-
-def _assert_error(answer: Any, status: int, code: int, **kwargs: Any) -> dict[str, Any]:
-    return assert_error(answer.status, answer.headers, answer.body, expected_status=status, code=code, **kwargs)
+def gateway_sections() -> dict[str, Any]:
+    return {"http": {"list_ttl_ms": LIST_TTL_MS}}
 
 
 def _assert_from_gateway(result: dict[str, Any]) -> None:
@@ -163,7 +154,7 @@ def test_a_name_header_that_disagrees_with_the_body_is_answered_400(gateway: Lam
 
     answer = gateway.invoke(event)
 
-    _assert_error(
+    assert_lambda_error(
         answer,
         400,
         c.HEADER_MISMATCH,
@@ -178,7 +169,7 @@ def test_a_version_header_that_disagrees_with_the_envelope_is_answered_400(gatew
 
     answer = gateway.invoke(load_event("tools_list_modern", body=body))
 
-    _assert_error(answer, 400, c.HEADER_MISMATCH, request_id=1)
+    assert_lambda_error(answer, 400, c.HEADER_MISMATCH, request_id=1)
 
 
 def test_a_routing_header_sent_twice_arrives_comma_joined_and_is_answered_400(gateway: LambdaGateway) -> None:
@@ -187,7 +178,7 @@ def test_a_routing_header_sent_twice_arrives_comma_joined_and_is_answered_400(ga
 
     answer = gateway.invoke(event)
 
-    _assert_error(
+    assert_lambda_error(
         answer,
         400,
         c.HEADER_MISMATCH,
@@ -199,7 +190,7 @@ def test_a_routing_header_sent_twice_arrives_comma_joined_and_is_answered_400(ga
 def test_an_unsupported_version_is_answered_400_with_the_supported_ones(gateway: LambdaGateway) -> None:
     answer = gateway.modern("tools/list", version="2027-01-01", request_id="v")
 
-    error = _assert_error(
+    error = assert_lambda_error(
         answer, 400, c.UNSUPPORTED_PROTOCOL_VERSION, message="Unsupported protocol version", request_id="v"
     )
     assert error["data"] == {"supported": [MODERN], "requested": "2027-01-01"}
@@ -208,20 +199,20 @@ def test_an_unsupported_version_is_answered_400_with_the_supported_ones(gateway:
 def test_an_unknown_method_is_answered_404(gateway: LambdaGateway) -> None:
     answer = gateway.modern("tools/frobnicate", request_id=4)
 
-    error = _assert_error(answer, 404, c.METHOD_NOT_FOUND, message="Method not found", request_id=4)
+    error = assert_lambda_error(answer, 404, c.METHOD_NOT_FOUND, message="Method not found", request_id=4)
     assert error["data"] == {"method": "tools/frobnicate"}
 
 
 def test_an_unknown_tool_is_answered_400_naming_it(gateway: LambdaGateway) -> None:
     answer = gateway.modern("tools/call", {"name": "crm__lookup", "arguments": {}}, request_id=5)
 
-    _assert_error(answer, 400, c.INVALID_PARAMS, message="Unknown tool: crm__lookup", request_id=5)
+    assert_lambda_error(answer, 400, c.INVALID_PARAMS, message="Unknown tool: crm__lookup", request_id=5)
 
 
 def test_a_cursor_the_gateway_did_not_issue_is_answered_400(gateway: LambdaGateway) -> None:
     answer = gateway.modern("tools/list", {"cursor": "eyJub3BlIjoieCJ9"})
 
-    _assert_error(
+    assert_lambda_error(
         answer, 400, c.INVALID_PARAMS, message="Invalid params: cursor is not one this gateway issued", request_id=1
     )
 
@@ -236,7 +227,7 @@ def _bare(method: str) -> dict[str, Any]:
 def test_get_is_405_for_a_stateless_client(gateway: LambdaGateway) -> None:
     answer = gateway.invoke(_bare("GET"))
 
-    _assert_error(answer, 405, c.INVALID_REQUEST, message="Method not allowed")
+    assert_lambda_error(answer, 405, c.INVALID_REQUEST, message="Method not allowed")
     assert answer.headers["allow"] == "POST"
 
 
@@ -245,7 +236,7 @@ def test_delete_is_405_allowing_only_post_for_a_stateless_client(gateway: Lambda
 
     answer = gateway.invoke(_bare("DELETE"))
 
-    _assert_error(answer, 405, c.INVALID_REQUEST, message="Method not allowed")
+    assert_lambda_error(answer, 405, c.INVALID_REQUEST, message="Method not allowed")
     assert answer.headers["allow"] == "POST"
     assert gateway.dynamodb_calls == []
 
@@ -258,15 +249,15 @@ def legacy_upstream_config(make_config: Callable[..., GatewayConfig], demo_upstr
     return config.model_copy(update={"upstreams": [upstream]})
 
 
-def _principal_items(dynamodb: Any) -> list[dict[str, Any]]:
+def _principal_items(client: Any) -> list[dict[str, Any]]:
     from tests.functional.lambda_harness import TABLE
 
-    items = dynamodb.scan(TableName=TABLE)["Items"]
+    items = client.scan(TableName=TABLE)["Items"]
     return [i for i in items if i["pk"]["S"].startswith("PRINCIPAL#")]
 
 
 def test_a_stateless_caller_shares_one_legacy_upstream_session_per_principal(
-    start_gateway: Callable[[GatewayConfig], LambdaGateway], legacy_upstream_config: GatewayConfig, dynamodb: Any
+    start_gateway: Callable[[GatewayConfig], LambdaGateway], legacy_upstream_config: GatewayConfig, moto_dynamodb: Any
 ) -> None:
     first_instance = start_gateway(legacy_upstream_config)
     call = {"name": "support__check_refund_status", "arguments": {"order_id": "ORD-50004"}}
@@ -278,7 +269,7 @@ def test_a_stateless_caller_shares_one_legacy_upstream_session_per_principal(
     assert first.result()["structuredContent"]["status"] == "pending_review"
     assert second.result()["structuredContent"]["status"] == "pending_review"
     assert first_instance.dynamodb_calls == []
-    [item] = _principal_items(dynamodb)
+    [item] = _principal_items(moto_dynamodb)
     assert (item["pk"]["S"], item["sk"]["S"]) == ("PRINCIPAL#default#anonymous", "UPSTREAM#support")
     assert item["up"]["M"]["sid"]["S"]
     assert int(item["expires_at"]["N"]) > time.time()
@@ -288,4 +279,4 @@ def test_a_stateless_caller_shares_one_legacy_upstream_session_per_principal(
 
     assert third.result()["structuredContent"]["order_id"] == "ORD-50004"
     assert other_instance.dynamodb_calls == ["GetItem"]
-    assert _principal_items(dynamodb) == [item]
+    assert _principal_items(moto_dynamodb) == [item]

@@ -14,20 +14,18 @@ import pytest
 from tollway import spec as c
 
 from examples.upstreams import customer_support, finance
-from tests.functional.lambda_harness import TABLE, LambdaGateway, event_body, load_event
-from tests.unit.wire import assert_error
+from tests.functional.lambda_harness import TABLE, LambdaGateway, assert_lambda_error, event_body, load_event
 
 SUPPORT_TOOLS = {"get_customer_profile", "list_orders", "check_refund_status", "create_ticket"}
 FINANCE_TOOLS = {"fetch_revenue_data", "run_forecast", "validate_transaction", "download_statement"}
 
 
-def _item(dynamodb: Any, session: str) -> dict[str, Any] | None:
-    key = {"pk": {"S": f"SESSION#{session}"}, "sk": {"S": "META"}}
-    return dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True).get("Item")
+def _key(session: str) -> dict[str, Any]:
+    return {"pk": {"S": f"SESSION#{session}"}, "sk": {"S": "META"}}
 
 
-def _assert_error(answer: Any, status: int, code: int, **kwargs: Any) -> dict[str, Any]:
-    return assert_error(answer.status, answer.headers, answer.body, expected_status=status, code=code, **kwargs)
+def _item(client: Any, session: str) -> dict[str, Any] | None:
+    return client.get_item(TableName=TABLE, Key=_key(session), ConsistentRead=True).get("Item")
 
 
 @pytest.fixture
@@ -55,19 +53,21 @@ def test_initialize_answers_with_a_random_session_id_and_the_gateways_identity(g
     assert second.headers[c.SESSION_ID_HEADER] != session_id
 
 
-def test_a_new_session_is_stored_with_its_principal_and_a_future_expiry(gateway: LambdaGateway, dynamodb: Any) -> None:
+def test_a_new_session_is_stored_with_its_principal_and_a_future_expiry(
+    gateway: LambdaGateway, moto_dynamodb: Any
+) -> None:
     before = int(time.time())
 
     session = gateway.initialize()
 
-    item = _item(dynamodb, session)
+    item = _item(moto_dynamodb, session)
     assert item is not None
     assert item["tenant"] == {"S": "default"}
     assert item["sub"] == {"S": "anonymous"}
     assert item["ver"] == {"S": "2025-11-25"}
     expires_at = int(item["expires_at"]["N"])
     assert before + 86400 <= expires_at <= int(time.time()) + 86400
-    ttl = dynamodb.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
+    ttl = moto_dynamodb.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
     assert json.loads(item["client"]["S"])["info"] == {"name": "agent-under-test", "version": "1.4.0"}
 
@@ -85,6 +85,14 @@ def test_initialize_agrees_on_the_clients_version_or_offers_the_latest(
 
     assert answer.status == 200
     assert answer.result()["protocolVersion"] == agreed
+
+
+def test_resource_subscriptions_are_not_advertised_while_updates_cannot_be_delivered(gateway: LambdaGateway) -> None:
+    # Update notifications need a standalone stream the gateway does not open, so a client must
+    # not be told subscriptions work (the upstreams' own answers differ by era besides).
+    capabilities = gateway.invoke(load_event("initialize")).result()["capabilities"]
+
+    assert capabilities["resources"]["subscribe"] is False
 
 
 # --- lists and calls ------------------------------------------------------------------------------
@@ -240,14 +248,23 @@ def test_a_name_no_upstream_serves_is_invalid_params_naming_it(
 ) -> None:
     answer = gateway.legacy(method, params, session=session, request_id=11)
 
-    _assert_error(answer, 200, c.INVALID_PARAMS, message=message, request_id=11)
+    assert_lambda_error(answer, 200, c.INVALID_PARAMS, message=message, request_id=11)
 
 
 def test_a_resource_no_upstream_serves_is_resource_not_found(gateway: LambdaGateway, session: str) -> None:
     answer = gateway.legacy("resources/read", {"uri": "nosuch+x://y"}, session=session, request_id=12)
 
-    error = _assert_error(answer, 200, -32002, message="Resource not found", request_id=12)
+    error = assert_lambda_error(answer, 200, -32002, message="Resource not found", request_id=12)
     assert error["data"] == {"uri": "nosuch+x://y"}
+
+
+def test_an_upstream_error_about_a_resource_names_the_public_uri(gateway: LambdaGateway) -> None:
+    session = gateway.initialize()
+
+    answer = gateway.legacy("resources/read", {"uri": "support+support://customers/C-9999"}, session=session)
+
+    error = answer.json()["error"]
+    assert error["data"]["uri"] == "support+support://customers/C-9999", error
 
 
 def test_ping_is_answered_by_the_gateway(gateway: LambdaGateway, session: str) -> None:
@@ -260,7 +277,7 @@ def test_ping_is_answered_by_the_gateway(gateway: LambdaGateway, session: str) -
 def test_a_request_without_a_session_id_is_answered_400(gateway: LambdaGateway) -> None:
     answer = gateway.legacy("tools/list", session=None)
 
-    _assert_error(
+    assert_lambda_error(
         answer, 400, c.INVALID_REQUEST, message="Bad Request: Mcp-Session-Id header is required", request_id=1
     )
 
@@ -272,11 +289,11 @@ def test_an_unknown_session_is_answered_404(gateway: LambdaGateway) -> None:
     assert answer.json()["error"]["message"] == "Session not found"
 
 
-def test_an_expired_session_still_in_the_table_is_answered_404(gateway: LambdaGateway, dynamodb: Any) -> None:
+def test_an_expired_session_still_in_the_table_is_answered_404(gateway: LambdaGateway, moto_dynamodb: Any) -> None:
     session = gateway.initialize()
-    dynamodb.update_item(
+    moto_dynamodb.update_item(
         TableName=TABLE,
-        Key={"pk": {"S": f"SESSION#{session}"}, "sk": {"S": "META"}},
+        Key=_key(session),
         UpdateExpression="SET expires_at = :past",
         ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
     )
@@ -286,11 +303,29 @@ def test_an_expired_session_still_in_the_table_is_answered_404(gateway: LambdaGa
     assert answer.status == 404
 
 
-def test_another_principals_session_is_answered_404(gateway: LambdaGateway, dynamodb: Any) -> None:
+def test_an_active_session_is_renewed_when_used(gateway: LambdaGateway, moto_dynamodb: Any) -> None:
+    # sessions.ttl_seconds is the lifetime of a 2025-era session after its last renewal: a busy
+    # session must not die ttl_seconds after initialize.
     session = gateway.initialize()
-    dynamodb.update_item(
+    soon = int(time.time()) + 120
+    moto_dynamodb.update_item(
         TableName=TABLE,
-        Key={"pk": {"S": f"SESSION#{session}"}, "sk": {"S": "META"}},
+        Key=_key(session),
+        UpdateExpression="SET expires_at = :soon",
+        ExpressionAttributeValues={":soon": {"N": str(soon)}},
+    )
+
+    assert gateway.legacy("tools/list", session=session).status == 200
+
+    item = moto_dynamodb.get_item(TableName=TABLE, Key=_key(session), ConsistentRead=True)["Item"]
+    assert int(item["expires_at"]["N"]) >= int(time.time()) + 86400 - 5
+
+
+def test_another_principals_session_is_answered_404(gateway: LambdaGateway, moto_dynamodb: Any) -> None:
+    session = gateway.initialize()
+    moto_dynamodb.update_item(
+        TableName=TABLE,
+        Key=_key(session),
         UpdateExpression="SET tenant = :t, #s = :s",
         ExpressionAttributeNames={"#s": "sub"},
         ExpressionAttributeValues={":t": {"S": "acme"}, ":s": {"S": "alice"}},
@@ -305,13 +340,13 @@ def test_another_principals_session_is_answered_404(gateway: LambdaGateway, dyna
 def test_an_unsupported_protocol_version_on_a_session_is_answered_400(gateway: LambdaGateway, session: str) -> None:
     answer = gateway.legacy("tools/list", session=session, headers={c.PROTOCOL_VERSION_HEADER: "2030-01-01"})
 
-    error = _assert_error(
+    error = assert_lambda_error(
         answer, 400, c.INVALID_REQUEST, message="Bad Request: Unsupported protocol version", request_id=1
     )
     assert error["data"]["requested"] == "2030-01-01"
 
 
-def test_delete_ends_the_session_then_it_is_answered_404(gateway: LambdaGateway, dynamodb: Any) -> None:
+def test_delete_ends_the_session_then_it_is_answered_404(gateway: LambdaGateway, moto_dynamodb: Any) -> None:
     session = gateway.initialize()
 
     ended = gateway.delete(session)
@@ -322,13 +357,13 @@ def test_delete_ends_the_session_then_it_is_answered_404(gateway: LambdaGateway,
     assert ended.body == ""
     assert used.status == 404
     assert again.status == 404
-    assert _item(dynamodb, session) is None
+    assert _item(moto_dynamodb, session) is None
 
 
-def test_ending_a_session_also_ends_the_upstream_sessions_it_opened(gateway: LambdaGateway, dynamodb: Any) -> None:
+def test_ending_a_session_also_ends_the_upstream_sessions_it_opened(gateway: LambdaGateway, moto_dynamodb: Any) -> None:
     session = gateway.initialize()
     gateway.invoke(load_event("tools_call_legacy", headers={c.SESSION_ID_HEADER: session}))
-    upstream = _item(dynamodb, session)["ups"]["M"]["support"]["M"]  # type: ignore[index]
+    upstream = _item(moto_dynamodb, session)["ups"]["M"]["support"]["M"]  # type: ignore[index]
     upstream_session, version = upstream["sid"]["S"], upstream["ver"]["S"]
 
     assert gateway.delete(session).status == 204
@@ -345,11 +380,13 @@ def test_ending_a_session_also_ends_the_upstream_sessions_it_opened(gateway: Lam
     assert probe.status_code == 404
 
 
-def test_a_lost_upstream_session_is_reopened_and_the_call_still_succeeds(gateway: LambdaGateway, dynamodb: Any) -> None:
+def test_a_lost_upstream_session_is_reopened_and_the_call_still_succeeds(
+    gateway: LambdaGateway, moto_dynamodb: Any
+) -> None:
     session = gateway.initialize()
     event = load_event("tools_call_legacy", headers={c.SESSION_ID_HEADER: session})
     assert gateway.invoke(event).result()["isError"] is False
-    lost = _item(dynamodb, session)["ups"]["M"]["support"]["M"]  # type: ignore[index]
+    lost = _item(moto_dynamodb, session)["ups"]["M"]["support"]["M"]  # type: ignore[index]
     # The upstream forgets the session (restart, expiry): end it behind the gateway's back.
     ended = httpx.delete(
         gateway.app.state.config.upstream("support").url,
@@ -361,17 +398,17 @@ def test_a_lost_upstream_session_is_reopened_and_the_call_still_succeeds(gateway
 
     assert answer.status == 200
     assert answer.result()["structuredContent"]["customer_id"] == "C-1001"
-    reopened = _item(dynamodb, session)["ups"]["M"]["support"]["M"]  # type: ignore[index]
+    reopened = _item(moto_dynamodb, session)["ups"]["M"]["support"]["M"]  # type: ignore[index]
     assert reopened["sid"]["S"] not in ("", lost["sid"]["S"])
 
 
 def test_a_session_item_with_both_upstream_sessions_stays_under_one_write_unit(
-    gateway: LambdaGateway, dynamodb: Any
+    gateway: LambdaGateway, moto_dynamodb: Any
 ) -> None:
     session = gateway.initialize()
     gateway.legacy("tools/list", session=session)
 
-    item = _item(dynamodb, session)
+    item = _item(moto_dynamodb, session)
 
     assert item is not None
     assert set(item["ups"]["M"]) == {"support", "finance"}

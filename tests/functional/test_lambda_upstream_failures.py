@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from tollway import spec as c
 from tollway.config import GatewayConfig
 
-from tests.functional.lambda_harness import LambdaGateway
-from tests.unit.wire import assert_error
+from tests.functional.lambda_harness import LambdaGateway, assert_lambda_error
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +28,6 @@ def all_down(
     dead_url: str,
 ) -> LambdaGateway:
     return start_gateway(make_config({"ledger": dead_url, "archive": dead_url}))
-
-
-def _assert_error(answer: Any, status: int, code: int, **kwargs: Any) -> dict[str, Any]:
-    return assert_error(answer.status, answer.headers, answer.body, expected_status=status, code=code, **kwargs)
 
 
 def test_a_modern_list_leaves_out_the_upstream_that_is_down(gateway: LambdaGateway) -> None:
@@ -61,7 +55,9 @@ def test_calling_a_tool_of_the_dead_upstream_is_a_stable_retryable_error(gateway
     else:
         answer = gateway.legacy("tools/call", params, session=gateway.initialize(), request_id=31)
 
-    error = _assert_error(answer, 502, c.INTERNAL_ERROR, message="Upstream 'ledger' is unavailable", request_id=31)
+    error = assert_lambda_error(
+        answer, 502, c.INTERNAL_ERROR, message="Upstream 'ledger' is unavailable", request_id=31
+    )
     assert error["data"] == {"upstream": "ledger", "retryable": True}
 
 
@@ -74,7 +70,7 @@ def test_the_live_upstreams_still_answer_calls(gateway: LambdaGateway) -> None:
 def test_when_no_upstream_answers_a_list_is_a_retryable_error(all_down: LambdaGateway) -> None:
     answer = all_down.modern("tools/list", request_id=41)
 
-    error = _assert_error(answer, 503, c.INTERNAL_ERROR, message="No upstream is available", request_id=41)
+    error = assert_lambda_error(answer, 503, c.INTERNAL_ERROR, message="No upstream is available", request_id=41)
     assert error["data"] == {"retryable": True}
 
 
@@ -83,4 +79,4 @@ def test_when_no_upstream_answers_a_session_still_opens_with_tools_advertised(al
 
     answer = all_down.legacy("tools/list", session=session, request_id=42)
 
-    _assert_error(answer, 503, c.INTERNAL_ERROR, message="No upstream is available", request_id=42)
+    assert_lambda_error(answer, 503, c.INTERNAL_ERROR, message="No upstream is available", request_id=42)

@@ -33,8 +33,8 @@ SEEDED_PII = [
 
 
 @pytest.fixture(scope="module")
-def upstreams() -> Iterator[dict[str, str]]:
-    with spawn("examples.upstreams.customer_support") as support, RecordingUpstream().running() as recorder:
+def upstreams(recorder: RecordingUpstream) -> Iterator[dict[str, str]]:
+    with spawn("examples.upstreams.customer_support") as support:
         yield {"support": support, "rec": recorder.url, "recorder": recorder}  # type: ignore[dict-item]
 
 

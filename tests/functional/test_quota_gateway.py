@@ -12,13 +12,10 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 from starlette.testclient import TestClient
 from tollway import spec as c
 from tollway.auth import dev
@@ -29,7 +26,6 @@ from tollway.spec import RATE_LIMITED
 from tollway.store import Stores
 from tollway.store.counters import DynamoCounterStore, MemoryCounterStore
 from tollway.store.sessions import MemorySessionStore
-from tollway.store.tables import ensure_tables, find_template
 from tollway.store.usage import MemoryUsageStore, UsageRow, UsageStore
 
 from tests.fixtures.recording_upstream import Caller, RecordingUpstream
@@ -65,28 +61,11 @@ class ThrottledDynamoDB:
         raise ClientError({"Error": error}, "TransactWriteItems")
 
 
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream().running(lifetime=300) as upstream:
-        yield upstream
-
-
-@pytest.fixture(autouse=True)
-def fresh_recorder(recorder: RecordingUpstream) -> None:
-    recorder.clear()
-    recorder.refuse(0)
-
-
 @pytest.fixture(autouse=True)
 def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
     clock = FrozenClock(NOON)
     monkeypatch.setattr(quota, "time", clock)
     return clock
-
-
-@pytest.fixture(scope="module")
-def dev_key(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return dev.signing_key(Path(tmp_path_factory.mktemp("dev")) / "key.pem")
 
 
 @dataclass
@@ -208,6 +187,18 @@ def test_a_per_tool_limit_refuses_that_tool_only(start: Callable[..., Gateway], 
     assert len(recorder.calls("tools/call")) == 1
 
 
+def test_a_caller_of_a_free_tool_gets_its_result_not_an_internal_error(
+    start: Callable[..., Gateway], recorder: RecordingUpstream
+) -> None:
+    plan = {"tenant": {"per_minute": 100, "per_day": 100}}
+    gateway = start({"plans": {"p": plan}, "default_plan": "p", "costs": {"rec__echo": 0}})
+
+    response = gateway.caller("acme").modern("tools/call", {"name": "rec__echo", "arguments": {}})
+
+    assert response.json().get("result", {}).get("isError") is False, response.text
+    assert len(recorder.calls("tools/call")) == 1
+
+
 # --- the counter store fails ---------------------------------------------------------------------
 def failing_memory_store() -> MemoryCounterStore:
     store = MemoryCounterStore()
@@ -285,12 +276,9 @@ def test_a_tenant_may_fail_closed_where_the_gateway_fails_open(
 TABLE = "tollway-quota-usage"
 
 
-@pytest.fixture
-def dynamodb() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        ensure_tables(client, find_template(), {"TollwayTable": TABLE})
-        yield client
+@pytest.fixture(scope="module")
+def table_name() -> str:
+    return TABLE
 
 
 def totals(rows: list[UsageRow]) -> dict[tuple[str, str], tuple[int, int, int, int]]:
@@ -299,9 +287,9 @@ def totals(rows: list[UsageRow]) -> dict[tuple[str, str], tuple[int, int, int, i
 
 
 def test_usage_in_dynamodb_matches_admitted_failed_and_refused_calls_to_the_unit(
-    start: Callable[..., Gateway], recorder: RecordingUpstream, dynamodb: Any
+    start: Callable[..., Gateway], recorder: RecordingUpstream, fresh_dynamodb: Any
 ) -> None:
-    stores = Stores(MemorySessionStore(), DynamoCounterStore(TABLE, dynamodb), UsageStore(TABLE, dynamodb))
+    stores = Stores(MemorySessionStore(), DynamoCounterStore(TABLE, fresh_dynamodb), UsageStore(TABLE, fresh_dynamodb))
     quotas = {
         "plans": {"metered": {"tenant": {"per_day": 20}}},
         "default_plan": "metered",
@@ -366,6 +354,8 @@ def test_usage_in_dynamodb_matches_admitted_failed_and_refused_calls_to_the_unit
     assert totals(every_row) == {**expected, ("umbrella", "finance__validate_transaction"): (1, 1, 0, 0)}
     assert {r.day for r in every_row} <= {first_day, last_day}
     assert sum(r.units for r in initech_rows) == 20
-    counter = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "LIMIT#initech"}, "sk": {"S": "per_day#2026-03-14"}})
+    counter = fresh_dynamodb.get_item(
+        TableName=TABLE, Key={"pk": {"S": "LIMIT#initech"}, "sk": {"S": "per_day#2026-03-14"}}
+    )
     assert counter["Item"]["used"] == {"N": "20"}
     assert len(recorder.calls("tools/call")) == 2

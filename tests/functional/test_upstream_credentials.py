@@ -1,8 +1,10 @@
 """The gateway's own credentials for an upstream, and what of the caller's request reaches it.
 
 Secrets live in an in-process Secrets Manager (moto); the upstream is a recording MCP server
-and the OAuth token endpoint a local one that counts what it issues, both on 127.0.0.1.
-Callers authenticate with a dev-issuer token; that token must never be seen upstream.
+(`recorder`) and the OAuth token endpoint a local one that counts what it issues, both on
+127.0.0.1. Callers authenticate with a dev-issuer token; that token must never be seen upstream.
+Credentials that cannot be had, or that the upstream refuses, are each one stable error, for an
+upstream of either era and from the very first contact.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -38,18 +39,6 @@ UNAVAILABLE = {
 }
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream().running() as upstream:
-        yield upstream
-
-
-@pytest.fixture(autouse=True)
-def clean_record(upstream: RecordingUpstream) -> None:
-    upstream.clear()
-    upstream.refuse(0)
-
-
 @pytest.fixture
 def secrets() -> Iterator[Any]:
     """An empty Secrets Manager; Powertools' secret cache is emptied around each test."""
@@ -59,13 +48,8 @@ def secrets() -> Iterator[Any]:
         parameters.clear_caches()
 
 
-@pytest.fixture(scope="module")
-def dev_key(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return dev.signing_key(Path(tmp_path_factory.mktemp("dev")) / "key.pem")
-
-
 @pytest.fixture
-def start(upstream: RecordingUpstream, dev_key: Any) -> Iterator[Callable[..., Caller]]:
+def start(recorder: RecordingUpstream, dev_key: Any) -> Iterator[Callable[..., Caller]]:
     """A fresh gateway whose one upstream `rec` has the given settings; returns alice of acme."""
     with contextlib.ExitStack() as stack:
 
@@ -74,7 +58,7 @@ def start(upstream: RecordingUpstream, dev_key: Any) -> Iterator[Callable[..., C
                 {
                     "resource": RESOURCE,
                     "auth": {"issuer": dev.DEV_ISSUER},
-                    "upstreams": [{"name": "rec", "url": upstream.url, **settings}],
+                    "upstreams": [{"name": "rec", "url": recorder.url, **settings}],
                 }
             )
             app = create_app(config, store=MemorySessionStore(), streaming=False, dev_keys=dev.jwk_set(dev_key))
@@ -97,45 +81,45 @@ def _ok(response: Any) -> dict[str, Any]:
     return result
 
 
-def _assert_never_seen(upstream: RecordingUpstream, caller: Caller) -> None:
+def _assert_never_seen(recorder: RecordingUpstream, caller: Caller) -> None:
     assert caller.token
-    assert caller.token not in upstream.everything_seen()
+    assert caller.token not in recorder.everything_seen()
 
 
-def _authorizations(upstream: RecordingUpstream) -> set[str | None]:
-    return {r.headers.get("authorization") for r in upstream.requests}
+def _authorizations(recorder: RecordingUpstream) -> set[str | None]:
+    return {r.headers.get("authorization") for r in recorder.requests}
 
 
 # --- static secrets --------------------------------------------------------------------------------
 def test_a_bearer_secret_is_sent_as_the_authorization_header(
-    start: Callable[..., Caller], secrets: Any, upstream: RecordingUpstream
+    start: Callable[..., Caller], secrets: Any, recorder: RecordingUpstream
 ) -> None:
     secrets.create_secret(Name="tollway/rec", SecretString="upstream-bearer-secret")
     alice = start(auth={"type": "bearer", "secret": "tollway/rec"})
 
     _ok(alice.modern("tools/call", ECHO))
 
-    assert upstream.calls()
-    assert _authorizations(upstream) == {"Bearer upstream-bearer-secret"}
-    _assert_never_seen(upstream, alice)
+    assert recorder.calls()
+    assert _authorizations(recorder) == {"Bearer upstream-bearer-secret"}
+    _assert_never_seen(recorder, alice)
 
 
 def test_a_header_secret_is_sent_in_the_named_header_and_nothing_in_authorization(
-    start: Callable[..., Caller], secrets: Any, upstream: RecordingUpstream
+    start: Callable[..., Caller], secrets: Any, recorder: RecordingUpstream
 ) -> None:
     secrets.create_secret(Name="tollway/rec-key", SecretString="upstream-api-key")
     alice = start(auth={"type": "header", "header": "X-Api-Key", "secret": "tollway/rec-key"})
 
     _ok(alice.modern("tools/call", ECHO))
 
-    assert upstream.calls()
-    assert {r.headers.get("x-api-key") for r in upstream.requests} == {"upstream-api-key"}
-    assert _authorizations(upstream) == {None}
-    _assert_never_seen(upstream, alice)
+    assert recorder.calls()
+    assert {r.headers.get("x-api-key") for r in recorder.requests} == {"upstream-api-key"}
+    assert _authorizations(recorder) == {None}
+    _assert_never_seen(recorder, alice)
 
 
 def test_an_upstream_without_credentials_gets_none_of_the_callers(
-    start: Callable[..., Caller], upstream: RecordingUpstream
+    start: Callable[..., Caller], recorder: RecordingUpstream
 ) -> None:
     alice = start()
     alice_headers = alice.headers
@@ -148,17 +132,17 @@ def test_an_upstream_without_credentials_gets_none_of_the_callers(
     }
 
     _ok(alice.modern("tools/call", ECHO))
-    seen = upstream.everything_seen()
+    seen = recorder.everything_seen()
 
-    assert upstream.calls()
-    assert _authorizations(upstream) == {None}
+    assert recorder.calls()
+    assert _authorizations(recorder) == {None}
     for leaked in ("caller-cookie", "caller-api-key", "globex", "root"):
         assert leaked not in seen
-    _assert_never_seen(upstream, alice)
+    _assert_never_seen(recorder, alice)
 
 
 def test_the_callers_token_is_not_forwarded_in_a_2025_session_either(
-    start: Callable[..., Caller], secrets: Any, upstream: RecordingUpstream
+    start: Callable[..., Caller], secrets: Any, recorder: RecordingUpstream
 ) -> None:
     secrets.create_secret(Name="tollway/rec", SecretString="upstream-bearer-secret")
     alice = start(auth={"type": "bearer", "secret": "tollway/rec"}, protocol="legacy")
@@ -167,27 +151,27 @@ def test_the_callers_token_is_not_forwarded_in_a_2025_session_either(
     _ok(alice.legacy("tools/call", ECHO, session=session))
     assert alice.delete(session).status_code == 204
 
-    assert [r.method for r in upstream.requests if r.method != "initialize"][-2:] == ["tools/call", "DELETE"]
-    assert _authorizations(upstream) == {"Bearer upstream-bearer-secret"}
-    _assert_never_seen(upstream, alice)
+    assert [r.method for r in recorder.requests if r.method != "initialize"][-2:] == ["tools/call", "DELETE"]
+    assert _authorizations(recorder) == {"Bearer upstream-bearer-secret"}
+    _assert_never_seen(recorder, alice)
 
 
 # --- identity headers --------------------------------------------------------------------------------
 def test_identity_headers_carry_the_callers_tenant_and_subject(
-    start: Callable[..., Caller], upstream: RecordingUpstream
+    start: Callable[..., Caller], recorder: RecordingUpstream
 ) -> None:
     alice = start(identity_headers=True)
 
     result = _ok(alice.modern("tools/call", {"name": "rec__whoami", "arguments": {}}))
 
-    (call,) = upstream.calls()
+    (call,) = recorder.calls()
     assert (call.headers["x-tollway-tenant"], call.headers["x-tollway-subject"]) == ("acme", "alice")
     assert result["content"][0]["text"] == "alice"
-    _assert_never_seen(upstream, alice)
+    _assert_never_seen(recorder, alice)
 
 
 def test_identity_headers_sent_by_the_caller_are_replaced_by_the_verified_ones(
-    start: Callable[..., Caller], upstream: RecordingUpstream
+    start: Callable[..., Caller], recorder: RecordingUpstream
 ) -> None:
     alice = start(identity_headers=True)
     spoofed = alice.headers(mcp_protocol_version="2026-07-28", mcp_method="tools/call", mcp_name="rec__whoami")
@@ -201,19 +185,19 @@ def test_identity_headers_sent_by_the_caller_are_replaced_by_the_verified_ones(
 
     result = _ok(alice.client.post("/mcp", json=body, headers=spoofed))
 
-    (call,) = upstream.calls()
+    (call,) = recorder.calls()
     assert (call.headers["x-tollway-tenant"], call.headers["x-tollway-subject"]) == ("acme", "alice")
     assert result["content"][0]["text"] == "alice"
 
 
 def test_without_identity_headers_the_upstream_learns_nothing_of_the_caller(
-    start: Callable[..., Caller], upstream: RecordingUpstream
+    start: Callable[..., Caller], recorder: RecordingUpstream
 ) -> None:
     alice = start()
 
     _ok(alice.modern("tools/call", ECHO))
 
-    (call,) = upstream.calls()
+    (call,) = recorder.calls()
     assert "x-tollway-tenant" not in call.headers
     assert "x-tollway-subject" not in call.headers
 
@@ -232,7 +216,7 @@ def _oauth(start: Callable[..., Caller], token_endpoint: TokenEndpoint, secrets:
 
 
 def test_a_client_credentials_token_is_fetched_once_and_reused(
-    start: Callable[..., Caller], secrets: Any, token_endpoint: TokenEndpoint, upstream: RecordingUpstream
+    start: Callable[..., Caller], secrets: Any, token_endpoint: TokenEndpoint, recorder: RecordingUpstream
 ) -> None:
     alice = _oauth(start, token_endpoint, secrets, scope="mcp.read mcp.call")
 
@@ -242,14 +226,14 @@ def test_a_client_credentials_token_is_fetched_once_and_reused(
     assert token_endpoint.requests == [
         {"grant_type": "client_credentials", **CLIENT, "scope": "mcp.read mcp.call"},
     ]
-    assert len(upstream.calls()) == 2
-    assert _authorizations(upstream) == {"Bearer upstream-token-1"}
-    _assert_never_seen(upstream, alice)
+    assert len(recorder.calls()) == 2
+    assert _authorizations(recorder) == {"Bearer upstream-token-1"}
+    _assert_never_seen(recorder, alice)
     assert alice.token not in json.dumps([token_endpoint.headers, token_endpoint.requests])
 
 
 def test_a_client_credentials_token_is_refreshed_a_minute_before_it_expires(
-    start: Callable[..., Caller], secrets: Any, token_endpoint: TokenEndpoint, upstream: RecordingUpstream
+    start: Callable[..., Caller], secrets: Any, token_endpoint: TokenEndpoint, recorder: RecordingUpstream
 ) -> None:
     token_endpoint.expires_in = 61  # usable for one more second
     alice = _oauth(start, token_endpoint, secrets)
@@ -259,18 +243,18 @@ def test_a_client_credentials_token_is_refreshed_a_minute_before_it_expires(
     _ok(alice.modern("tools/call", ECHO))
 
     assert len(token_endpoint.requests) == 2
-    assert [c.headers["authorization"] for c in upstream.calls()] == [
+    assert [c.headers["authorization"] for c in recorder.calls()] == [
         "Bearer upstream-token-1",
         "Bearer upstream-token-2",
     ]
 
 
 def test_an_upstream_refusing_the_token_makes_the_gateway_fetch_a_new_one(
-    start: Callable[..., Caller], secrets: Any, token_endpoint: TokenEndpoint, upstream: RecordingUpstream
+    start: Callable[..., Caller], secrets: Any, token_endpoint: TokenEndpoint, recorder: RecordingUpstream
 ) -> None:
     alice = _oauth(start, token_endpoint, secrets)
     _ok(alice.modern("tools/call", ECHO))
-    upstream.refuse(1)
+    recorder.refuse(1)
 
     refused = alice.modern("tools/call", ECHO)
     retried = alice.modern("tools/call", ECHO)
@@ -279,38 +263,62 @@ def test_an_upstream_refusing_the_token_makes_the_gateway_fetch_a_new_one(
     assert error["message"] == "Upstream 'rec' refused the gateway's credentials"
     _ok(retried)
     assert len(token_endpoint.requests) == 2
-    assert upstream.calls()[-1].headers["authorization"] == "Bearer upstream-token-2"
+    assert recorder.calls()[-1].headers["authorization"] == "Bearer upstream-token-2"
 
 
 # --- credentials that cannot be had ---------------------------------------------------------------
-def _assert_unavailable(response: Any, upstream: RecordingUpstream) -> None:
+def _assert_unavailable(response: Any, recorder: RecordingUpstream) -> None:
     error = assert_http_error(response, 502, c.INTERNAL_ERROR, request_id=1)
     assert error == UNAVAILABLE
-    assert upstream.requests == []
+    assert recorder.requests == []
 
 
 def test_a_missing_secret_is_a_stable_error_and_nothing_is_sent_upstream(
-    start: Callable[..., Caller], secrets: Any, upstream: RecordingUpstream
+    start: Callable[..., Caller], secrets: Any, recorder: RecordingUpstream
 ) -> None:
     alice = start(auth={"type": "bearer", "secret": "tollway/never-created"})
 
     first = alice.modern("tools/call", ECHO)
     again = alice.modern("tools/call", ECHO)
 
-    _assert_unavailable(first, upstream)
-    _assert_unavailable(again, upstream)
+    _assert_unavailable(first, recorder)
+    _assert_unavailable(again, recorder)
     assert "never-created" not in first.text
 
 
 def test_a_missing_client_secret_is_the_same_stable_error(
-    start: Callable[..., Caller], secrets: Any, token_endpoint: TokenEndpoint, upstream: RecordingUpstream
+    start: Callable[..., Caller], secrets: Any, token_endpoint: TokenEndpoint, recorder: RecordingUpstream
 ) -> None:
     alice = start(
         auth={"type": "oauth_client_credentials", "secret": "tollway/absent", "token_url": token_endpoint.url}
     )
 
-    _assert_unavailable(alice.modern("tools/call", ECHO), upstream)
+    _assert_unavailable(alice.modern("tools/call", ECHO), recorder)
     assert token_endpoint.requests == []
+
+
+def test_a_missing_secret_for_a_2026_only_upstream_is_the_stable_credentials_error(
+    start: Callable[..., Caller], secrets: Any
+) -> None:
+    alice = start(protocol="2026-07-28", auth={"type": "bearer", "secret": "tollway/absent"})
+
+    response = alice.modern("tools/call", {"name": "rec__echo", "arguments": {}})
+
+    assert response.status_code == 502
+    assert response.json()["error"] == UNAVAILABLE
+
+
+@pytest.mark.parametrize("protocol", ["auto", "2026-07-28"])
+def test_an_upstream_refusing_the_gateways_credentials_at_first_contact_is_reported_as_such(
+    start: Callable[..., Caller], secrets: Any, recorder: RecordingUpstream, protocol: str
+) -> None:
+    secrets.create_secret(Name="tollway/rec", SecretString="revoked-secret")
+    recorder.refuse(10)
+    alice = start(protocol=protocol, auth={"type": "bearer", "secret": "tollway/rec"})
+
+    response = alice.modern("tools/call", {"name": "rec__echo", "arguments": {}})
+
+    assert response.json()["error"]["message"] == "Upstream 'rec' refused the gateway's credentials"
 
 
 @pytest.mark.parametrize(
@@ -324,7 +332,7 @@ def test_a_missing_client_secret_is_the_same_stable_error(
     ids=["not JSON", "no client_secret", "not an object", "refused by the token endpoint"],
 )
 def test_client_credentials_that_do_not_work_are_the_same_stable_error(
-    start: Callable[..., Caller], secrets: Any, token_endpoint: TokenEndpoint, upstream: RecordingUpstream, secret: str
+    start: Callable[..., Caller], secrets: Any, token_endpoint: TokenEndpoint, recorder: RecordingUpstream, secret: str
 ) -> None:
     secrets.create_secret(Name="tollway/rec-client", SecretString=secret)
     alice = start(
@@ -333,5 +341,5 @@ def test_client_credentials_that_do_not_work_are_the_same_stable_error(
 
     response = alice.modern("tools/call", ECHO)
 
-    _assert_unavailable(response, upstream)
+    _assert_unavailable(response, recorder)
     assert "wrong" not in response.text

@@ -139,12 +139,6 @@ class Gateway:
 
 # --- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def recorder() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream().running(lifetime=LIFETIME) as upstream:
-        yield upstream
-
-
-@pytest.fixture(scope="module")
 def faulty() -> Iterator[FaultyUpstream]:
     """The faulty upstream with its defaults: every behaviour as a tool, both eras."""
     with FaultyUpstream().running(lifetime=LIFETIME) as upstream:

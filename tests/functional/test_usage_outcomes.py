@@ -4,22 +4,31 @@ an error in usage, like a call the upstream answers with an error.
 With `definitions.result_injection: block`, a tool result carrying instructions aimed at the
 model is withheld (the agent gets an error instead); its admitted units are still charged and
 the call is recorded with `error=True`, as a result with `isError: true` is. An ordinary result
-is recorded with `error=False`. Every call here is metered: the tenant is on a quota plan.
+is recorded with `error=False`. A call admitted by the quota that fails before it reaches the
+upstream (its arguments cannot be masked) keeps its units in usage, as an error. Every call here
+is metered: the tenant is on a quota plan.
 
 The gateway app runs in-process (Starlette TestClient, in-memory stores, whose usage recorder
 keeps every record) in front of a `MemoryUpstream` (tests/fixtures/memory_upstream.py),
-injected (`memory`) or served on 127.0.0.1 (`http`); both protocol eras are driven.
+injected (`memory`) or served on 127.0.0.1 (`http`); both protocol eras are driven. The masking
+failure is shown in front of the recording upstream (`recorder`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from moto import mock_aws
+from starlette.testclient import TestClient
+from tollway.config import parse_config
+from tollway.http import create_app
 from tollway.store import Stores
 
 from tests.fixtures.memory_upstream import LEGACY, MODERN, WIRES, Agent, MemoryUpstream, gateways, text_result, tool
+from tests.fixtures.recording_upstream import Caller, RecordingUpstream
 from tests.unit.wire import assert_http_error
 
 ERAS = [MODERN, LEGACY]
@@ -126,3 +135,33 @@ def test_calls_in_a_row_are_each_recorded_with_their_own_outcome(metered: Metere
         ("mem__get_weather", 1, False),
         ("mem__charge_card", 1, True),
     ]
+
+
+def test_units_charged_for_a_call_whose_argument_masking_fails_are_recorded_as_usage(
+    recorder: RecordingUpstream,
+) -> None:
+    # The hash key's secret cannot be read (no such secret): masking the arguments fails after
+    # the quota admitted the call. The caller gets a plain internal error, the upstream nothing,
+    # and finance still sees the call (as an error) with its units.
+    config = parse_config(
+        {
+            "resource": "https://gateway.example.com/mcp",
+            "auth": {"allow_anonymous": True},
+            "upstreams": [{"name": "rec", "url": recorder.url}],
+            "quotas": {"plans": {"p": {"tenant": {"per_day": 100}}}, "default_plan": "p", "costs": {"rec__echo": 3}},
+            "masking": {
+                "hash_key_secret": "tollway/missing-hash-key",
+                "tools": {"rec__echo": {"arguments": [{"path": "account", "action": "hash"}]}},
+            },
+        }
+    )
+    stores = Stores.memory()
+    with mock_aws():
+        app = create_app(config, stores=stores, streaming=False)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = Caller(client, None).modern("tools/call", {"name": "rec__echo", "arguments": {"account": "A1"}})
+
+    assert response.json()["error"] == {"code": INTERNAL_ERROR, "message": "Internal error"}, response.text
+    assert recorder.calls("tools/call") == []
+    [row] = stores.usage.month(datetime.now(UTC).strftime("%Y-%m"), "default")
+    assert (row.tool, row.calls, row.units, row.errors) == ("rec__echo", 1, 3, 1)

@@ -12,20 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from moto import mock_aws
-from moto.server import ThreadedMotoServer
 from starlette.testclient import TestClient
 from tollway import spec as c
 from tollway.auth.dev import DEV_ISSUER, jwk_set, mint
@@ -36,7 +31,6 @@ from tollway.http import create_app
 from tollway.store import Stores
 from tollway.store.counters import MemoryCounterStore
 from tollway.store.sessions import MemorySessionStore
-from tollway.store.tables import ensure_tables, find_template
 from tollway.store.usage import UsageStore
 
 from tests.unit.wire import assert_http_error
@@ -95,13 +89,15 @@ def test_the_expected_figures_are_what_the_calls_above_say() -> None:
 
 # --- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def dynamodb() -> Iterator[Any]:
-    """moto DynamoDB with the table template.yaml declares, holding CALLS (read-only below)."""
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        ensure_tables(client, find_template(), {"TollwayTable": TABLE})
-        record_calls(UsageStore(TABLE, client))
-        yield client
+def table_name() -> str:
+    return TABLE
+
+
+@pytest.fixture(scope="module")
+def dynamodb(moto_dynamodb: Any) -> Any:
+    """The module's moto DynamoDB, its table holding CALLS (read-only below)."""
+    record_calls(UsageStore(TABLE, moto_dynamodb))
+    return moto_dynamodb
 
 
 def record_calls(store: UsageStore) -> None:
@@ -274,29 +270,15 @@ def test_a_config_named_with_config_must_be_readable(cli: Callable[..., tuple[in
     assert err == f"tollway: config file {tmp_path / 'missing.yaml'} cannot be read\n"
 
 
-def test_the_command_reads_a_local_dynamodb_named_by_aws_endpoint_url_dynamodb(tmp_path: Path) -> None:
+def test_the_command_reads_a_local_dynamodb_named_by_aws_endpoint_url_dynamodb(
+    dynamodb_server: tuple[str, Any], tollway_in_a_fresh_shell: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     """As beside `tollway dev`: its embedded DynamoDB is a moto server on 127.0.0.1, and the
     command runs from a fresh shell, with no AWS credentials or region of its own."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        client = boto3.client("dynamodb", endpoint_url=endpoint)
-        ensure_tables(client, find_template(), {"TollwayTable": "TollwayTable"})
-        record_calls(UsageStore("TollwayTable", client))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
-        done = subprocess.run(
-            [sys.executable, "-m", "tollway.cli", "usage", "report", "--month", MONTH, "--format", "csv"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        server.stop()
+    _, client = dynamodb_server
+    record_calls(UsageStore("TollwayTable", client))
+
+    done = tollway_in_a_fresh_shell("usage", "report", "--month", MONTH, "--format", "csv")
 
     assert done.returncode == 0, done.stderr
     assert csv_sums(done.stdout) == expected()
@@ -304,11 +286,6 @@ def test_the_command_reads_a_local_dynamodb_named_by_aws_endpoint_url_dynamodb(t
 
 
 # --- the admin endpoint ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
 def admin_config(**finance: Any) -> GatewayConfig:
     return parse_config(
         {
@@ -321,9 +298,9 @@ def admin_config(**finance: Any) -> GatewayConfig:
 
 
 @pytest.fixture
-def admin(dynamodb: Any, key: ec.EllipticCurvePrivateKey) -> Iterator[TestClient]:
+def admin(dynamodb: Any, dev_key: ec.EllipticCurvePrivateKey) -> Iterator[TestClient]:
     stores = Stores(MemorySessionStore(), MemoryCounterStore(), UsageStore(TABLE, dynamodb))
-    app = create_app(admin_config(), stores=stores, streaming=False, dev_keys=jwk_set(key))
+    app = create_app(admin_config(), stores=stores, streaming=False, dev_keys=jwk_set(dev_key))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -333,9 +310,9 @@ def bearer(key: ec.EllipticCurvePrivateKey, scopes: str = "tollway:admin", tenan
 
 
 def test_an_admin_gets_the_months_json_report_for_every_tenant(
-    admin: TestClient, key: ec.EllipticCurvePrivateKey
+    admin: TestClient, dev_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    response = admin.get("/admin/usage", params={"month": MONTH}, headers=bearer(key))
+    response = admin.get("/admin/usage", params={"month": MONTH}, headers=bearer(dev_key))
 
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
@@ -344,8 +321,8 @@ def test_an_admin_gets_the_months_json_report_for_every_tenant(
     assert response.json()["totals"]["units"] == 48
 
 
-def test_an_admin_gets_the_csv_report_as_a_download(admin: TestClient, key: ec.EllipticCurvePrivateKey) -> None:
-    response = admin.get("/admin/usage", params={"month": MONTH, "format": "csv"}, headers=bearer(key))
+def test_an_admin_gets_the_csv_report_as_a_download(admin: TestClient, dev_key: ec.EllipticCurvePrivateKey) -> None:
+    response = admin.get("/admin/usage", params={"month": MONTH, "format": "csv"}, headers=bearer(dev_key))
 
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
@@ -354,16 +331,16 @@ def test_an_admin_gets_the_csv_report_as_a_download(admin: TestClient, key: ec.E
 
 
 def test_an_admin_report_for_one_tenant_holds_only_that_tenants_rows(
-    admin: TestClient, key: ec.EllipticCurvePrivateKey
+    admin: TestClient, dev_key: ec.EllipticCurvePrivateKey
 ) -> None:
     response = admin.get(
-        "/admin/usage", params={"month": MONTH, "tenant": "acme", "format": "csv"}, headers=bearer(key)
+        "/admin/usage", params={"month": MONTH, "tenant": "acme", "format": "csv"}, headers=bearer(dev_key)
     )
 
     assert response.status_code == 200, response.text
     assert response.headers["content-disposition"] == 'attachment; filename="tollway-usage-2026-11-acme.csv"'
     assert csv_sums(response.text) == expected("acme")
-    data = admin.get("/admin/usage", params={"month": MONTH, "tenant": "acme-labs"}, headers=bearer(key)).json()
+    data = admin.get("/admin/usage", params={"month": MONTH, "tenant": "acme-labs"}, headers=bearer(dev_key)).json()
     assert (data["tenant"], json_sums(data)) == ("acme-labs", expected("acme-labs"))
 
 
@@ -396,9 +373,9 @@ def test_a_token_from_another_key_answers_401_invalid_token(admin: TestClient) -
 
 
 def test_a_token_without_the_admin_scope_answers_403_insufficient_scope(
-    admin: TestClient, key: ec.EllipticCurvePrivateKey
+    admin: TestClient, dev_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    response = admin.get("/admin/usage", params={"month": MONTH}, headers=bearer(key, "mcp:tools", tenant="acme"))
+    response = admin.get("/admin/usage", params={"month": MONTH}, headers=bearer(dev_key, "mcp:tools", tenant="acme"))
 
     error = assert_http_error(response, 403, c.INVALID_REQUEST, message="Forbidden: insufficient scope")
     assert error["data"] == {"requiredScopes": ["tollway:admin"]}
@@ -416,25 +393,25 @@ def test_a_token_without_the_admin_scope_answers_403_insufficient_scope(
     ],
 )
 def test_a_bad_query_answers_400_with_a_stable_message(
-    admin: TestClient, key: ec.EllipticCurvePrivateKey, params: dict[str, str], message: str
+    admin: TestClient, dev_key: ec.EllipticCurvePrivateKey, params: dict[str, str], message: str
 ) -> None:
-    response = admin.get("/admin/usage", params=params, headers=bearer(key))
+    response = admin.get("/admin/usage", params=params, headers=bearer(dev_key))
 
     assert_http_error(response, 400, c.INVALID_REQUEST, message=message)
 
 
-def test_a_month_given_twice_answers_400(admin: TestClient, key: ec.EllipticCurvePrivateKey) -> None:
-    response = admin.get("/admin/usage?month=2026-11&month=2026-10", headers=bearer(key))
+def test_a_month_given_twice_answers_400(admin: TestClient, dev_key: ec.EllipticCurvePrivateKey) -> None:
+    response = admin.get("/admin/usage?month=2026-11&month=2026-10", headers=bearer(dev_key))
 
     assert_http_error(response, 400, c.INVALID_REQUEST, message="Bad Request: month must be given once, not empty")
 
 
-def test_the_admin_scope_is_the_one_the_config_names(dynamodb: Any, key: ec.EllipticCurvePrivateKey) -> None:
+def test_the_admin_scope_is_the_one_the_config_names(dynamodb: Any, dev_key: ec.EllipticCurvePrivateKey) -> None:
     stores = Stores(MemorySessionStore(), MemoryCounterStore(), UsageStore(TABLE, dynamodb))
-    app = create_app(admin_config(admin_scope="billing:read"), stores=stores, dev_keys=jwk_set(key))
+    app = create_app(admin_config(admin_scope="billing:read"), stores=stores, dev_keys=jwk_set(dev_key))
     with TestClient(app, raise_server_exceptions=False) as client:
-        refused = client.get("/admin/usage", params={"month": MONTH}, headers=bearer(key, "tollway:admin"))
-        allowed = client.get("/admin/usage", params={"month": MONTH}, headers=bearer(key, "billing:read"))
+        refused = client.get("/admin/usage", params={"month": MONTH}, headers=bearer(dev_key, "tollway:admin"))
+        allowed = client.get("/admin/usage", params={"month": MONTH}, headers=bearer(dev_key, "billing:read"))
 
     assert refused.status_code == 403
     assert refused.headers["www-authenticate"].endswith('scope="billing:read"')
@@ -452,23 +429,23 @@ def test_an_unauthenticated_gateway_never_serves_usage(dynamodb: Any) -> None:
     assert_http_error(response, 403, c.INVALID_REQUEST, message="Forbidden: the admin API requires authentication")
 
 
-def test_a_gateway_with_in_memory_usage_reports_what_it_recorded(key: ec.EllipticCurvePrivateKey) -> None:
+def test_a_gateway_with_in_memory_usage_reports_what_it_recorded(dev_key: ec.EllipticCurvePrivateKey) -> None:
     stores = Stores.memory()
     stores.usage.record("acme", "finance__run_forecast", units=10, now=datetime(2026, 11, 3, tzinfo=UTC))
-    app = create_app(admin_config(), stores=stores, dev_keys=jwk_set(key))
+    app = create_app(admin_config(), stores=stores, dev_keys=jwk_set(dev_key))
     with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.get("/admin/usage", params={"month": MONTH, "format": "json"}, headers=bearer(key))
+        response = client.get("/admin/usage", params={"month": MONTH, "format": "json"}, headers=bearer(dev_key))
 
     assert response.status_code == 200
     assert "finance__run_forecast" in response.text
 
 
-def test_a_usage_store_failure_answers_503_without_detail(dynamodb: Any, key: ec.EllipticCurvePrivateKey) -> None:
+def test_a_usage_store_failure_answers_503_without_detail(dynamodb: Any, dev_key: ec.EllipticCurvePrivateKey) -> None:
     # No such table: DynamoDB answers ResourceNotFoundException.
     stores = Stores(MemorySessionStore(), MemoryCounterStore(), UsageStore("missing", dynamodb))
-    app = create_app(admin_config(), stores=stores, dev_keys=jwk_set(key))
+    app = create_app(admin_config(), stores=stores, dev_keys=jwk_set(dev_key))
     with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.get("/admin/usage", params={"month": MONTH}, headers=bearer(key))
+        response = client.get("/admin/usage", params={"month": MONTH}, headers=bearer(dev_key))
 
     error = assert_http_error(response, 503, c.INTERNAL_ERROR, message="Usage store unavailable")
     assert error["data"] == {"retryable": True}
@@ -477,18 +454,18 @@ def test_a_usage_store_failure_answers_503_without_detail(dynamodb: Any, key: ec
 
 # --- how the table is read -------------------------------------------------------------------------
 def test_an_every_tenant_report_queries_the_by_month_index_and_never_scans(
-    admin: TestClient, key: ec.EllipticCurvePrivateKey, operations: list[tuple[str, str | None]]
+    admin: TestClient, dev_key: ec.EllipticCurvePrivateKey, operations: list[tuple[str, str | None]]
 ) -> None:
-    response = admin.get("/admin/usage", params={"month": MONTH}, headers=bearer(key))
+    response = admin.get("/admin/usage", params={"month": MONTH}, headers=bearer(dev_key))
 
     assert response.status_code == 200
     assert operations == [("Query", "ByMonth")]
 
 
 def test_a_one_tenant_report_queries_the_tenants_own_partition(
-    admin: TestClient, key: ec.EllipticCurvePrivateKey, operations: list[tuple[str, str | None]]
+    admin: TestClient, dev_key: ec.EllipticCurvePrivateKey, operations: list[tuple[str, str | None]]
 ) -> None:
-    response = admin.get("/admin/usage", params={"month": MONTH, "tenant": "acme"}, headers=bearer(key))
+    response = admin.get("/admin/usage", params={"month": MONTH, "tenant": "acme"}, headers=bearer(dev_key))
 
     assert response.status_code == 200
     assert operations == [("Query", None)]

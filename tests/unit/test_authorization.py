@@ -1,29 +1,18 @@
 """Tenant policies: which tools, resources and prompts a caller may see and use.
 
-The `Authorizer` is checked on its own against configs written as gateway.yaml would say
-them, then once end to end: a tenant narrowed to a virtual server, through `create_app`
-in front of the demo upstreams, in both protocol eras.
+The `Authorizer` is checked on its own against configs written as gateway.yaml would say them.
+What a caller meets through the gateway (a denied tool, a tenant narrowed to a virtual server)
+is in tests/functional/test_exposure.py.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
-from tollway import spec as c
-from tollway.auth import dev
-from tollway.config import GatewayConfig, parse_config
+from tollway.config import parse_config
 from tollway.context import Principal
-from tollway.http import create_app
 from tollway.policy.authorization import Authorizer
-from tollway.store.sessions import MemorySessionStore
-
-from tests.fixtures.recording_upstream import Caller
-from tests.unit.wire import assert_http_error
 
 UPSTREAMS = [{"name": "finance", "url": "http://127.0.0.1:9/mcp"}, {"name": "support", "url": "http://127.0.0.1:9/mcp"}]
 
@@ -246,76 +235,3 @@ def test_every_denial_has_a_reason_for_the_log() -> None:
     assert authorizer.denial(_who(), "tools", "support", "support__list_orders") is not None
     assert authorizer.denial(_who(), "tools", "finance", "finance__run_forecast") is not None
     assert authorizer.denial(_who(scopes="forecast"), "tools", "finance", "finance__run_forecast") is None
-
-
-# --- end to end: a tenant narrowed to a virtual server, in front of the demo upstreams --------------
-VISIBLE = ["finance__fetch_revenue_data", "support__get_customer_profile"]
-_REVENUE_ARGS = {"region": "EMEA", "quarter": "2025-Q1"}
-
-
-@pytest.fixture(scope="module")
-def narrowed(demo_upstreams: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]]:
-    """A gateway where tenant acme sees the `revenue` virtual server; globex sees everything."""
-    key = dev.signing_key(Path(tmp_path_factory.mktemp("dev")) / "key.pem")
-    config: GatewayConfig = parse_config(
-        {
-            "resource": "https://gateway.example.com/mcp",
-            "auth": {"issuer": dev.DEV_ISSUER},
-            "upstreams": [{"name": name, "url": url} for name, url in demo_upstreams.items()],
-            "tenants": {"acme": {"virtual_server": "revenue"}, "globex": {}},
-            "virtual_servers": {"revenue": {"tools": VISIBLE}},
-        }
-    )
-    app = create_app(config, store=MemorySessionStore(), streaming=False, dev_keys=dev.jwk_set(key))
-    with TestClient(app, raise_server_exceptions=False) as client:
-
-        def caller(tenant: str) -> Caller:
-            token = dev.mint(key, subject=f"{tenant}-user", tenant=tenant, audience=config.audience)
-            return Caller(client, token)
-
-        yield caller("acme"), caller("globex")
-
-
-def _names(response: Any) -> list[str]:
-    assert response.status_code == 200, response.text
-    return sorted(tool["name"] for tool in response.json()["result"]["tools"])
-
-
-def test_a_tenant_on_a_virtual_server_lists_exactly_its_tools_in_both_eras(narrowed: tuple[Any, ...]) -> None:
-    acme, globex = narrowed
-    session = acme.open_session()
-
-    modern = _names(acme.modern("tools/list"))
-    legacy = _names(acme.legacy("tools/list", session=session))
-
-    assert modern == legacy == VISIBLE
-    assert len(_names(globex.modern("tools/list"))) > len(VISIBLE)
-
-
-def test_a_tenant_on_a_virtual_server_can_call_its_tools(narrowed: tuple[Any, ...]) -> None:
-    acme, _ = narrowed
-
-    response = acme.modern("tools/call", {"name": "finance__fetch_revenue_data", "arguments": _REVENUE_ARGS})
-
-    assert response.status_code == 200, response.text
-    result = response.json()["result"]
-    assert result.get("isError") is not True
-    assert result["structuredContent"]["region"] == "EMEA"
-
-
-@pytest.mark.parametrize("era", ["2026-07-28", "2025-11-25"])
-def test_a_tool_outside_the_virtual_server_is_answered_as_unknown(narrowed: tuple[Any, ...], era: str) -> None:
-    acme, globex = narrowed
-    session = acme.open_session() if era == "2025-11-25" else None
-
-    def call(name: str) -> Any:
-        params = {"name": name, "arguments": {"region": "EMEA"}}
-        return acme.legacy("tools/call", params, session=session) if session else acme.modern("tools/call", params)
-
-    hidden, missing = call("finance__run_forecast"), call("nowhere__run_forecast")
-
-    status = 400 if era == "2026-07-28" else 200
-    assert_http_error(hidden, status, c.INVALID_PARAMS, message="Unknown tool: finance__run_forecast", request_id=1)
-    assert hidden.status_code == missing.status_code
-    assert json.loads(hidden.text.replace("finance__run_forecast", "nowhere__run_forecast")) == missing.json()
-    assert "finance__run_forecast" in _names(globex.modern("tools/list"))

@@ -11,22 +11,17 @@ import hashlib
 import re
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from moto import mock_aws
 from tollway.config import DefinitionPolicy
 from tollway.errors import StorageError
 from tollway.policy.definitions import AUTO_APPROVER, PinEvent, check_definitions, definition_hash, record_events
 from tollway.store.pins import DynamoPinStore, MemoryPinStore, Pin, PinStore, pin_key
-from tollway.store.tables import ensure_tables
 
 from examples.upstreams import poisoned
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 TABLE = "TollwayTable"
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 AUTO = DefinitionPolicy()
@@ -46,20 +41,12 @@ def weather(description: str = "Return the weather.") -> dict[str, Any]:
     return {"name": "get_weather", "description": description, "inputSchema": {"type": "object"}}
 
 
-@pytest.fixture(scope="module")
-def dynamodb() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        ensure_tables(client, TEMPLATE, {"TollwayTable": TABLE})
-        yield client
-
-
 @pytest.fixture(params=["memory", "dynamo"])
 def store(request: pytest.FixtureRequest) -> Iterator[PinStore]:
     if request.param == "memory":
         yield MemoryPinStore()
         return
-    client = request.getfixturevalue("dynamodb")
+    client = request.getfixturevalue("moto_dynamodb")
     yield DynamoPinStore(TABLE, client)
     for item in client.scan(TableName=TABLE)["Items"]:
         client.delete_item(TableName=TABLE, Key={"pk": item["pk"], "sk": item["sk"]})
@@ -298,11 +285,13 @@ def test_a_long_resource_uri_is_pinned_under_its_hashed_key(store: PinStore) -> 
 
 
 # --- DynamoDB specifics -------------------------------------------------------------------------
-def test_a_dynamodb_pin_is_one_small_item_under_the_upstream(dynamodb: Any) -> None:
-    store = DynamoPinStore(TABLE, dynamodb)
+def test_a_dynamodb_pin_is_one_small_item_under_the_upstream(moto_dynamodb: Any) -> None:
+    store = DynamoPinStore(TABLE, moto_dynamodb)
     store.approve("weather", "tool", "get_weather", "a" * 64, "x" * 500)
     store.mark_drift("weather", "tool", "get_weather", "b" * 64)
-    item = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "PIN#weather"}, "sk": {"S": "tool#get_weather"}})["Item"]
+    item = moto_dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "PIN#weather"}, "sk": {"S": "tool#get_weather"}})[
+        "Item"
+    ]
     assert set(item) == {"pk", "sk", "hash", "status", "approved_by", "approved_at", "seen_hash"}
     assert (item["hash"]["S"], item["status"]["S"], item["seen_hash"]["S"]) == ("a" * 64, "approved", "b" * 64)
     assert item["approved_by"]["S"] == "x" * 128
@@ -311,8 +300,8 @@ def test_a_dynamodb_pin_is_one_small_item_under_the_upstream(dynamodb: Any) -> N
     store.delete("weather", "tool", "get_weather")
 
 
-def test_get_all_costs_one_query(dynamodb: Any) -> None:
-    store = DynamoPinStore(TABLE, dynamodb)
+def test_get_all_costs_one_query(moto_dynamodb: Any) -> None:
+    store = DynamoPinStore(TABLE, moto_dynamodb)
     for i in range(5):
         store.pin("weather", "tool", f"tool_{i}", "a" * 64, "alice")
     calls: list[str] = []
@@ -320,18 +309,18 @@ def test_get_all_costs_one_query(dynamodb: Any) -> None:
     def count(**kwargs: Any) -> None:
         calls.append(kwargs["event_name"])
 
-    dynamodb.meta.events.register("before-call.dynamodb.*", count)
+    moto_dynamodb.meta.events.register("before-call.dynamodb.*", count)
     try:
         assert len(store.get_all("weather")) == 5
     finally:
-        dynamodb.meta.events.unregister("before-call.dynamodb.*", count)
+        moto_dynamodb.meta.events.unregister("before-call.dynamodb.*", count)
     assert calls == ["before-call.dynamodb.Query"]
     for i in range(5):
         store.delete("weather", "tool", f"tool_{i}")
 
 
-def test_a_missing_table_is_answered_as_pin_store_unavailable(dynamodb: Any) -> None:
-    store = DynamoPinStore("NoSuchTable", dynamodb)
+def test_a_missing_table_is_answered_as_pin_store_unavailable(moto_dynamodb: Any) -> None:
+    store = DynamoPinStore("NoSuchTable", moto_dynamodb)
     with pytest.raises(StorageError, match=r"^Pin store unavailable$"):
         store.get_all("weather")
 

@@ -5,32 +5,18 @@ the store asked for it (a taken session id, a lost race)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from moto import mock_aws
 from tollway.context import Session, UpstreamSession
 from tollway.errors import ServiceUnavailable, StorageError, answer_for
 from tollway.store.pins import DynamoPinStore
 from tollway.store.sessions import DynamoSessionStore
 from tollway.store.table import DynamoTable
-from tollway.store.tables import ensure_tables
 from tollway.store.usage import UsageStore
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 TABLE = "TollwayTable"
-
-
-@pytest.fixture(scope="module")
-def dynamodb() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        ensure_tables(client, TEMPLATE, {"TollwayTable": TABLE})
-        yield client
 
 
 class Unreachable:
@@ -81,34 +67,34 @@ def test_each_store_names_itself_when_dynamodb_cannot_be_reached(store: Any, att
     ],
 )
 def test_a_missing_table_is_unavailable_even_for_conditional_writes(
-    dynamodb: Any, store: Any, attempt: Any, message: str
+    moto_dynamodb: Any, store: Any, attempt: Any, message: str
 ) -> None:
     with pytest.raises(StorageError, match=f"^{message}$") as caught:
-        attempt(store("NoSuchTable", dynamodb))
+        attempt(store("NoSuchTable", moto_dynamodb))
     assert "NoSuchTable" not in str(caught.value)
 
 
-def test_a_session_id_already_taken_is_not_created_twice(dynamodb: Any) -> None:
-    store = DynamoSessionStore(TABLE, dynamodb)
+def test_a_session_id_already_taken_is_not_created_twice(moto_dynamodb: Any) -> None:
+    store = DynamoSessionStore(TABLE, moto_dynamodb)
     store.create(session("taken"))
 
     with pytest.raises(StorageError, match=r"^Session id already taken$"):
         store.create(session("taken"))
 
 
-def test_failed_conditions_the_stores_expect_are_answers_not_errors(dynamodb: Any) -> None:
-    sessions = DynamoSessionStore(TABLE, dynamodb)
+def test_failed_conditions_the_stores_expect_are_answers_not_errors(moto_dynamodb: Any) -> None:
+    sessions = DynamoSessionStore(TABLE, moto_dynamodb)
     sessions.renew("never-created", int(time.time()) + 60)  # deleted meanwhile: nothing to renew
     assert sessions.get("never-created") is None
     assert sessions.add_upstream("never-created", "u", UpstreamSession("x", "2025-06-18"), None) is False
-    assert DynamoPinStore(TABLE, dynamodb).mark_drift("weather", "tool", "missing", "a" * 64) is False
+    assert DynamoPinStore(TABLE, moto_dynamodb).mark_drift("weather", "tool", "missing", "a" * 64) is False
 
 
-def test_a_failed_condition_is_unavailable_where_no_condition_was_expected(dynamodb: Any) -> None:
+def test_a_failed_condition_is_unavailable_where_no_condition_was_expected(moto_dynamodb: Any) -> None:
     class Plain(DynamoTable):
         unavailable = "Plain store unavailable"
 
-    table = Plain(TABLE, dynamodb)
+    table = Plain(TABLE, moto_dynamodb)
     item = {"pk": {"S": "PLAIN#1"}, "sk": {"S": "X"}}
     table._call("put_item", Item=item)
     with pytest.raises(StorageError, match=r"^Plain store unavailable$"):

@@ -10,14 +10,11 @@ the keys they had, so existing items are still found.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from tollway.config import GatewayConfig, parse_config
 from tollway.context import Principal, UpstreamSession
 from tollway.errors import QuotaExceeded
@@ -25,7 +22,6 @@ from tollway.policy.quota import QuotaEnforcer
 from tollway.store.counters import DynamoCounterStore, MemoryCounterStore
 from tollway.store.sessions import DynamoSessionStore
 from tollway.store.table import key
-from tollway.store.tables import ensure_tables, find_template
 from tollway.store.usage import UsageStore
 
 TABLE = "tollway-store-keys"
@@ -76,12 +72,9 @@ def _pks(principal: Principal) -> dict[str, set[str]]:
     return found
 
 
-@pytest.fixture
-def dynamodb() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        ensure_tables(client, find_template(REPO_ROOT), {"TollwayTable": TABLE})
-        yield client
+@pytest.fixture(scope="module")
+def table_name() -> str:
+    return TABLE
 
 
 # --- quota windows ------------------------------------------------------------------------------
@@ -122,10 +115,10 @@ def test_a_tenant_named_like_another_tenants_tool_window_no_longer_shares_it() -
     assert set().union(*_pks(tenant).values()).isdisjoint(set().union(*_pks(other).values()))
 
 
-def test_one_principal_spending_its_subject_quota_leaves_the_colliding_principal_untouched(dynamodb: Any) -> None:
+def test_one_principal_spending_its_subject_quota_leaves_the_colliding_principal_untouched(fresh_dynamodb: Any) -> None:
     first, second = COLLIDING_SUBJECTS[0]
     config = _config({"subject": {"per_minute": 1}})
-    quota = QuotaEnforcer(config, DynamoCounterStore(TABLE, client=dynamodb))
+    quota = QuotaEnforcer(config, DynamoCounterStore(TABLE, client=fresh_dynamodb))
 
     quota.admit(first, "rec__echo")
     with pytest.raises(QuotaExceeded):
@@ -134,11 +127,11 @@ def test_one_principal_spending_its_subject_quota_leaves_the_colliding_principal
     assert quota.admit(second, "rec__echo").units == 1
 
 
-def test_a_tenant_spending_its_quota_leaves_the_colliding_subject_untouched(dynamodb: Any) -> None:
+def test_a_tenant_spending_its_quota_leaves_the_colliding_subject_untouched(fresh_dynamodb: Any) -> None:
     tenant = Principal(subject="anyone", tenant="a#S#b")
     subject = Principal(subject="b", tenant="a")
     config = _config({"tenant": {"per_minute": 1}, "subject": {"per_minute": 1}})
-    quota = QuotaEnforcer(config, DynamoCounterStore(TABLE, client=dynamodb))
+    quota = QuotaEnforcer(config, DynamoCounterStore(TABLE, client=fresh_dynamodb))
 
     quota.admit(tenant, "rec__echo")
 
@@ -170,22 +163,22 @@ COLLIDING_PRINCIPALS = [
 
 @pytest.mark.parametrize(("first", "second"), COLLIDING_PRINCIPALS)
 def test_two_principals_whose_old_keys_were_equal_each_get_their_own_upstream_session(
-    dynamodb: Any, first: Principal, second: Principal
+    fresh_dynamodb: Any, first: Principal, second: Principal
 ) -> None:
     assert old_principal_pk(first) == old_principal_pk(second)
-    store = DynamoSessionStore(TABLE, client=dynamodb)
+    store = DynamoSessionStore(TABLE, client=fresh_dynamodb)
 
     store.put_principal_upstream(first, "rec", UpstreamSession("first-session", "2025-11-25"), ttl=600)
     store.put_principal_upstream(second, "rec", UpstreamSession("second-session", "2025-11-25"), ttl=600)
 
     assert store.get_principal_upstream(first, "rec") == UpstreamSession("first-session", "2025-11-25")
     assert store.get_principal_upstream(second, "rec") == UpstreamSession("second-session", "2025-11-25")
-    items = dynamodb.scan(TableName=TABLE)["Items"]
+    items = fresh_dynamodb.scan(TableName=TABLE)["Items"]
     assert len({item["pk"]["S"] for item in items}) == 2
 
 
-def test_a_principal_with_a_percent_sign_does_not_meet_one_with_the_escape_it_stands_for(dynamodb: Any) -> None:
-    store = DynamoSessionStore(TABLE, client=dynamodb)
+def test_a_principal_with_a_percent_sign_does_not_meet_one_with_the_escape_it_stands_for(fresh_dynamodb: Any) -> None:
+    store = DynamoSessionStore(TABLE, client=fresh_dynamodb)
     hashed, percent = Principal(subject="x", tenant="a#b"), Principal(subject="x", tenant="a%23b")
 
     store.put_principal_upstream(hashed, "rec", UpstreamSession("hash-session", "2025-11-25"), ttl=600)
@@ -193,49 +186,49 @@ def test_a_principal_with_a_percent_sign_does_not_meet_one_with_the_escape_it_st
     assert store.get_principal_upstream(percent, "rec") is None
 
 
-def test_an_ordinary_principal_keeps_the_exact_upstream_session_key_it_had(dynamodb: Any) -> None:
-    store = DynamoSessionStore(TABLE, client=dynamodb)
+def test_an_ordinary_principal_keeps_the_exact_upstream_session_key_it_had(fresh_dynamodb: Any) -> None:
+    store = DynamoSessionStore(TABLE, client=fresh_dynamodb)
 
     store.put_principal_upstream(ALICE, "rec", UpstreamSession("alice-session", "2025-11-25"), ttl=600)
 
-    [item] = dynamodb.scan(TableName=TABLE)["Items"]
+    [item] = fresh_dynamodb.scan(TableName=TABLE)["Items"]
     assert (item["pk"]["S"], item["sk"]["S"]) == ("PRINCIPAL#acme#alice", "UPSTREAM#rec")
     assert item["pk"]["S"] == old_principal_pk(ALICE)
 
 
-def test_an_existing_item_under_the_old_key_of_an_ordinary_principal_is_still_read(dynamodb: Any) -> None:
+def test_an_existing_item_under_the_old_key_of_an_ordinary_principal_is_still_read(fresh_dynamodb: Any) -> None:
     item = {
         "pk": {"S": "PRINCIPAL#acme#alice"},
         "sk": {"S": "UPSTREAM#rec"},
         "up": {"M": {"sid": {"S": "written-before"}, "ver": {"S": "2025-06-18"}}},
         "expires_at": {"N": str(int(datetime.now(UTC).timestamp()) + 600)},
     }
-    dynamodb.put_item(TableName=TABLE, Item=item)
+    fresh_dynamodb.put_item(TableName=TABLE, Item=item)
 
-    found = DynamoSessionStore(TABLE, client=dynamodb).get_principal_upstream(ALICE, "rec")
+    found = DynamoSessionStore(TABLE, client=fresh_dynamodb).get_principal_upstream(ALICE, "rec")
 
     assert found == UpstreamSession("written-before", "2025-06-18")
 
 
 # --- usage --------------------------------------------------------------------------------------
-def _usage_items(dynamodb: Any) -> list[dict[str, str]]:
-    items = dynamodb.scan(TableName=TABLE)["Items"]
+def _usage_items(client: Any) -> list[dict[str, str]]:
+    items = client.scan(TableName=TABLE)["Items"]
     return sorted(
         ({k: item[k]["S"] for k in ("pk", "sk", "gsi1pk", "gsi1sk", "tenant", "tool")} for item in items),
         key=lambda i: (i["pk"], i["sk"]),
     )
 
 
-def test_two_tenants_whose_old_usage_index_keys_were_equal_keep_their_own_items_and_rows(dynamodb: Any) -> None:
+def test_two_tenants_whose_old_usage_index_keys_were_equal_keep_their_own_items_and_rows(fresh_dynamodb: Any) -> None:
     day = MOMENT.strftime("%Y-%m-%d")
     first, second = ("a#2026-05-03#x", "y"), ("a", "x#2026-05-03#y")
     assert old_usage_gsi1sk(first[0], day, first[1]) == old_usage_gsi1sk(second[0], day, second[1])
-    usage = UsageStore(TABLE, client=dynamodb)
+    usage = UsageStore(TABLE, client=fresh_dynamodb)
 
     usage.record(*first, units=2, now=MOMENT)
     usage.record(*second, units=5, now=MOMENT)
 
-    items = _usage_items(dynamodb)
+    items = _usage_items(fresh_dynamodb)
     assert len(items) == 2
     assert len({i["gsi1sk"] for i in items}) == 2
     assert [(r.tenant, r.tool, r.units) for r in usage.month("2026-05", tenant=first[0])] == [(*first, 2)]
@@ -243,21 +236,21 @@ def test_two_tenants_whose_old_usage_index_keys_were_equal_keep_their_own_items_
     assert sorted((r.tenant, r.units) for r in usage.month("2026-05")) == [(second[0], 5), (first[0], 2)]
 
 
-def test_a_tenant_with_a_hash_and_one_with_its_escape_have_separate_usage(dynamodb: Any) -> None:
-    usage = UsageStore(TABLE, client=dynamodb)
+def test_a_tenant_with_a_hash_and_one_with_its_escape_have_separate_usage(fresh_dynamodb: Any) -> None:
+    usage = UsageStore(TABLE, client=fresh_dynamodb)
 
     usage.record("acme#x", "rec__echo", units=1, now=MOMENT)
     usage.record("acme%23x", "rec__echo", units=7, now=MOMENT)
 
-    assert {i["pk"] for i in _usage_items(dynamodb)} == {"USAGE#acme%23x", "USAGE#acme%2523x"}
+    assert {i["pk"] for i in _usage_items(fresh_dynamodb)} == {"USAGE#acme%23x", "USAGE#acme%2523x"}
     assert [(r.tenant, r.units) for r in usage.month("2026-05", tenant="acme#x")] == [("acme#x", 1)]
     assert [(r.tenant, r.units) for r in usage.month("2026-05", tenant="acme%23x")] == [("acme%23x", 7)]
 
 
-def test_an_ordinary_tenant_keeps_the_exact_usage_keys_it_had(dynamodb: Any) -> None:
-    UsageStore(TABLE, client=dynamodb).record("acme", "rec__echo", units=3, now=MOMENT)
+def test_an_ordinary_tenant_keeps_the_exact_usage_keys_it_had(fresh_dynamodb: Any) -> None:
+    UsageStore(TABLE, client=fresh_dynamodb).record("acme", "rec__echo", units=3, now=MOMENT)
 
-    assert _usage_items(dynamodb) == [
+    assert _usage_items(fresh_dynamodb) == [
         {
             "pk": "USAGE#acme",
             "sk": "2026-05-03#rec__echo",

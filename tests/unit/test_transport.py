@@ -501,6 +501,16 @@ def test_other_http_methods_are_refused(gateway: Gateway, method: str) -> None:
     assert "Traceback" not in response.text
 
 
+def test_an_unsupported_http_method_on_mcp_gets_a_json_rpc_answer_with_the_right_allow() -> None:
+    client = TestClient(create_app(_config(), store=MemorySessionStore(), streaming=False))
+
+    response = client.put("/mcp", content=b"{}", headers={"content-type": "application/json"})
+
+    assert response.status_code == 405
+    assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"POST", "DELETE"}
+    assert_http_error(response, 405, c.INVALID_REQUEST)
+
+
 # --- 2025-era sessions ------------------------------------------------------------------------
 def test_a_session_request_without_a_session_id_is_answered_400(gateway: Gateway) -> None:
     response = gateway.post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})

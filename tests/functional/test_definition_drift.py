@@ -1,7 +1,13 @@
-"""Regressions in definition pinning (drift): a changed definition is recorded, withheld from
-lists and calls on fresh and warm instances until an admin approves it, and pin store failures
-answer the admin API with a retryable 503. (Caches are off here; in production a warm instance
-notices a change within the pin and catalog cache times, 30 s each.)
+"""Definition drift: a tool whose definition changed since it was pinned is recorded as pending,
+withheld from lists and calls on fresh and warm instances alike (its upstream's other tools stay
+callable) until an admin approves it, by the admin API or `tollway upstream approve`; an approval
+pins what the upstream serves now. With first-sight approval off, new tools wait for an admin too.
+A pin store failure answers the admin API with a retryable 503 and no detail.
+
+The poisoned demo upstream (`examples/upstreams/poisoned.py`) runs as a real process on a fixed
+port of 127.0.0.1, so it can come back as another variant at the same URL, as a redeployed
+upstream does. Caches are off here; in production a warm instance notices a change within the
+pin and catalog cache times, 30 s each.
 """
 
 from __future__ import annotations
@@ -14,10 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from moto import mock_aws
 from starlette.testclient import TestClient
 from tollway import spec as c
 from tollway.auth.dev import DEV_ISSUER, jwk_set
@@ -30,7 +34,6 @@ from tollway.store import Stores
 from tollway.store.counters import MemoryCounterStore
 from tollway.store.pins import DynamoPinStore, MemoryPinStore, PinStore
 from tollway.store.sessions import MemorySessionStore
-from tollway.store.tables import ensure_tables, find_template
 from tollway.store.usage import MemoryUsageStore
 
 from examples.upstreams import poisoned
@@ -95,11 +98,6 @@ def no_caches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(catalog, "MIN_REFRESH_SECONDS", 0.0)
 
 
-@pytest.fixture(scope="module")
-def key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
 @pytest.fixture
 def upstream() -> Iterator[PoisonedUpstream]:
     server = PoisonedUpstream()
@@ -110,7 +108,7 @@ def upstream() -> Iterator[PoisonedUpstream]:
 
 
 @pytest.fixture
-def instance(upstream: PoisonedUpstream, key: ec.EllipticCurvePrivateKey) -> Iterator[Callable[..., TestClient]]:
+def instance(upstream: PoisonedUpstream, dev_key: ec.EllipticCurvePrivateKey) -> Iterator[Callable[..., TestClient]]:
     """`instance(pins, definitions={...})`: a new gateway instance (cold start) with the dev
     issuer in front of `upstream`, sharing `pins`."""
     with contextlib.ExitStack() as stack:
@@ -125,7 +123,7 @@ def instance(upstream: PoisonedUpstream, key: ec.EllipticCurvePrivateKey) -> Ite
                 }
             )
             stores = Stores(MemorySessionStore(), MemoryCounterStore(), MemoryUsageStore(), pins)
-            app = create_app(config, stores=stores, streaming=False, dev_keys=jwk_set(key))
+            app = create_app(config, stores=stores, streaming=False, dev_keys=jwk_set(dev_key))
             return stack.enter_context(TestClient(app, raise_server_exceptions=False))
 
         yield start
@@ -139,28 +137,28 @@ def served_hash(tool: dict[str, Any], description: str) -> str:
 
 @pytest.fixture
 def drifted(
-    upstream: PoisonedUpstream, instance: Callable[..., TestClient], key: ec.EllipticCurvePrivateKey
+    upstream: PoisonedUpstream, instance: Callable[..., TestClient], dev_key: ec.EllipticCurvePrivateKey
 ) -> tuple[MemoryPinStore, dict[str, dict[str, Any]]]:
     """Gateway A listed variant 1 (its tools are pinned on first sight); then the upstream was
     redeployed as variant 2 at the same URL. Returns the shared pin store and A's list."""
     pins = MemoryPinStore()
     upstream.start(variant=1)
-    first = Agent(instance(pins), MODERN, agent_token(key)).tools()
+    first = Agent(instance(pins), MODERN, agent_token(dev_key)).tools()
     assert list(first) == public("get_weather", "search_docs", "fetch_page", "convert_currency")
     upstream.start(variant=2)
     return pins, first
 
 
-# --- bug 1: drift breaks lists and calls, and is never recorded ------------------------------------
+# --- a changed tool is withheld, recorded, and approved ---------------------------------------------
 @pytest.mark.parametrize("era", ERAS)
 def test_a_fresh_instance_withholds_a_tool_whose_description_changed_since_it_was_pinned(
     drifted: tuple[MemoryPinStore, dict[str, dict[str, Any]]],
     instance: Callable[..., TestClient],
-    key: ec.EllipticCurvePrivateKey,
+    dev_key: ec.EllipticCurvePrivateKey,
     era: str,
 ) -> None:
     pins, first = drifted
-    agent = Agent(instance(pins), era, agent_token(key))
+    agent = Agent(instance(pins), era, agent_token(dev_key))
 
     tools = agent.tools()
 
@@ -173,12 +171,12 @@ def test_a_fresh_instance_withholds_a_tool_whose_description_changed_since_it_wa
 def test_after_a_tool_changes_the_unchanged_tools_of_its_upstream_stay_callable(
     drifted: tuple[MemoryPinStore, dict[str, dict[str, Any]]],
     instance: Callable[..., TestClient],
-    key: ec.EllipticCurvePrivateKey,
+    dev_key: ec.EllipticCurvePrivateKey,
     era: str,
 ) -> None:
     pins, _ = drifted
 
-    response = Agent(instance(pins), era, agent_token(key)).call("p__get_weather", {"city": "Lisbon"})
+    response = Agent(instance(pins), era, agent_token(dev_key)).call("p__get_weather", {"city": "Lisbon"})
 
     assert response.status_code == 200, response.text
     assert response.json()["result"]["structuredContent"] == {"result": "Lisbon: 21 C, clear sky"}
@@ -186,10 +184,10 @@ def test_after_a_tool_changes_the_unchanged_tools_of_its_upstream_stay_callable(
 
 @pytest.mark.parametrize("era", ERAS)
 def test_the_instance_that_pinned_the_tool_withholds_it_from_its_list_once_it_changed(
-    upstream: PoisonedUpstream, instance: Callable[..., TestClient], key: ec.EllipticCurvePrivateKey, era: str
+    upstream: PoisonedUpstream, instance: Callable[..., TestClient], dev_key: ec.EllipticCurvePrivateKey, era: str
 ) -> None:
     upstream.start(variant=1)
-    agent = Agent(instance(MemoryPinStore()), era, agent_token(key))
+    agent = Agent(instance(MemoryPinStore()), era, agent_token(dev_key))
     assert "p__convert_currency" in agent.tools()
 
     upstream.start(variant=2)
@@ -200,13 +198,13 @@ def test_the_instance_that_pinned_the_tool_withholds_it_from_its_list_once_it_ch
 def test_the_admin_sees_the_changed_tool_as_pending_with_the_approved_and_the_served_hash(
     drifted: tuple[MemoryPinStore, dict[str, dict[str, Any]]],
     instance: Callable[..., TestClient],
-    key: ec.EllipticCurvePrivateKey,
+    dev_key: ec.EllipticCurvePrivateKey,
 ) -> None:
     pins, first = drifted
     client = instance(pins)
-    Agent(client, MODERN, agent_token(key)).send("tools/list")  # this instance meets the change
+    Agent(client, MODERN, agent_token(dev_key)).send("tools/list")  # this instance meets the change
 
-    response = client.get("/admin/definitions/pending", headers=bearer(key))
+    response = client.get("/admin/definitions/pending", headers=bearer(dev_key))
 
     tool = first["p__convert_currency"]
     assert response.status_code == 200, response.text
@@ -228,18 +226,18 @@ def test_the_admin_sees_the_changed_tool_as_pending_with_the_approved_and_the_se
 def test_after_an_admin_approves_the_change_the_tool_is_listed_and_callable_again(
     drifted: tuple[MemoryPinStore, dict[str, dict[str, Any]]],
     instance: Callable[..., TestClient],
-    key: ec.EllipticCurvePrivateKey,
+    dev_key: ec.EllipticCurvePrivateKey,
     era: str,
 ) -> None:
     pins, first = drifted
     client = instance(pins)
-    agent = Agent(client, era, agent_token(key))
+    agent = Agent(client, era, agent_token(dev_key))
     agent.send("tools/list")
 
     approval = client.post(
         "/admin/definitions/approve",
         json={"upstream": "poisoned", "name": "convert_currency", "kind": "tool"},
-        headers=bearer(key),
+        headers=bearer(dev_key),
     )
     tools = agent.tools()
     call = agent.call("p__convert_currency", CONVERT)
@@ -255,11 +253,11 @@ def test_after_an_admin_approves_the_change_the_tool_is_listed_and_callable_agai
     assert tools["p__convert_currency"]["description"] == poisoned.CONVERT_CURRENCY_DESCRIPTIONS[2]
     assert call.status_code == 200, call.text
     assert call.json()["result"]["structuredContent"] == VARIANT_2_RESULT
-    assert client.get("/admin/definitions/pending", headers=bearer(key)).json() == {"pending": []}
+    assert client.get("/admin/definitions/pending", headers=bearer(dev_key)).json() == {"pending": []}
 
 
 def test_an_admin_approval_pins_the_definition_the_upstream_serves_now(
-    upstream: PoisonedUpstream, instance: Callable[..., TestClient], key: ec.EllipticCurvePrivateKey
+    upstream: PoisonedUpstream, instance: Callable[..., TestClient], dev_key: ec.EllipticCurvePrivateKey
 ) -> None:
     """No gate involved: the drift is already on record, as a fixed gate would leave it."""
     upstream.start(variant=1)
@@ -268,7 +266,7 @@ def test_an_admin_approval_pins_the_definition_the_upstream_serves_now(
     pins.mark_drift("poisoned", "tool", "convert_currency", "b" * 64)
 
     response = instance(pins).post(
-        "/admin/definitions/approve", json={"upstream": "poisoned", "name": "convert_currency"}, headers=bearer(key)
+        "/admin/definitions/approve", json={"upstream": "poisoned", "name": "convert_currency"}, headers=bearer(dev_key)
     )
 
     assert response.status_code == 200, response.text
@@ -284,15 +282,15 @@ def test_an_admin_approval_pins_the_definition_the_upstream_serves_now(
 
 @pytest.mark.parametrize("era", ERAS)
 def test_with_first_sight_approval_off_new_tools_are_withheld_until_an_admin_approves_them(
-    upstream: PoisonedUpstream, instance: Callable[..., TestClient], key: ec.EllipticCurvePrivateKey, era: str
+    upstream: PoisonedUpstream, instance: Callable[..., TestClient], dev_key: ec.EllipticCurvePrivateKey, era: str
 ) -> None:
     upstream.start(variant=1)
     pins = MemoryPinStore()
     client = instance(pins, {"auto_approve_first_seen": False})
-    agent = Agent(client, era, agent_token(key))
+    agent = Agent(client, era, agent_token(dev_key))
 
     tools = agent.tools()
-    pending = client.get("/admin/definitions/pending", headers=bearer(key)).json()["pending"]
+    pending = client.get("/admin/definitions/pending", headers=bearer(dev_key)).json()["pending"]
 
     assert tools == {}
     assert [(p["kind"], p["name"], p["state"]) for p in pending] == [
@@ -300,23 +298,20 @@ def test_with_first_sight_approval_off_new_tools_are_withheld_until_an_admin_app
     ]
 
 
-@pytest.fixture
-def moto_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        ensure_tables(client, find_template(), {"TollwayTable": "tollway-definitions"})
-        monkeypatch.setenv("TOLLWAY_TABLE", "tollway-definitions")
-        yield client
+@pytest.fixture(scope="module")
+def table_name() -> str:
+    """What `fresh_dynamodb` names its table and TOLLWAY_TABLE says: the CLI must find it by that name."""
+    return "tollway-definitions"
 
 
 def test_the_approve_command_pins_the_definition_the_upstream_serves_now(
-    moto_table: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fresh_dynamodb: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(
         "resource: https://gateway.example.com/mcp\nupstreams: [{name: poisoned, url: 'http://127.0.0.1:9/mcp'}]\n"
     )
-    store = DynamoPinStore(client=moto_table)
+    store = DynamoPinStore(client=fresh_dynamodb)
     store.approve("poisoned", "tool", "convert_currency", "a" * 64, "auto:first-seen")
     store.mark_drift("poisoned", "tool", "convert_currency", "b" * 64)
     capsys.readouterr()
@@ -330,25 +325,25 @@ def test_the_approve_command_pins_the_definition_the_upstream_serves_now(
     assert (pin.hash, pin.seen_hash) == ("b" * 64, None)
 
 
-# --- bug 2: a warm instance keeps calling a tool after it changed ---------------------------------
+# --- a warm instance that already called the tool -------------------------------------------------
 @pytest.mark.parametrize("era", ERAS)
 def test_a_warm_instance_that_already_called_a_tool_answers_it_as_unknown_once_it_changed(
-    upstream: PoisonedUpstream, instance: Callable[..., TestClient], key: ec.EllipticCurvePrivateKey, era: str
+    upstream: PoisonedUpstream, instance: Callable[..., TestClient], dev_key: ec.EllipticCurvePrivateKey, era: str
 ) -> None:
     upstream.start(variant=1)
-    agent = Agent(instance(MemoryPinStore()), era, agent_token(key))
+    agent = Agent(instance(MemoryPinStore()), era, agent_token(dev_key))
     before = agent.call("p__convert_currency", CONVERT)
     assert before.json()["result"]["structuredContent"] == VARIANT_1_RESULT
 
     upstream.start(variant=2)
     after = agent.call("p__convert_currency", CONVERT)
 
-    # Today: HTTP 200 with structuredContent {"result": 9}: the changed tool ran.
+    # Not HTTP 200 with structuredContent {"result": 9}: the changed tool must not run.
     status = 400 if era == MODERN else 200
     assert_http_error(after, status, c.INVALID_PARAMS, message="Unknown tool: p__convert_currency", request_id=1)
 
 
-# --- bug 3: a pin store failure answers 200 ------------------------------------------------------
+# --- the pin store fails ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
@@ -357,16 +352,16 @@ def test_a_warm_instance_that_already_called_a_tool_answers_it_as_unknown_once_i
     ],
 )
 def test_a_pin_store_failure_in_the_definitions_admin_api_answers_503_without_detail(
-    moto_table: Any,
+    fresh_dynamodb: Any,
     instance: Callable[..., TestClient],
-    key: ec.EllipticCurvePrivateKey,
+    dev_key: ec.EllipticCurvePrivateKey,
     method: str,
     path: str,
     body: dict[str, Any] | None,
 ) -> None:
-    broken = DynamoPinStore("no-such-table", moto_table)
+    broken = DynamoPinStore("no-such-table", fresh_dynamodb)
 
-    response = instance(broken).request(method, path, json=body, headers=bearer(key))
+    response = instance(broken).request(method, path, json=body, headers=bearer(dev_key))
 
     error = assert_http_error(response, 503, c.INTERNAL_ERROR, message="Pin store unavailable")
     assert error["data"] == {"retryable": True}
