@@ -171,6 +171,9 @@ class LambdaGateway:
     def close(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(_close_pool())
+        # Lambda never closes its loop; closing it here, finalize the generators httpx leaves
+        # suspended in a stream read up to our response (its response itself is closed).
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
 
     # --- 2025 era ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ units are charged, the call is recorded as usage whatever happens next.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import time
 from collections.abc import AsyncIterator
@@ -70,15 +71,17 @@ class Pipeline:
                 await anyio.to_thread.run_sync(self.masking.load_hash_key)  # may read Secrets Manager
             upstream_params = self.masking.request(tenant, route.method, target.public_name, target.params)
             retry_safe = route.safe or self._idempotent(target)
-            async for message in self.router.call(
+            call = self.router.call(
                 ctx, target.upstream, route.method, upstream_params, request_id, retry_safe=retry_safe
-            ):
-                message = self.masking.message(tenant, route.method, target.public_name, message)
-                if "method" not in message and "result" in message:
-                    outcome.failed = bool(message["result"].get("isError"))
-                    if route.guarded:
-                        message = {**message, "result": self._guard(message["result"], target, outcome)}
-                yield message
+            )
+            async with contextlib.aclosing(call):
+                async for message in call:
+                    message = self.masking.message(tenant, route.method, target.public_name, message)
+                    if "method" not in message and "result" in message:
+                        outcome.failed = bool(message["result"].get("isError"))
+                        if route.guarded:
+                            message = {**message, "result": self._guard(message["result"], target, outcome)}
+                    yield message
         finally:
             if units is not None:
                 await anyio.to_thread.run_sync(self._record, ctx, target.public_name, units, outcome, started)

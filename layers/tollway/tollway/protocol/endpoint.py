@@ -9,6 +9,7 @@ Failures are raised, and answered by the one error middleware (`tollway.http`).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
@@ -93,10 +94,11 @@ class McpEndpoint:
             return
         if route is None or (ctx.modern and not route.modern):
             raise MethodNotFound(data={"method": method})
-        async for message in self.pipeline.handle(ctx, route, request):
-            if "method" not in message and message.get("id") == request_id and "result" in message:
-                message = {**message, "result": self.server.decorate(ctx, message["result"])}
-            yield message
+        async with contextlib.aclosing(self.pipeline.handle(ctx, route, request)) as messages:
+            async for message in messages:
+                if "method" not in message and message.get("id") == request_id and "result" in message:
+                    message = {**message, "result": self.server.decorate(ctx, message["result"])}
+                yield message
 
     async def _context(self, incoming: Incoming, principal: Principal, request: Request) -> RequestContext:
         streaming = self.streaming and incoming.accepts_sse
@@ -215,8 +217,9 @@ async def _sse(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]], reque
     """The event stream of one request. The response has started: a failure becomes the last event."""
     yield _event(first)
     try:
-        async for item in rest:
-            yield _event(item)
+        async with contextlib.aclosing(rest):  # a client that goes away ends the upstream exchange too
+            async for item in rest:
+                yield _event(item)
     except Exception as exc:
         yield _event(error_body(answer_for(exc), request_id))
 

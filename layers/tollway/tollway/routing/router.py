@@ -14,6 +14,7 @@ says the request is safe to repeat (lists, idempotent tools), and nothing was re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import time
@@ -139,10 +140,11 @@ class Router:
         for attempt in range(self.upstream(name).retries + 1):
             relayed = answered = False
             try:
-                async for item in self._call(ctx, name, method, params, request_id, deadline):
-                    relayed = True
-                    answered = answered or ("method" not in item and item.get("id") == request_id)
-                    yield item
+                async with contextlib.aclosing(self._call(ctx, name, method, params, request_id, deadline)) as items:
+                    async for item in items:
+                        relayed = True
+                        answered = answered or ("method" not in item and item.get("id") == request_id)
+                        yield item
             except UpstreamUnavailable as error:
                 if relayed:
                     raise  # the caller has seen part of this call: repeating it would show it twice
@@ -172,16 +174,19 @@ class Router:
         info = await self.info(name, ctx)
         if not (ctx.modern and info.modern) and info.legacy is not False:
             try:
-                async for item in self._call_legacy(ctx, name, info, method, params, request_id, deadline):
-                    yield item
+                legacy = self._call_legacy(ctx, name, info, method, params, request_id, deadline)
+                async with contextlib.aclosing(legacy):
+                    async for item in legacy:
+                        yield item
                 return
             except NotSpoken:
                 if not info.modern:
                     raise UpstreamInvalidResponse(name) from None
                 info.legacy = False  # remembered: this upstream speaks only 2026-07-28
                 logger.info("upstream speaks only 2026-07-28", extra={"upstream": name})
-        async for item in self._call_modern(ctx, name, method, params, request_id, deadline):
-            yield item
+        async with contextlib.aclosing(self._call_modern(ctx, name, method, params, request_id, deadline)) as modern:
+            async for item in modern:
+                yield item
 
     async def _call_modern(
         self, ctx: RequestContext, name: str, method: str, params: dict[str, Any], request_id: Any, deadline: Deadline
@@ -193,24 +198,26 @@ class Router:
             "params": {**params, "_meta": {**(params.get("_meta") or {}), **_envelope(ctx)}},
         }
         client = self.clients[name]
-        async for item in client.exchange(
+        exchange = client.exchange(
             message,
             deadline=deadline,
             protocol_version=spec.LATEST_MODERN_VERSION,
             modern=True,
             extra_headers={**ctx.forward_headers, **self._identity(ctx, name)},
-        ):
-            if "method" in item and "id" in item:
-                await client.decline(item, deadline=deadline, protocol_version=spec.LATEST_MODERN_VERSION)
-                continue
-            item = self._to_client(name, item, message["id"], request_id)
-            if not ctx.modern and (item.get("result") or {}).get("resultType") == "input_required":
-                # A 2025-era client has no input_required round trip, and this upstream speaks
-                # only 2026-07-28: say so instead of handing over a result it cannot parse.
-                raise UpstreamError(
-                    name, f"Upstream '{name}' needs client input that cannot be relayed to a 2025-era session"
-                )
-            yield item
+        )
+        async with contextlib.aclosing(exchange):
+            async for item in exchange:
+                if "method" in item and "id" in item:
+                    await client.decline(item, deadline=deadline, protocol_version=spec.LATEST_MODERN_VERSION)
+                    continue
+                item = self._to_client(name, item, message["id"], request_id)
+                if not ctx.modern and (item.get("result") or {}).get("resultType") == "input_required":
+                    # A 2025-era client has no input_required round trip, and this upstream speaks
+                    # only 2026-07-28: say so instead of handing over a result it cannot parse.
+                    raise UpstreamError(
+                        name, f"Upstream '{name}' needs client input that cannot be relayed to a 2025-era session"
+                    )
+                yield item
 
     async def _call_legacy(
         self,
@@ -238,25 +245,25 @@ class Router:
             session = await self.sessions.get(ctx, name, deadline, stale)
             info.legacy = True
             wire = {"session": session.session_id, "protocol_version": session.protocol_version}
+            exchange = client.exchange(message, deadline=deadline, extra_headers=self._identity(ctx, name), **wire)
             try:
-                async for item in client.exchange(
-                    message, deadline=deadline, extra_headers=self._identity(ctx, name), **wire
-                ):
-                    if "method" in item and "id" in item:
-                        if not ctx.relays:
-                            await client.decline(item, deadline=deadline, **wire)
+                async with contextlib.aclosing(exchange):
+                    async for item in exchange:
+                        if "method" in item and "id" in item:
+                            if not ctx.relays:
+                                await client.decline(item, deadline=deadline, **wire)
+                                continue
+                            # A person may now be answering (elicitation): the call may take longer.
+                            deadline.extend_to(ctx.budget(interaction))
+                            yield {**item, "id": f"{SERVER_REQUEST_ID_PREFIX}{name}:{json.dumps(item['id'])}"}
                             continue
-                        # A person may now be answering (elicitation): the call may take longer.
-                        deadline.extend_to(ctx.budget(interaction))
-                        yield {**item, "id": f"{SERVER_REQUEST_ID_PREFIX}{name}:{json.dumps(item['id'])}"}
-                        continue
-                    if (
-                        ctx.modern
-                        and item.get("method") == "notifications/message"
-                        and not _loud_enough(item, log_floor)
-                    ):
-                        continue  # 2026-07-28: logs only for requests that opted in, at their level
-                    yield self._to_client(name, item, message["id"], request_id)
+                        if (
+                            ctx.modern
+                            and item.get("method") == "notifications/message"
+                            and not _loud_enough(item, log_floor)
+                        ):
+                            continue  # 2026-07-28: logs only for requests that opted in, at their level
+                        yield self._to_client(name, item, message["id"], request_id)
                 return
             except SessionLost:
                 logger.info("upstream session lost; re-initializing", extra={"upstream": name})

@@ -112,13 +112,13 @@ class UpstreamClient:
         """
         self.breaker.check()
         healthy: bool | None = None
+        items = self._exchange(message, deadline, session, protocol_version, modern, extra_headers, response_headers)
         try:
-            async for item in self._exchange(
-                message, deadline, session, protocol_version, modern, extra_headers, response_headers
-            ):
-                if "method" not in item:
-                    healthy = True  # the answer arrived, whether or not the caller reads on
-                yield item
+            async with contextlib.aclosing(items):
+                async for item in items:
+                    if "method" not in item:
+                        healthy = True  # the answer arrived, whether or not the caller reads on
+                    yield item
             healthy = True
         except (UpstreamAuthError, UpstreamTooLarge, SessionLost):
             healthy = True  # the upstream is up: configuration, the tool's answer, an expired session
@@ -164,8 +164,11 @@ class UpstreamClient:
         try:
             response = await self._within(deadline, client.send(request, stream=True))
             try:
-                async for item in self._read(response, message, deadline, session, response_headers):
-                    yield item
+                async with contextlib.aclosing(
+                    self._read(response, message, deadline, session, response_headers)
+                ) as read:
+                    async for item in read:
+                        yield item
             finally:
                 await response.aclose()
         except TimeoutError:
@@ -210,13 +213,16 @@ class UpstreamClient:
             return
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == spec.CONTENT_TYPE_SSE and status == 200:
-            async for message in self._events(response, deadline):
-                checked = self._check(message, sent)
-                yield checked
-                if _is_response(checked):
-                    return  # ours: the rest of the stream carries nothing for this request
+            # Closed as soon as our response is read (generators left open are closed late, by GC).
+            async with contextlib.aclosing(self._events(response, deadline)) as events:
+                async for message in events:
+                    checked = self._check(message, sent)
+                    yield checked
+                    if _is_response(checked):
+                        return  # ours: the rest of the stream carries nothing for this request
             return
-        raw = b"".join([chunk async for chunk in self._chunks(response, deadline)])
+        async with contextlib.aclosing(self._chunks(response, deadline)) as body:
+            raw = b"".join([chunk async for chunk in body])
         if content_type != spec.CONTENT_TYPE_JSON:
             raise self._unusable(status, f"HTTP {status} {content_type or 'without content type'}")
         try:
@@ -230,36 +236,37 @@ class UpstreamClient:
     async def _chunks(self, response: httpx.Response, deadline: Deadline) -> AsyncIterator[bytes]:
         """The body, chunk by chunk, each within the deadline; refused past the size limit."""
         limit, total = self.config.max_response_bytes, 0
-        chunks = response.aiter_bytes()
-        while True:
-            try:
-                chunk = await self._within(deadline, anext(chunks))
-            except StopAsyncIteration:
-                return
-            total += len(chunk)
-            if total > limit:
-                logger.warning("upstream answer too large", extra={"upstream": self.name, "max_bytes": limit})
-                raise UpstreamTooLarge(self.name, data={"maxBytes": limit})
-            yield chunk
+        async with contextlib.aclosing(response.aiter_bytes()) as chunks:
+            while True:
+                try:
+                    chunk = await self._within(deadline, anext(chunks))
+                except StopAsyncIteration:
+                    return
+                total += len(chunk)
+                if total > limit:
+                    logger.warning("upstream answer too large", extra={"upstream": self.name, "max_bytes": limit})
+                    raise UpstreamTooLarge(self.name, data={"maxBytes": limit})
+                yield chunk
 
     async def _events(self, response: httpx.Response, deadline: Deadline) -> AsyncIterator[Any]:
         """JSON-RPC messages of an event stream; events without data (priming, keepalive) skipped."""
         buffer, data = b"", []
-        async for chunk in self._chunks(response, deadline):
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
-                if line.startswith("data:"):
-                    data.append(line[5:].removeprefix(" "))
-                elif line == "" and data:
-                    payload, data = "\n".join(data).strip(), []
-                    if not payload:
-                        continue  # a priming event: an id to resume from, no message
-                    try:
-                        yield _loads(payload.encode())
-                    except ValueError:
-                        raise self._invalid("event data is not JSON") from None
+        async with contextlib.aclosing(self._chunks(response, deadline)) as chunks:
+            async for chunk in chunks:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+                    if line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" "))
+                    elif line == "" and data:
+                        payload, data = "\n".join(data).strip(), []
+                        if not payload:
+                            continue  # a priming event: an id to resume from, no message
+                        try:
+                            yield _loads(payload.encode())
+                        except ValueError:
+                            raise self._invalid("event data is not JSON") from None
         raise self._invalid("stream ended without a response")
 
     def _check(self, message: Any, sent: dict[str, Any]) -> dict[str, Any]:
