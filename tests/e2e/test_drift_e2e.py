@@ -4,9 +4,9 @@ operator commands `tollway upstream pending|approve` run against the gateway's o
 
 The drift story: the upstream is redeployed at the same URL with a changed description of
 `convert_currency`; the gateway withholds that tool (lists and calls) until an operator approves
-the change. Pins are cached 30 s per gateway instance and that cannot be shortened from outside
-(`PIN_CACHE_SECONDS` is a module constant), so an approval shows once the cache expires: the test
-polls for it, bounded by PIN_CACHE_WAIT.
+the change. The approval is made by the CLI, another process: the gateway reads pins again after
+`definitions.cache_seconds` (set to CACHE_SECONDS here; 30 by default), so the test polls for the
+approval to show, bounded by that setting.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 MODES = ["legacy", "2026-07-28"]
 MODULE = "examples.upstreams.poisoned"
 TIMEOUT = 30  # seconds per client exchange block
-PIN_CACHE_WAIT = 35.0  # seconds: the gateway's pin cache (30 s) and some slack
+CACHE_SECONDS = 3
+PIN_CACHE_WAIT = CACHE_SECONDS + 5.0  # seconds: the bound the setting promises, and some slack
 PUBLISHED = {"p__get_weather", "p__search_docs", "p__fetch_page", "p__convert_currency"}
 """Under the default policy: clean tools as served, search_docs cut to size; add_numbers,
 lookup_word and summarize_notes are blocked (high-severity findings)."""
@@ -118,7 +119,11 @@ def tollway() -> list[str]:
 def deployment(workdir: Path) -> Iterator[Deployment]:
     upstream = PoisonedUpstream(MODULE, workdir / "upstream.log")
     port = free_port()
-    config = gateway_config(port, upstreams=[{"name": "poisoned", "url": upstream.url, "prefix": "p"}])
+    config = gateway_config(
+        port,
+        upstreams=[{"name": "poisoned", "url": upstream.url, "prefix": "p"}],
+        definitions={"cache_seconds": CACHE_SECONDS},
+    )
     gateway = GatewayProcess(config, workdir, port)
     with running(gateway, [upstream]):
         yield Deployment(gateway, upstream, gateway.token("alice", "acme"))
@@ -210,8 +215,7 @@ def test_tools_seen_for_the_first_time_are_pinned_without_an_operator(scanning: 
 # --- drift ---------------------------------------------------------------------------------------
 async def test_a_changed_tool_is_withheld_until_an_operator_approves_it(drift: Deployment) -> None:
     started = time.monotonic()
-    # Lists only before the change: a warm gateway trusts a tool it has already called for up to
-    # 30 s (its catalog cache), which cannot be shortened from outside either.
+    # Lists before the change; once a list has seen the change, calls are refused at once.
     for mode in MODES:
         assert (await tools(drift, mode))["p__convert_currency"].description == poisoned.CONVERT_CURRENCY_DESCRIPTIONS[
             1
@@ -249,4 +253,4 @@ async def test_a_changed_tool_is_withheld_until_an_operator_approves_it(drift: D
             async with connect(drift, mode) as session:
                 converted = await session.call_tool("p__convert_currency", CONVERT)
         assert converted.structured_content == {"result": 9}  # variant 2 rounds to whole units
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 30

@@ -42,7 +42,7 @@ from tests.fixtures.faulty_upstream import (
 from tests.fixtures.recording_upstream import Caller, RecordingUpstream
 from tests.unit.wire import _LEAKS, assert_error, assert_http_error
 
-TIMEOUT = 1.5
+TIMEOUT = 0.8
 """`timeout_seconds` of the faulty upstream."""
 BOUND = TIMEOUT + 1.5
 """A request that meets a timeout must be over within this many seconds, everything included."""
