@@ -246,18 +246,41 @@ def _check_completion(result: dict[str, Any]) -> str | None:
 
 
 def _check_block(block: Any) -> str | None:
+    """A content block as the schema has it (the members the SDK clients type-check)."""
     if not isinstance(block, dict):
         return "a content block is not an object"
+    common = _check_annotations(block) or _optional(block, "_meta", dict)
     kind = block.get("type")
     if kind == "text":
-        return _required(block, "text", str)
+        return _required(block, "text", str) or common
     if kind in ("image", "audio"):
-        return _required(block, "data", str) or _required(block, "mimeType", str)
+        return _required(block, "data", str) or _required(block, "mimeType", str) or common
     if kind == "resource_link":
-        return _required(block, "uri", str) or _required(block, "name", str)
+        return (
+            _required(block, "uri", str)
+            or _required(block, "name", str)
+            or _first(_optional(block, key, str) for key in ("title", "description", "mimeType"))
+            or _optional_number(block, "size")
+            or common
+        )
     if kind == "resource":
-        return _check_contents(block.get("resource"))
+        return _check_contents(block.get("resource")) or common
     return f"unknown content block type {str(kind)[:40]!r}"
+
+
+def _check_annotations(block: dict[str, Any]) -> str | None:
+    if "annotations" not in block or block["annotations"] is None:
+        return None
+    annotations = block["annotations"]
+    if not isinstance(annotations, dict):
+        return "annotations is not an object"
+    audience = annotations.get("audience")
+    if audience is not None and not (isinstance(audience, list) and all(r in ("user", "assistant") for r in audience)):
+        return "annotations.audience is not a list of roles"
+    priority = annotations.get("priority")
+    if _optional_number(annotations, "priority") or (priority is not None and not 0 <= priority <= 1):
+        return "annotations.priority is not a number from 0 to 1"
+    return _optional(annotations, "lastModified", str)
 
 
 def _check_contents(item: Any) -> str | None:
@@ -265,16 +288,35 @@ def _check_contents(item: Any) -> str | None:
         return "resource contents without a uri"
     if not isinstance(item.get("text"), str) and not isinstance(item.get("blob"), str):
         return "resource contents without text or blob"
-    return _optional(item, "mimeType", str)
+    return _optional(item, "mimeType", str) or _optional(item, "_meta", dict)
+
+
+def _check_call_result(result: dict[str, Any]) -> str | None:
+    return (
+        _items(result, "content", _check_block)
+        or _optional(result, "isError", bool, nullable=False)
+        or _optional(result, "structuredContent", dict)
+        or _optional(result, "_meta", dict)
+    )
+
+
+def _optional_number(item: dict[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return None
+    return f"{key} is not a number"
 
 
 def _required(item: dict[str, Any], key: str, kind: type) -> str | None:
     return None if isinstance(item.get(key), kind) else f"{key} is not a {kind.__name__}"
 
 
-def _optional(item: dict[str, Any], key: str, kind: type) -> str | None:
-    value = item.get(key)
-    if value is None or (isinstance(value, kind) and (kind is not int or not isinstance(value, bool))):
+def _optional(item: dict[str, Any], key: str, kind: type, *, nullable: bool = True) -> str | None:
+    """`nullable`: whether null stands for absent (as the SDK clients read most optional members)."""
+    if key not in item:
+        return None
+    value = item[key]
+    if (value is None and nullable) or (isinstance(value, kind) and (kind is not int or not isinstance(value, bool))):
         return None
     return f"{key} is not a {kind.__name__}"
 
@@ -284,7 +326,7 @@ def _first(reasons: Iterable[str | None]) -> str | None:
 
 
 _RESULT_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
-    "tools/call": lambda r: _items(r, "content", _check_block) or _optional(r, "isError", bool),
+    "tools/call": _check_call_result,
     "prompts/get": lambda r: _items(r, "messages", _check_message) or _optional(r, "description", str),
     "resources/read": lambda r: _items(r, "contents", _check_contents),
     "completion/complete": _check_completion,
@@ -293,4 +335,5 @@ _RESULT_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
         for method, key in LIST_KEYS.items()
     },
 }
-"""Method -> the check of its result (methods not here: any object)."""
+"""Method -> the check of its result (methods not here: any object). `isError: null` is refused:
+the official Python client fails on it."""

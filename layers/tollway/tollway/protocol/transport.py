@@ -143,7 +143,8 @@ def _parse(body: bytes) -> dict[str, Any]:
     `shapes.MAX_DEPTH` levels (whatever depth the parser itself could read)."""
     too_deep = InvalidRequest(f"Invalid request: nested deeper than {shapes.MAX_DEPTH} levels")
     try:
-        message = json.loads(body, parse_constant=_not_json)
+        # Decoded here: given bytes, `json.loads` would also accept UTF-16 and UTF-32.
+        message = json.loads(body.decode("utf-8"), parse_constant=_not_json)
     except RecursionError:
         raise too_deep from None
     except ValueError:  # UnicodeError is a ValueError
@@ -219,7 +220,8 @@ def _check_modern(request: Request, message: dict[str, Any], kind: Kind) -> str:
     name_key = c.NAME_BEARING_METHODS.get(method)
     if name_key is not None:
         body_name = message["params"].get(name_key)
-        if body_name is not None and c.decode_header_value(request.headers.get(c.NAME_HEADER)) != body_name:
+        # A name that is not a string is the params check's to refuse (-32602), not a mismatch.
+        if isinstance(body_name, str) and c.decode_header_value(request.headers.get(c.NAME_HEADER)) != body_name:
             raise HeaderMismatch(f"mcp-name header does not match the request body's {name_key!r} parameter")
     _require_supported(body_version)
     return body_version

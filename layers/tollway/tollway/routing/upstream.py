@@ -426,10 +426,10 @@ class UpstreamClient:
 
 
 def _loads(raw: bytes) -> Any:
-    """JSON as RFC 8259 has it: no NaN or Infinity (ValueError). Nesting past what the parser
-    reads (about 1,000 levels on Python 3.11, 10,000 on 3.13) is a ValueError too."""
+    """JSON as RFC 8259 has it: UTF-8, no NaN or Infinity (ValueError). Nesting past what the
+    parser reads (about 1,000 levels on Python 3.11, 10,000 on 3.13) is a ValueError too."""
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
