@@ -46,6 +46,34 @@ class Session:
 
 
 @dataclass
+class AuditFacts:
+    """What the stages learn about one MCP request, for its audit record (`tollway.telemetry.audit`).
+    Each stage fills in what it decides; never raw arguments, results, PII or tokens."""
+
+    method: str = ""
+    public_name: str | None = None
+    """The tool, prompt or resource as the caller named it."""
+    upstream: str | None = None
+    upstream_name: str | None = None
+    """The name the upstream knows it by."""
+    decision: str = "allowed"
+    """allowed | denied | rate_limited | withheld | pending_approval | invalid"""
+    rule: str | None = None
+    """Why, for a decision other than allowed: the policy rule, quota window or gate reason."""
+    approval_id: str | None = None
+    outcome: str | None = None
+    """ok | tool_error | upstream_error | timeout | cancelled | error (None until known)."""
+    units: int = 0
+    upstream_ms: float | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    arguments_sha256: str | None = None
+    """Of the masked arguments, as sent upstream."""
+    result_sha256: str | None = None
+    """Of the masked result, as sent to the caller."""
+
+
+@dataclass
 class RequestContext:
     principal: Principal
     modern: bool
@@ -63,6 +91,7 @@ class RequestContext:
     ends); None: only each upstream's own timeout bounds the request."""
     budgets: dict[str, Deadline] = field(default_factory=dict)
     """Per upstream: the one budget this request has with it (probe, session, catalog, call)."""
+    audit: AuditFacts = field(default_factory=AuditFacts)
 
     @property
     def relays(self) -> bool:
