@@ -30,6 +30,7 @@ for _name in (
     "TOLLWAY_AUTH_ISSUER",
     "TOLLWAY_AUTH_AUDIENCE",
     "TOLLWAY_AUTH_JWKS_URL",
+    "TOLLWAY_AUDIT_LOG_GROUP",
 ):
     os.environ.pop(_name, None)
 
@@ -152,6 +153,47 @@ def demo_upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         if failures:
             raise failures[0]
         yield urls
+
+
+# --- the audit trail ----------------------------------------------------------------------------------
+class AuditTrail:
+    """The audit file every gateway of the test run writes (TOLLWAY_AUDIT_FILE, also in the
+    processes tests start): `mark()`, then `since()` the records written after the mark."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+
+    def mark(self) -> None:
+        self._offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def text(self) -> str:
+        if not self.path.exists():
+            return ""
+        with self.path.open("rb") as file:
+            file.seek(self._offset)
+            return file.read().decode()
+
+    def since(self) -> list[dict[str, Any]]:
+        import json
+
+        return [json.loads(line) for line in self.text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def audit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Audit records of the whole run go to one file of its own, never to the working directory."""
+    path = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    os.environ["TOLLWAY_AUDIT_FILE"] = str(path)
+    return path
+
+
+@pytest.fixture
+def audit_trail(audit_file: Path) -> AuditTrail:
+    """The audit records this test causes (marked at its start)."""
+    trail = AuditTrail(audit_file)
+    trail.mark()
+    return trail
 
 
 @pytest.fixture(scope="session")

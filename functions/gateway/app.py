@@ -20,7 +20,9 @@ _asgi = Mangum(app, lifespan="off")
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return _asgi(event, context)
+    # The invocation's audit records go to their log group in one call, before the answer leaves.
+    with app.state.audit.batch():
+        return _asgi(event, context)
 
 
 if os.environ.get("TOLLWAY_TRACER") == "on":

@@ -11,6 +11,10 @@ error bodies, with a stable message and no detail; a store that does not answer 
 attachment; 400 for a month that is not YYYY-MM, an empty or repeated parameter, an unknown
 format. An approval applies at once on the instance that made it (other warm instances read
 pins again within `definitions.cache_seconds`).
+
+Each admin request leaves one audit record (`tollway.telemetry.audit.admin_action`): the endpoint
+writes it once it knows what was done; a request refused before that (401, 403, 400, 503) gets
+its record from the telemetry middleware, by status.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tollway.policy.definitions import DefinitionGate, NothingToApprove
 from tollway.store.pins import PinStore
 from tollway.store.usage import UsageRecorder
 from tollway.telemetry import logger
+from tollway.telemetry.audit import admin_action
 
 KINDS = ("tool", "resource", "resource_template", "prompt")
 CSV_TYPE = "text/csv; charset=utf-8"
@@ -57,9 +62,10 @@ class DefinitionsAdmin:
         self.gate = gate
 
     async def pending(self, request: Request) -> Response:
-        admin_principal(request, self.config)
+        principal = admin_principal(request, self.config)
         upstreams = [u.name for u in self.config.upstreams]
         pins = await _store(lambda: self.pins.list_pending(upstreams))
+        admin_action(request, principal, "definitions.pending")
         return json_response(
             {
                 "pending": [
@@ -88,7 +94,9 @@ class DefinitionsAdmin:
         try:
             pin = await _store(lambda: self.gate.approve(upstream, kind, name, by))
         except NothingToApprove:
+            admin_action(request, principal, "definitions.approve", _target(upstream, kind, name), "not_found", 404)
             raise NotFound("Nothing awaits approval under that name") from None
+        admin_action(request, principal, "definitions.approve", _target(upstream, kind, name))
         return json_response({"upstream": pin.upstream, "kind": pin.kind, "name": pin.name, "approvedHash": pin.hash})
 
 
@@ -118,6 +126,7 @@ class UsageReportEndpoint:
         if format not in _FORMATS:
             raise InvalidRequest("Bad Request: format must be json or csv")
         rows = await _store(lambda: self.store.month(month, tenant))
+        admin_action(request, principal, "usage.report", f"{month} {tenant or '*'}"[:128])
         logger.info(
             "usage report",
             extra={
@@ -161,6 +170,11 @@ def _param(request: Request, name: str) -> str | None:
     if len(values) > 1 or not values[0]:
         raise InvalidRequest(f"Bad Request: {name} must be given once, not empty")
     return values[0]
+
+
+def _target(upstream: str, kind: str, name: str) -> str:
+    """What an approval names, for its audit record (bounded: names come from the request)."""
+    return f"{upstream}/{kind}/{name}"[:256]
 
 
 def _filename_safe(value: str) -> str:

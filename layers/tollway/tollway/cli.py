@@ -47,6 +47,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     approve.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (audit)")
     approve.add_argument("--config", help="gateway.yaml naming the upstreams (default as `dev`)")
 
+    audit = commands.add_parser("audit", help="read the audit trail (local file in dev, Logs Insights when deployed)")
+    audit.add_argument("--tenant", help="one tenant only")
+    audit.add_argument("--tool", help="tool, prompt or resource name glob, e.g. 'finance__*'")
+    audit.add_argument("--since", default="1h", help="how far back: 30m, 1h, 2d (default 1h)")
+    audit.add_argument("--decision", help="allowed, denied, rate_limited, withheld, pending_approval, invalid, ...")
+    audit.add_argument("--limit", type=int, default=1000, help="at most this many records (default 1000)")
+    audit.add_argument("--json", action="store_true", help="one JSON record per line")
+    audit.add_argument("--log-group", help="deployed: the audit log group (default $TOLLWAY_AUDIT_LOG_GROUP)")
+    audit.add_argument("--file", help="local: the audit file (default $TOLLWAY_AUDIT_FILE, else audit.file)")
+    audit.add_argument("--config", help="gateway.yaml with audit.file (default as `dev`, if readable)")
+
     args = parser.parse_args(argv)
     if args.command != "dev":
         # Operator commands print their answer on stdout: structured logs go to stderr.
@@ -64,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return usage_report(args.month, tenant=args.tenant, format=args.format, config_path=args.config)
         if args.command == "upstream":
             return upstream_command(args)
+        if args.command == "audit":
+            return audit_command(args)
     except ConfigError as exc:
         print(f"tollway: {exc}", file=sys.stderr)
         return 2
@@ -78,6 +91,58 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def audit_command(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """`tollway audit`: the matching records, oldest first; 2 for bad arguments, 1 when the
+    trail cannot be read."""
+    from tollway.telemetry.audit import FILE_ENV, LOG_GROUP_ENV
+    from tollway.telemetry.audit_query import (
+        DECISIONS,
+        AuditQueryError,
+        Filters,
+        parse_since,
+        read_file,
+        read_insights,
+        render,
+    )
+
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    try:
+        since = parse_since(args.since)
+    except AuditQueryError as exc:
+        print(f"tollway: {exc}", file=err)
+        return 2
+    if args.decision is not None and args.decision not in DECISIONS:
+        print(f"tollway: --decision must be one of {', '.join(DECISIONS)}", file=err)
+        return 2
+    if not 1 <= args.limit <= 10_000:
+        print("tollway: --limit must be between 1 and 10000", file=err)
+        return 2
+    filters = Filters(tenant=args.tenant, tool=args.tool, since=since, decision=args.decision)
+    log_group = args.log_group or os.environ.get(LOG_GROUP_ENV)
+    try:
+        if log_group and not args.file:
+            records = read_insights(log_group, filters, args.limit)
+        else:
+            path = args.file or os.environ.get(FILE_ENV) or _audit_file(args.config)
+            records = read_file(path, filters)[-args.limit :]
+    except AuditQueryError as exc:
+        print(f"tollway: {exc}", file=err)
+        return 1
+    out.write(render(records, args.json))
+    return 0
+
+
+def _audit_file(config_path: str | None) -> str:
+    from tollway.config import AuditConfig
+
+    if config_path is not None:
+        return load_config(config_path).audit.file  # ConfigError: exit 2 in the CLI
+    try:
+        return load_config().audit.file
+    except ConfigError:
+        return AuditConfig().file
 
 
 def upstream_command(args: argparse.Namespace) -> int:

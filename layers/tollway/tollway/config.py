@@ -174,6 +174,14 @@ class DevConfig(Strict):
     """`tollway dev` only: upstream name -> Python module started on the upstream URL's port."""
 
 
+class AuditConfig(Strict):
+    """Where audit records go (`tollway.telemetry.audit`). Deployed: the audit log group the
+    template names (TOLLWAY_AUDIT_LOG_GROUP); otherwise this JSON-lines file (TOLLWAY_AUDIT_FILE
+    overrides it), relative to the working directory."""
+
+    file: str = ".tollway/audit.jsonl"
+
+
 Patterns = list[str]
 """Glob patterns (`*`, `?`, `[…]`) on public names: `finance__*`, `support+support://policies/*`."""
 
@@ -354,6 +362,7 @@ class GatewayConfig(Strict):
     finance: FinanceConfig = Field(default_factory=FinanceConfig)
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     definitions: DefinitionPolicy = Field(default_factory=DefinitionPolicy)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @model_validator(mode="after")
     def _references_exist(self) -> GatewayConfig:
@@ -394,6 +403,10 @@ class GatewayConfig(Strict):
 
     def upstream(self, name: str) -> UpstreamConfig:
         return next(u for u in self.upstreams if u.name == name)
+
+    def metric_tenant(self, tenant: str) -> str:
+        """The Tenant dimension of a metric: a tenant named here, else "other" (bounded series)."""
+        return tenant if tenant in self.tenants and tenant != "*" else "other"
 
 
 def parse_config(data: Any, source: str = "gateway.yaml") -> GatewayConfig:

@@ -45,6 +45,12 @@ class Session:
         return self.tenant == principal.tenant and self.subject == principal.subject
 
 
+SCOPE_CONTEXT = "tollway.context"
+"""ASGI scope key: the RequestContext of an /mcp request, once the protocol stage built it."""
+SCOPE_AUDIT = "tollway.audit"
+"""ASGI scope key: the request's AuditFacts (from the telemetry middleware, before any stage)."""
+
+
 @dataclass
 class AuditFacts:
     """What the stages learn about one MCP request, for its audit record (`tollway.telemetry.audit`).
@@ -62,7 +68,10 @@ class AuditFacts:
     """Why, for a decision other than allowed: the policy rule, quota window or gate reason."""
     approval_id: str | None = None
     outcome: str | None = None
-    """ok | tool_error | upstream_error | timeout | cancelled | error (None until known)."""
+    """ok | tool_error | upstream_error | timeout | result_withheld | cancelled | error (None
+    until known; the writer derives it from the answer's status when no stage set it)."""
+    error: str | None = None
+    """The class of the error the caller was answered with (set by the error middleware)."""
     units: int = 0
     upstream_ms: float | None = None
     request_bytes: int = 0

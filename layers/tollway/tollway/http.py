@@ -1,6 +1,6 @@
 """create_app(): every route, the middleware order and the parts they are built from, in one place.
 
-telemetry  (outermost: request id, timing, access log, metrics)
+telemetry  (outermost: request id, timing, access log, metrics, the audit record)
 errors     (any failure becomes one well-formed HTTP + JSON-RPC answer: the only place)
 origin     (Origin / Host allow-list on /mcp, before any token is read)
 auth       (JWT -> Principal on scope["principal"]; every route but the public ones)
@@ -27,6 +27,7 @@ from tollway.auth import DEV_ISSUER
 from tollway.auth.middleware import AuthMiddleware
 from tollway.auth.verifier import TokenVerifier
 from tollway.config import GatewayConfig
+from tollway.context import SCOPE_AUDIT, SCOPE_CONTEXT, AuditFacts
 from tollway.errors import SCOPE_MODERN, SCOPE_REQUEST_ID, ConfigError, answer_for, error_response
 from tollway.masking.stage import MaskingStage
 from tollway.pipeline import Pipeline
@@ -42,6 +43,15 @@ from tollway.secrets import field_hash_key
 from tollway.store import Stores
 from tollway.store.sessions import SessionStore
 from tollway.telemetry import count, logger, metric
+from tollway.telemetry.audit import (
+    SCOPE_LOG,
+    SCOPE_REQUEST,
+    SCOPE_WRITTEN,
+    AuditLog,
+    admin_outcome,
+    admin_record,
+    mcp_record,
+)
 
 if TYPE_CHECKING:
     from jwt import PyJWKSet
@@ -75,6 +85,7 @@ def create_app(
     pipeline = Pipeline(config, exposure, router, QuotaEnforcer(config, stores.counters), stores.usage, masking)
     endpoint = McpEndpoint(config, stores.sessions, server, pipeline, streaming=streaming)
     definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
+    audit = AuditLog.create(config.audit.file)
 
     resource_metadata = protected_resource_metadata(config)
 
@@ -99,7 +110,7 @@ def create_app(
         Route("/admin/definitions/approve", definitions_admin.approve, methods=["POST"]),
     ]
     middleware = [
-        Middleware(TelemetryMiddleware),
+        Middleware(TelemetryMiddleware, audit=audit),
         Middleware(ErrorMiddleware),
         Middleware(OriginGuard, config=config),
         Middleware(
@@ -109,6 +120,7 @@ def create_app(
     app = Starlette(routes=routes, middleware=middleware)
     app.state.config = config
     app.state.endpoint = endpoint
+    app.state.audit = audit
     return app
 
 
@@ -183,6 +195,9 @@ class ErrorMiddleware:
             if started:
                 raise
             error = answer_for(exc)
+            facts = scope.get(SCOPE_AUDIT)
+            if facts is not None:
+                facts.error = type(error).__name__
             response = error_response(error, scope.get(SCOPE_REQUEST_ID), scope.get(SCOPE_MODERN, False))
             await response(scope, receive, send)
 
@@ -201,10 +216,12 @@ class OriginGuard:
 
 
 class TelemetryMiddleware:
-    """Request id, timing, one structured access-log line and metrics per request."""
+    """Request id, timing, one structured access-log line, metrics and the audit record of each
+    request: every `/mcp` exchange, and each `/admin/…` request its endpoint did not record."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
         self.app = app
+        self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -214,6 +231,13 @@ class TelemetryMiddleware:
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         status = 500
         start = time.perf_counter()
+        sizes = [0, 0]  # request and response body bytes
+        scope[SCOPE_AUDIT], scope[SCOPE_LOG], scope[SCOPE_REQUEST] = AuditFacts(), self.audit, (request_id, start)
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            sizes[0] += len(message.get("body", b""))
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -221,10 +245,12 @@ class TelemetryMiddleware:
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body":
+                sizes[1] += len(message.get("body", b""))
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, counting_receive, send_with_id)
         finally:
             if scope.get(CLIENT_GONE):
                 status = 499  # as proxies log it: the client closed the request
@@ -240,6 +266,36 @@ class TelemetryMiddleware:
                 },
             )
             count("Requests")
-            metric("Latency", "Milliseconds", elapsed_ms)
+            metric("Latency", elapsed_ms)
             if status >= 500:
                 count("Errors")
+            self._audit(scope, request_id, status, elapsed_ms, sizes)
+
+    def _audit(self, scope: Scope, request_id: str, status: int, elapsed_ms: float, sizes: list[int]) -> None:
+        path = scope.get("path", "")
+        if path.startswith("/mcp"):
+            ctx = scope.get(SCOPE_CONTEXT)
+            record = mcp_record(
+                scope[SCOPE_AUDIT],
+                request_id=request_id,
+                principal=ctx.principal if ctx is not None else scope.get("principal"),
+                client_info=ctx.client_info if ctx is not None else {},
+                era=ctx.protocol_version if ctx is not None else None,
+                status=status,
+                ms=elapsed_ms,
+                request_bytes=sizes[0],
+                response_bytes=sizes[1],
+            )
+        elif path.startswith("/admin/") and not scope.get(SCOPE_WRITTEN):
+            record = admin_record(
+                request_id=request_id,
+                principal=scope.get("principal"),
+                action=f"{scope.get('method')} {path}"[:128],
+                target=None,
+                outcome=admin_outcome(status),
+                status=status,
+                ms=elapsed_ms,
+            )
+        else:
+            return
+        self.audit.write(record)

@@ -13,14 +13,13 @@ import contextlib
 import fnmatch
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 
 from tollway.config import GatewayConfig
 from tollway.context import RequestContext
-from tollway.errors import ResultWithheld, StorageError
+from tollway.errors import ResultWithheld, StorageError, UpstreamError, UpstreamTimeout
 from tollway.masking.stage import MaskingStage
 from tollway.methods import Routed
 from tollway.policy.arguments import check_arguments
@@ -28,13 +27,8 @@ from tollway.policy.exposure import Exposure, Target
 from tollway.policy.quota import QuotaEnforcer, QuotaExceeded
 from tollway.routing.router import Router
 from tollway.store.usage import UsageRecorder
-from tollway.telemetry import count, logger, tool_call_metrics
-
-
-@dataclass
-class _Outcome:
-    failed: bool = True
-    """Until the upstream's result arrives and is neither an error nor withheld."""
+from tollway.telemetry import count, logger, metrics
+from tollway.telemetry.audit import digest
 
 
 class Pipeline:
@@ -57,19 +51,23 @@ class Pipeline:
     async def handle(
         self, ctx: RequestContext, route: Routed, request: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yield the notifications, relayed server requests and the final response of one request."""
+        """Yield the notifications, relayed server requests and the final response of one request.
+        What happened goes on `ctx.audit` (outcome, units, upstream time, digests)."""
+        facts, started = ctx.audit, time.perf_counter()
         params, request_id = request.get("params") or {}, request["id"]
         route.check(params)
         target = await self.exposure.resolve(ctx, route, params)
         if target.definition is not None and "inputSchema" in target.definition:
             check_arguments(target.public_name, target.definition["inputSchema"], params.get("arguments"))
         units = await anyio.to_thread.run_sync(self._admit, ctx, target.public_name) if route.metered else None
-        started, outcome = time.perf_counter(), _Outcome()
+        facts.units = units or 0
+        called = time.perf_counter()
         try:  # from here on, admitted units are recorded as usage whatever fails
             tenant = ctx.principal.tenant
             if self.masking.needs_hash_key(target.public_name):
                 await anyio.to_thread.run_sync(self.masking.load_hash_key)  # may read Secrets Manager
             upstream_params = self.masking.request(tenant, route.method, target.public_name, target.params)
+            facts.arguments_sha256 = digest(upstream_params.get("arguments", _without_meta(upstream_params)))
             retry_safe = route.safe or self._idempotent(target)
             call = self.router.call(
                 ctx, target.upstream, route.method, upstream_params, request_id, retry_safe=retry_safe
@@ -78,30 +76,35 @@ class Pipeline:
                 async for message in call:
                     message = self.masking.message(tenant, route.method, target.public_name, message)
                     if "method" not in message and "result" in message:
-                        outcome.failed = bool(message["result"].get("isError"))
+                        facts.upstream_ms = _ms_since(called)
+                        facts.outcome = "tool_error" if message["result"].get("isError") else "ok"
                         if route.guarded:
-                            message = {**message, "result": self._guard(message["result"], target, outcome)}
+                            message = {**message, "result": self._guard(message["result"], target)}
+                        facts.result_sha256 = digest(message["result"])
+                    elif "method" not in message and "error" in message:
+                        facts.upstream_ms, facts.outcome = _ms_since(called), "upstream_error"
                     yield message
+        except BaseException as exc:
+            facts.outcome = facts.outcome if facts.outcome and facts.outcome != "ok" else _outcome_of(exc)
+            if facts.upstream_ms is None:
+                facts.upstream_ms = _ms_since(called)
+            raise
         finally:
             if units is not None:
-                await anyio.to_thread.run_sync(self._record, ctx, target.public_name, units, outcome, started)
+                await anyio.to_thread.run_sync(self._record, ctx, target.public_name, units, started)
 
     async def relay(self, ctx: RequestContext, message: dict[str, Any]) -> None:
         """A 2025-era client's answer to a server request relayed to it: masked, then passed on."""
         await self.router.relay_client_response(ctx, self.masking.client_answer(message))
 
-    def _guard(self, result: dict[str, Any], target: Target, outcome: _Outcome) -> dict[str, Any]:
+    def _guard(self, result: dict[str, Any], target: Target) -> dict[str, Any]:
         """Instruction-like text in a tool result: flag, wrap or withhold it (`definitions.result_injection`)."""
         mode = self.config.definitions.result_injection
         if mode == "off":
             return result
         from tollway.masking.guard import guard_result
 
-        try:
-            return guard_result(result, mode, item_name=target.public_name)
-        except ResultWithheld:
-            outcome.failed = True  # the agent got no result: not a success in usage
-            raise
+        return guard_result(result, mode, item_name=target.public_name)  # ResultWithheld: no result
 
     def _idempotent(self, target: Target) -> bool:
         """A tool whose call may be repeated: annotated `idempotentHint`, or configured so."""
@@ -115,18 +118,26 @@ class Pipeline:
     def _admit(self, ctx: RequestContext, tool: str) -> int:
         try:
             return self.quota.admit(ctx.principal, tool).units
-        except QuotaExceeded:
+        except QuotaExceeded as refused:
+            ctx.audit.decision, ctx.audit.rule = "rate_limited", str((refused.data or {}).get("limit", ""))
             self._safely(lambda: self.usage.record(ctx.principal.tenant, tool, rejected=True))
             raise
 
-    def _record(self, ctx: RequestContext, tool: str, units: int, outcome: _Outcome, started: float) -> None:
+    def _record(self, ctx: RequestContext, tool: str, units: int, started: float) -> None:
         """Usage for finance (durable) and metrics. Calls that fail upstream still consume their
         units: the upstream may have done the work, and a retry storm must not be free."""
-        latency_ms = (time.perf_counter() - started) * 1000
+        facts, latency_ms = ctx.audit, _ms_since(started)
+        failed = facts.outcome != "ok"  # an error, a withheld result, or no answer at all
         tenant = ctx.principal.tenant
-        self._safely(lambda: self.usage.record(tenant, tool, units=units, error=outcome.failed, latency_ms=latency_ms))
-        known = tenant if tenant in self.config.tenants else "other"
-        tool_call_metrics(known, tool, latency_ms, outcome.failed, units)
+        self._safely(lambda: self.usage.record(tenant, tool, units=units, error=failed, latency_ms=latency_ms))
+        metrics.tool_call(
+            self.config.metric_tenant(tenant),
+            tool,
+            latency_ms=latency_ms,
+            upstream_ms=facts.upstream_ms,
+            error=failed,
+            units=units,
+        )
 
     @staticmethod
     def _safely(write: Any) -> None:
@@ -136,3 +147,24 @@ class Pipeline:
         except StorageError:
             logger.error("usage record lost")
             count("UsageWriteFailures", 1)
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _without_meta(params: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if key != "_meta"}
+
+
+def _outcome_of(error: BaseException) -> str:
+    """The audit outcome of a call that ended in `error` (a class, never its text)."""
+    if isinstance(error, UpstreamTimeout):
+        return "timeout"
+    if isinstance(error, UpstreamError):
+        return "upstream_error"
+    if isinstance(error, ResultWithheld):
+        return "result_withheld"
+    if isinstance(error, Exception):
+        return "error"
+    return "cancelled"  # the caller went away (GeneratorExit, cancellation)

@@ -24,13 +24,17 @@ class Authorizer:
         self.config = config
 
     def allows(self, principal: Principal, kind: Kind, upstream: str, public_name: str) -> bool:
+        return self.check(principal, kind, upstream, public_name) is None
+
+    def check(self, principal: Principal, kind: Kind, upstream: str, public_name: str) -> str | None:
+        """`denial`, logged (tenant and item, never the subject) when there is one."""
         reason = self.denial(principal, kind, upstream, public_name)
         if reason is not None:
             logger.info(
                 "access denied",
                 extra={"tenant": principal.tenant, "kind": kind, "item": public_name, "reason": reason},
             )
-        return reason is None
+        return reason
 
     def denial(self, principal: Principal, kind: Kind, upstream: str, public_name: str) -> str | None:
         """Why `principal` may not use the item, or None when it may."""

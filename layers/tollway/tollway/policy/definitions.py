@@ -164,6 +164,18 @@ def record_events(store: PinStore, events: list[PinEvent]) -> None:
             store.mark_drift(event.upstream, event.kind, event.name, event.hash)
 
 
+WITHHELD_REASONS = {"pending": "definition awaits approval", "drift": "definition changed since approval"}
+"""Why the gate withholds a valid definition before scanning it (an audit record's rule)."""
+
+
+def _by_item(
+    items: Sequence[dict[str, Any]], digests: Sequence[str], events: list[PinEvent]
+) -> list[tuple[dict[str, Any], PinEvent]]:
+    """Each definition with the withholding event `check_definitions` raised for it."""
+    by_hash = {event.hash: event for event in events if event.type != "pin"}
+    return [(item, by_hash[digest]) for item, digest in zip(items, digests, strict=True) if digest in by_hash]
+
+
 class NothingToApprove(Exception):
     pass
 
@@ -179,6 +191,12 @@ class DefinitionGate:
     async def admit(self, upstream: str, list_key: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
         """For each definition of one upstream, in order: what may be published (possibly
         sanitized), or None when it is withheld."""
+        return [definition for definition, _ in await self.judge(upstream, list_key, items)]
+
+    async def judge(
+        self, upstream: str, list_key: str, items: Sequence[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any] | None, str | None]]:
+        """`admit`, with the reason of each withheld definition (`WITHHELD_REASONS`)."""
         kind = KIND_BY_LIST_KEY[list_key]
         valid = [self._valid(upstream, list_key, item) for item in items]
         candidates = [item for item, ok in zip(items, valid, strict=True) if ok]
@@ -195,7 +213,17 @@ class DefinitionGate:
             for item, digest in zip(candidates, digests, strict=True)
             if id(item) in pinned
         }
-        return [verdict.get(id(item)) for item in items]
+        unpinned = {id(item): event.type for item, event in _by_item(candidates, digests, events)}
+        judged: list[tuple[dict[str, Any] | None, str | None]] = []
+        for item, ok in zip(items, valid, strict=True):
+            if not ok:
+                judged.append((None, "invalid definition"))
+            elif id(item) not in pinned:
+                judged.append((None, WITHHELD_REASONS[unpinned.get(id(item), "pending")]))
+            else:
+                definition = verdict[id(item)]
+                judged.append((definition, None if definition is not None else "poisoned definition"))
+        return judged
 
     def forget(self, upstream: str) -> None:
         """Read the upstream's pins again on next use (after an approval on this instance)."""

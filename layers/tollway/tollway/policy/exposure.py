@@ -24,6 +24,7 @@ from tollway.policy.definitions import DefinitionGate
 from tollway.routing import publish
 from tollway.routing.catalog import Listed
 from tollway.routing.router import Router
+from tollway.telemetry.metrics import tenant_count
 
 POLICY_KIND = {"tools": "tools", "prompts": "prompts", "resources": "resources", "resourceTemplates": "resources"}
 """List key -> what authorization calls the item."""
@@ -45,49 +46,66 @@ class Exposure:
         self.router = router
         self.gate = gate
         self.masking = masking
+        self.config = config
         self.authorizer = Authorizer(config)
 
     async def listing(self, ctx: RequestContext, method: str, cursor: Any) -> dict[str, Any]:
         """One page of a list method: what the caller may see of every upstream's items."""
         listed, next_cursor = await self.router.catalog.page(ctx, method, cursor)
         key = shapes.LIST_KEYS[method]
-        published = await self._visible(ctx.principal, listed, [entry.public for entry in listed])
-        result: dict[str, Any] = {key: [item for item in published if item is not None]}
+        judged = await self._judge(ctx.principal, listed, [entry.public for entry in listed])
+        result: dict[str, Any] = {key: [item for item in judged if isinstance(item, dict)]}
         if next_cursor is not None:
             result["nextCursor"] = next_cursor
         return result
 
     async def resolve(self, ctx: RequestContext, route: Routed, params: dict[str, Any]) -> Target:
-        """The target of a routed request, or the route's "unknown" error."""
+        """The target of a routed request, or the route's "unknown" error. The decision and its
+        rule go on the request's audit facts."""
+        facts = ctx.audit
         public, list_key = route.name(params), route.list_key(params)
         found = self.router.namespace.resolve(list_key, public)
         if found is None:
+            facts.decision, facts.rule = "invalid", "unknown name"  # the caller's own text is not recorded
             raise route.unknown(public)
         upstream, own = found[0].name, found[1]
+        facts.public_name, facts.upstream, facts.upstream_name = public, upstream, own
         upstream_params = route.renamed(params, own)
         if not route.gated:
             return Target(upstream, upstream_params, public, None)
         entry = await self.router.catalog.find(ctx, upstream, list_key, own)
-        published = await self._visible(ctx.principal, [entry], [public]) if entry is not None else [None]
-        if published[0] is None:
+        judged = await self._judge(ctx.principal, [entry], [public]) if entry is not None else [None]
+        verdict = judged[0]
+        if not isinstance(verdict, dict):
+            if verdict is None:
+                facts.decision, facts.rule = "invalid", "not served by the upstream"
+            else:
+                facts.decision, facts.rule = verdict
+                if facts.decision == "denied":
+                    tenant_count("Denied", self.config.metric_tenant(ctx.principal.tenant))
             raise route.unknown(public)  # indistinguishable from a name no upstream has
-        return Target(upstream, upstream_params, public, published[0])
+        return Target(upstream, upstream_params, public, verdict)
 
-    async def _visible(
+    async def _judge(
         self, principal: Principal, listed: Sequence[Listed], names: Sequence[str]
-    ) -> list[dict[str, Any] | None]:
-        """Each item as the caller may see it (None: it does not exist for them). `names`: the
+    ) -> list[dict[str, Any] | tuple[str, str]]:
+        """Each item as the caller may see it, or (decision, rule) when it does not exist for
+        them: ("withheld", gate reason) or ("denied", authorization reason). `names`: the
         public name authorization judges (a resource read names a URI its template covers)."""
-        published: list[dict[str, Any] | None] = [None] * len(listed)
+        judged: list[dict[str, Any] | tuple[str, str]] = [("withheld", "")] * len(listed)
         groups: dict[tuple[str, str], list[int]] = {}
         for index, entry in enumerate(listed):
             groups.setdefault((entry.upstream, entry.list_key), []).append(index)
         for (upstream, list_key), indexes in groups.items():
-            admitted = await self.gate.admit(upstream, list_key, [listed[i].item for i in indexes])
-            for index, definition in zip(indexes, admitted, strict=True):
-                kind = POLICY_KIND[list_key]
-                if definition is None or not self.authorizer.allows(principal, kind, upstream, names[index]):
+            verdicts = await self.gate.judge(upstream, list_key, [listed[i].item for i in indexes])
+            for index, (definition, withheld) in zip(indexes, verdicts, strict=True):
+                if definition is None:
+                    judged[index] = ("withheld", withheld or "")
+                    continue
+                denial = self.authorizer.check(principal, POLICY_KIND[list_key], upstream, names[index])
+                if denial is not None:
+                    judged[index] = ("denied", denial)
                     continue
                 public = publish.definition(definition, list_key, listed[index].public)
-                published[index] = self.masking.publish_tool(public) if list_key == "tools" else public
-        return published
+                judged[index] = self.masking.publish_tool(public) if list_key == "tools" else public
+        return judged

@@ -28,6 +28,7 @@ from tollway.policy.authorization import tenant_policy
 from tollway.store.counters import CounterStore, CounterStoreUnavailable, LimitReached, Window
 from tollway.store.table import key
 from tollway.telemetry import count, logger
+from tollway.telemetry.metrics import tenant_count
 
 LEASE_DIVISOR = 50
 
@@ -98,7 +99,7 @@ class QuotaEnforcer:
                 "call refused by a limit",
                 extra={"tenant": principal.tenant, "tool": tool, "limit": window.name},
             )
-            count("RateLimited", 1)
+            tenant_count("RateLimited", self.config.metric_tenant(principal.tenant))
             raise QuotaExceeded(
                 f"Rate limit exceeded: {window.name} ({window.limit})",
                 data={

@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tollway import spec as c
 from tollway.config import GatewayConfig
-from tollway.context import ANONYMOUS, Principal, RequestContext, Session
+from tollway.context import ANONYMOUS, SCOPE_AUDIT, SCOPE_CONTEXT, AuditFacts, Principal, RequestContext, Session
 from tollway.errors import (
     MalformedParams,
     MethodNotAllowed,
@@ -71,6 +71,7 @@ class McpEndpoint:
     # --- POST ---------------------------------------------------------------------------------
     async def post(self, request: Request) -> Response:
         incoming = await read_post(request, self.config.http)
+        _facts(request).method = incoming.method
         principal: Principal = request.scope.get("principal", ANONYMOUS)
         if not incoming.modern and incoming.method == "initialize" and incoming.kind == "request":
             return await self._initialize(incoming, principal, request)
@@ -105,26 +106,34 @@ class McpEndpoint:
         deadline = _deadline(request)
         if incoming.modern:
             meta = _dict(incoming.params.get("_meta"))  # a request's envelope is checked on the way in
-            return RequestContext(
-                principal=principal,
-                modern=True,
-                protocol_version=incoming.protocol_version,
-                client_info=_dict(meta.get(c.META_CLIENT_INFO)),
-                client_capabilities=_dict(meta.get(c.META_CLIENT_CAPABILITIES)),
-                forward_headers=incoming.forward_headers,
-                streaming=streaming,
-                deadline=deadline,
+            return _published(
+                request,
+                RequestContext(
+                    principal=principal,
+                    modern=True,
+                    protocol_version=incoming.protocol_version,
+                    client_info=_dict(meta.get(c.META_CLIENT_INFO)),
+                    client_capabilities=_dict(meta.get(c.META_CLIENT_CAPABILITIES)),
+                    forward_headers=incoming.forward_headers,
+                    streaming=streaming,
+                    deadline=deadline,
+                    audit=_facts(request),
+                ),
             )
         session = await anyio.to_thread.run_sync(self._session, incoming.session_id, principal)
-        return RequestContext(
-            principal=principal,
-            modern=False,
-            protocol_version=incoming.protocol_version,
-            client_info=session.client_info,
-            client_capabilities=session.client_capabilities,
-            session=session,
-            streaming=streaming,
-            deadline=deadline,
+        return _published(
+            request,
+            RequestContext(
+                principal=principal,
+                modern=False,
+                protocol_version=incoming.protocol_version,
+                client_info=session.client_info,
+                client_capabilities=session.client_capabilities,
+                session=session,
+                streaming=streaming,
+                deadline=deadline,
+                audit=_facts(request),
+            ),
         )
 
     def _session(self, session_id: str | None, principal: Principal, renew: bool = True) -> Session:
@@ -159,7 +168,10 @@ class McpEndpoint:
             client_capabilities=capabilities,
             expires_at=int(time.time()) + self.config.sessions.ttl_seconds,
         )
-        ctx = RequestContext(principal, False, version, deadline=_deadline(request))
+        ctx = RequestContext(
+            principal, False, version, client_info=info, deadline=_deadline(request), audit=_facts(request)
+        )
+        _published(request, ctx)
         result = await self.server.initialize(ctx, version)
         await anyio.to_thread.run_sync(self.store.create, session)
         logger.info("session started", extra={"protocol_version": version, "tenant": principal.tenant})
@@ -188,11 +200,34 @@ class McpEndpoint:
         # No renewal: a write right before the delete is wasted.
         session_id = request.headers.get(c.SESSION_ID_HEADER)
         session = await anyio.to_thread.run_sync(self._session, session_id, principal, False)
-        ctx = RequestContext(principal, False, session.protocol_version, session=session, deadline=_deadline(request))
+        ctx = RequestContext(
+            principal,
+            False,
+            session.protocol_version,
+            client_info=session.client_info,
+            session=session,
+            deadline=_deadline(request),
+            audit=_facts(request),
+        )
+        _published(request, ctx)
         await self.pipeline.router.close(ctx)
         await anyio.to_thread.run_sync(self.store.delete, session.id)
         logger.info("session ended", extra={"tenant": principal.tenant})
         return Response(status_code=204)
+
+
+def _facts(request: Request) -> AuditFacts:
+    """The request's audit facts (the telemetry middleware's; fresh ones when it is absent)."""
+    facts = request.scope.get(SCOPE_AUDIT)
+    if facts is None:
+        facts = request.scope[SCOPE_AUDIT] = AuditFacts()
+    return facts
+
+
+def _published(request: Request, ctx: RequestContext) -> RequestContext:
+    """`ctx` on the scope, for the request's audit record (who, which client, which era)."""
+    request.scope[SCOPE_CONTEXT] = ctx
+    return ctx
 
 
 def _deadline(request: Request) -> float | None:

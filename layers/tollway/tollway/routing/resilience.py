@@ -17,7 +17,8 @@ import time
 
 from tollway.config import CircuitConfig
 from tollway.errors import UpstreamCircuitOpen
-from tollway.telemetry import count, logger
+from tollway.telemetry import logger
+from tollway.telemetry.metrics import upstream_count
 
 BACKOFF_BASE_SECONDS = 0.1
 
@@ -64,9 +65,10 @@ class CircuitBreaker:
 
     def _failed(self) -> None:
         self._failures += 1
+        upstream_count("UpstreamFailures", self.upstream)
         if self._probing or (self._opened_at is None and self._failures >= self.config.failure_threshold):
             logger.warning("upstream circuit opened", extra={"upstream": self.upstream, "failures": self._failures})
-            count("UpstreamCircuitOpened")
+            upstream_count("UpstreamCircuitOpened", self.upstream)
             self._opened_at, self._probing = time.monotonic(), False
 
 
