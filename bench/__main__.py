@@ -4,7 +4,8 @@
 2. warm in-process tools/call through the Lambda handler (p50/p99), both eras
 3. DynamoDB requests per tools/call and per tools/list (botocore events), both eras
 4. throughput on the local server vs calling the upstream directly (same client, same upstream)
-then the costs of single stages: JWT verification, masking a result, validating arguments
+then the costs of single stages: JWT verification, masking a result, validating arguments,
+writing an audit record
 
 Timings are noisy on a shared machine: compare the ratios within one run.
 """
@@ -50,6 +51,7 @@ def main() -> None:
         tempfile.TemporaryDirectory() as tmp,
         LocalIssuer(Path(tmp) / "key.pem") as issuer,
     ):
+        os.environ["TOLLWAY_AUDIT_FILE"] = str(Path(tmp) / "audit.jsonl")  # not stdout, not the work tree
         config_path = Path(tmp) / "gateway.yaml"
         config_path.write_text(bench_config(issuer, finance_url, lease_units=1))
         lease_config = Path(tmp) / "gateway-lease.yaml"
@@ -74,6 +76,9 @@ def main() -> None:
         from bench.arguments import bench_arguments
 
         bench_arguments()
+        from bench.audit import bench_audit
+
+        bench_audit()
 
 
 def bench_config(issuer: object, upstream_url: str, lease_units: int, quotas: bool = True) -> str:

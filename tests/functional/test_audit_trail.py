@@ -298,3 +298,35 @@ def test_no_seeded_pii_or_token_reaches_an_audit_record(
     assert written.count('"method":"tools/call"') == len(seeded) + 1
     leaked = [value for value in [*seeded, JWT_TOKEN, caller.token] if value in written]
     assert leaked == []
+
+
+def test_a_body_that_is_not_json_is_recorded_as_invalid_with_the_callers_identity(
+    start: Callable[..., TestClient], dev_key: Any, audit_trail: AuditTrail
+) -> None:
+    caller = agent(start(), dev_key, MODERN)
+
+    response = caller.client.post("/mcp", content=b"{not json", headers=caller.headers())
+
+    assert response.status_code == 400
+    [record] = audit_trail.since()
+    assert (record["decision"], record["rule"], record["outcome"], record["status"]) == (
+        "invalid",
+        "ParseError",
+        "refused",
+        400,
+    )
+    assert (record["tenant"], record["subject"], record["request_bytes"]) == ("acme", "alice", 9)
+    assert "method" not in record and "era" not in record
+
+
+def test_a_request_from_a_browser_origin_not_allowed_is_recorded_as_denied(
+    start: Callable[..., TestClient], dev_key: Any, audit_trail: AuditTrail
+) -> None:
+    caller = agent(start(http={"allowed_origins": ["https://app.example.com"]}), dev_key, MODERN)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+
+    response = caller.client.post("/mcp", json=body, headers=caller.headers(origin="https://evil.example"))
+
+    assert response.status_code == 403
+    [record] = audit_trail.since()
+    assert (record["decision"], record["rule"], record["outcome"]) == ("denied", "ForbiddenOrigin", "refused")

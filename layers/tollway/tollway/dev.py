@@ -69,6 +69,7 @@ def run_dev(config_path: str | None, port: int) -> int:
         print(f"Tollway gateway: http://{HOST}:{port}/mcp", flush=True)
         print(f"  upstreams: {', '.join(f'{u.name} ({u.url})' for u in config.upstreams)}", flush=True)
         print(f"  DynamoDB:  {table}", flush=True)
+        print(f"  audit:     {app.state.audit.where} (read it with `tollway audit`)", flush=True)
         if token_hint:
             print(f"  auth:      dev issuer {DEV_ISSUER!r} (JWKS at http://{HOST}:{port}/.well-known/jwks.json)")
             print(f"  token:     {token_hint}", flush=True)

@@ -71,10 +71,11 @@ def mcp_record(
     """The record of one `/mcp` request. `facts`: its `context.AuditFacts`; `principal`: the
     caller (None before authentication)."""
     decision, rule, outcome = facts.decision, facts.rule, facts.outcome
+    # Refusals no stage recorded (they came before one ran): by the answer they got.
     if decision == "allowed" and status == 401:
         decision = "unauthenticated"
-    elif decision == "allowed" and status == 403 and not facts.method:
-        decision, rule = "denied", rule or "origin or scope"
+    elif decision == "allowed" and status == 403:
+        decision, rule = "denied", rule or facts.error  # a browser origin, or a scope the path needs
     elif decision == "allowed" and facts.error is not None and status < 500 and outcome is None:
         decision, rule = "invalid", rule or facts.error
     if outcome is None:
@@ -89,7 +90,7 @@ def mcp_record(
         "client": _text(client_info.get("name")),
         "client_version": _text(client_info.get("version")),
         "era": era,
-        "method": facts.method or None,
+        "method": _text(facts.method),
         "name": facts.public_name,
         "upstream": facts.upstream,
         "upstream_name": facts.upstream_name,
@@ -293,6 +294,15 @@ class AuditLog:
         if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
             return cls(StdoutSink())  # a read-only file system: the function's own log
         return cls(FileSink(file))
+
+    @property
+    def where(self) -> str:
+        """Where records go, for people: the file, the log group, or stdout."""
+        if isinstance(self.sink, FileSink):
+            return str(self.sink.path)
+        if isinstance(self.sink, CloudWatchSink):
+            return f"CloudWatch Logs {self.sink.group}"
+        return "stdout"
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str)
