@@ -6,6 +6,9 @@ error bodies, with a stable message and no detail; a store that does not answer 
     GET  /admin/usage?month=2026-11[&tenant=acme][&format=json|csv]    one month's usage report
     GET  /admin/definitions/pending                  what changed or awaits approval
     POST /admin/definitions/approve  {"upstream", "name", "kind": "tool"}   pin what is served now
+    GET  /admin/approvals[?status=pending&tenant=acme]   tool calls waiting for a human (and past ones)
+    GET  /admin/approvals/{id}                       one approval
+    POST /admin/approvals/{id}/approve | /deny       decide a pending approval (404 unknown, 409 not pending)
 
 `/admin/usage` answers the report's JSON (shape in `tollway.finance.report`) or its CSV as an
 attachment; 400 for a month that is not YYYY-MM, an empty or repeated parameter, an unknown
@@ -32,6 +35,7 @@ from tollway.auth.middleware import insufficient_scope
 from tollway.config import GatewayConfig
 from tollway.context import ANONYMOUS, Principal
 from tollway.errors import Forbidden, InvalidRequest, NotFound, json_response
+from tollway.policy.approvals import STATUS_FILTERS, Approvals
 from tollway.policy.definitions import DefinitionGate, NothingToApprove
 from tollway.store.pins import PinStore
 from tollway.store.usage import UsageRecorder
@@ -98,6 +102,44 @@ class DefinitionsAdmin:
             raise NotFound("Nothing awaits approval under that name") from None
         admin_action(request, principal, "definitions.approve", _target(upstream, kind, name))
         return json_response({"upstream": pin.upstream, "kind": pin.kind, "name": pin.name, "approvedHash": pin.hash})
+
+
+class ApprovalsAdmin:
+    """Tool calls waiting for a human: list, show, approve, deny (admin scope; an approver cannot
+    decide their own call). Decisions are conditional writes: a second decision, or one after the
+    expiry, is a 409."""
+
+    def __init__(self, config: GatewayConfig, approvals: Approvals) -> None:
+        self.config = config
+        self.approvals = approvals
+
+    async def listing(self, request: Request) -> Response:
+        admin_principal(request, self.config)
+        status, tenant = _param(request, "status"), _param(request, "tenant")
+        if status is not None and status not in STATUS_FILTERS:
+            raise InvalidRequest(f"Bad Request: status must be one of {', '.join(STATUS_FILTERS)}")
+        if tenant is not None and len(tenant) > _MAX_TENANT:
+            raise InvalidRequest("Bad Request: tenant is too long")
+        found = await _store(lambda: self.approvals.listing(status, tenant))
+        return json_response({"approvals": found}, headers={"cache-control": "no-store"})
+
+    async def get(self, request: Request) -> Response:
+        admin_principal(request, self.config)
+        approval = await _store(lambda: self.approvals.get(request.path_params["id"]))
+        return json_response(self.approvals.view(approval), headers={"cache-control": "no-store"})
+
+    async def approve(self, request: Request) -> Response:
+        return await self._decide(request, approve=True)
+
+    async def deny(self, request: Request) -> Response:
+        return await self._decide(request, approve=False)
+
+    async def _decide(self, request: Request, approve: bool) -> Response:
+        principal = admin_principal(request, self.config)
+        by = f"{principal.tenant}/{principal.subject}"
+        approval_id = request.path_params["id"]
+        decided = await _store(lambda: self.approvals.decide(approval_id, approve, by, principal))
+        return json_response(self.approvals.view(decided))
 
 
 class UsageReportEndpoint:

@@ -6,13 +6,16 @@ never silently turns a setting off.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from tollway.errors import ConfigError
 
@@ -330,6 +333,88 @@ class DefinitionPolicy(Strict):
     against (a definition an upstream changes is caught by calls within this, by lists at once)."""
 
 
+_CONDITION_RE = re.compile(
+    r"^\s*(?P<path>[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<literal>.+?)\s*$"
+)
+_ORDERED_OPS = {">", ">=", "<", "<="}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """`<argument path> <operator> <JSON literal>`, e.g. `amount > 1000`, `payee.country != "FR"`,
+    `urgent == true`. The path is an argument name, dotted into objects (a number indexes a list).
+    Parsed once at config load; evaluated by `tollway.policy.approvals`. No expression is ever
+    evaluated as code."""
+
+    path: tuple[str, ...]
+    op: str
+    literal: Any
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        found = _CONDITION_RE.match(text)
+        if found is None:
+            raise ValueError('must be "<argument> <op> <literal>" with op one of == != > >= < <= (e.g. amount > 1000)')
+        try:
+            literal = json.loads(found["literal"])
+        except ValueError:
+            raise ValueError(
+                f'literal {found["literal"]!r} is not a JSON number, "string", true, false or null'
+            ) from None
+        if isinstance(literal, dict | list) or (isinstance(literal, float) and not math.isfinite(literal)):
+            raise ValueError("literal must be a number, a string, true, false or null")
+        op = found["op"]
+        if op in _ORDERED_OPS and (literal is None or isinstance(literal, bool)):
+            raise ValueError(f"{op} compares numbers or strings, not {found['literal']}")
+        return cls(tuple(found["path"].split(".")), op, literal, text.strip())
+
+
+class ApprovalRule(Strict):
+    """Calls of the tools `match` selects (public names) wait for an approver, when `when` holds
+    of their (masked) arguments, for the `tenants` listed (default: every tenant)."""
+
+    match: Annotated[Patterns, Field(min_length=1)]
+    when: Condition | None = None
+    tenants: Patterns | None = None
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _parse_when(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return Condition.parse(value)
+        if value is None or isinstance(value, Condition):
+            return value
+        raise ValueError("must be a string such as amount > 1000")
+
+    @field_serializer("when")
+    def _when_text(self, value: Condition | None) -> str | None:
+        return value.text if value is not None else None
+
+
+class ApprovalsConfig(Strict):
+    rules: list[ApprovalRule] = Field(default_factory=list)
+    expiry_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 3600
+    """How long a pending approval can be decided, and an approved one used."""
+    event_bus: str | None = "default"
+    """EventBridge bus for `Approval Requested` events (env TOLLWAY_APPROVAL_EVENT_BUS wins); null: none."""
+    approval_url: str | None = None
+    """Where an approver decides, `{id}` replaced (shown to 2026-07-28 users in the URL
+    elicitation); default: `<resource origin>/admin/approvals/{id}`."""
+
+    @field_validator("approval_url")
+    @classmethod
+    def _has_id(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("{id}") != 1 or not value.startswith(("https://", "http://"))):
+            raise ValueError("must be an http(s) URL containing {id} once")
+        return value
+
+
 class TenantPolicy(Strict):
     upstreams: list[str] | None = None
     """Upstreams this tenant may reach (default: all)."""
@@ -363,6 +448,7 @@ class GatewayConfig(Strict):
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     definitions: DefinitionPolicy = Field(default_factory=DefinitionPolicy)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
 
     @model_validator(mode="after")
     def _references_exist(self) -> GatewayConfig:
@@ -433,7 +519,8 @@ def load_config(source: str | None = None) -> GatewayConfig:
     """Load from a file path or `ssm:/parameter/name`; default `$TOLLWAY_CONFIG` or `gateway.yaml`.
 
     Environment overrides (set by the SAM template's parameters) win over the file:
-    TOLLWAY_AUTH_ISSUER, TOLLWAY_AUTH_AUDIENCE, TOLLWAY_AUTH_JWKS_URL, TOLLWAY_RESOURCE.
+    TOLLWAY_AUTH_ISSUER, TOLLWAY_AUTH_AUDIENCE, TOLLWAY_AUTH_JWKS_URL, TOLLWAY_RESOURCE,
+    TOLLWAY_APPROVAL_EVENT_BUS.
     """
     source = source or os.environ.get("TOLLWAY_CONFIG") or "gateway.yaml"
     text = _read_source(source)
@@ -475,4 +562,6 @@ def _apply_env_overrides(data: dict[str, Any]) -> dict[str, Any]:
             auth[key] = value
     if auth:
         data["auth"] = auth
+    if bus := os.environ.get("TOLLWAY_APPROVAL_EVENT_BUS"):
+        data["approvals"] = {**(data.get("approvals") or {}), "event_bus": bus}
     return data

@@ -1,7 +1,8 @@
 """`tollway dev`: the same Starlette app as on Lambda, served by uvicorn on 127.0.0.1.
 
 DynamoDB comes from an embedded moto server (tables created from template.yaml's own
-declarations) unless AWS_ENDPOINT_URL_DYNAMODB points elsewhere; demo upstreams named in
+declarations) unless AWS_ENDPOINT_URL_DYNAMODB points elsewhere; the embedded server also takes
+approval events (EventBridge) unless AWS_ENDPOINT_URL_EVENTS is set; demo upstreams named in
 the config's `dev.launch` are started on their URLs' ports and stopped on exit.
 """
 
@@ -100,6 +101,8 @@ def dynamodb() -> Iterator[str]:
         server.start()
         endpoint = f"http://{HOST}:{server._port}"
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
+        # Approval events go to the same embedded moto (EventBridge), never to a real account.
+        os.environ.setdefault("AWS_ENDPOINT_URL_EVENTS", endpoint)
     import boto3
 
     ensure_tables(boto3.client("dynamodb"), find_template(), {"TollwayTable": os.environ["TOLLWAY_TABLE"]})

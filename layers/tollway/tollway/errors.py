@@ -129,6 +129,12 @@ class NotFound(GatewayError):
     status, code, message = 404, spec.INVALID_REQUEST, "Not found"
 
 
+class ApprovalNotPending(GatewayError):
+    """An approver's decision on an approval already decided, used or expired."""
+
+    status, code, message = 409, spec.INVALID_REQUEST, "Conflict: the approval is not pending (decided or expired)"
+
+
 # --- who is calling -------------------------------------------------------------------------------
 class Unauthorized(GatewayError):
     status, code, message = 401, spec.INVALID_REQUEST, "Unauthorized"

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tollway.admin import DefinitionsAdmin, UsageReportEndpoint
+from tollway.admin import ApprovalsAdmin, DefinitionsAdmin, UsageReportEndpoint
 from tollway.auth import DEV_ISSUER
 from tollway.auth.middleware import AuthMiddleware
 from tollway.auth.verifier import TokenVerifier
@@ -31,6 +31,7 @@ from tollway.context import SCOPE_AUDIT, SCOPE_CONTEXT, AuditFacts
 from tollway.errors import SCOPE_MODERN, SCOPE_REQUEST_ID, ConfigError, answer_for, error_response
 from tollway.masking.stage import MaskingStage
 from tollway.pipeline import Pipeline
+from tollway.policy.approvals import Approvals
 from tollway.policy.definitions import DefinitionGate
 from tollway.policy.exposure import Exposure
 from tollway.policy.quota import QuotaEnforcer
@@ -82,9 +83,12 @@ def create_app(
     masking = MaskingStage(config, hash_key=lambda: field_hash_key(config))
     exposure = Exposure(config, router, gate, masking)
     server = GatewayServer(config, exposure, router)
-    pipeline = Pipeline(config, exposure, router, QuotaEnforcer(config, stores.counters), stores.usage, masking)
+    approvals = Approvals(config, stores.approvals)
+    quota = QuotaEnforcer(config, stores.counters)
+    pipeline = Pipeline(config, exposure, router, quota, stores.usage, masking, approvals)
     endpoint = McpEndpoint(config, stores.sessions, server, pipeline, streaming=streaming)
     definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
+    approvals_admin = ApprovalsAdmin(config, approvals)
     audit = AuditLog.create(config.audit.file)
 
     resource_metadata = protected_resource_metadata(config)
@@ -108,6 +112,10 @@ def create_app(
         Route("/admin/usage", UsageReportEndpoint(config, stores.usage).handle, methods=["GET"]),
         Route("/admin/definitions/pending", definitions_admin.pending, methods=["GET"]),
         Route("/admin/definitions/approve", definitions_admin.approve, methods=["POST"]),
+        Route("/admin/approvals", approvals_admin.listing, methods=["GET"]),
+        Route("/admin/approvals/{id}", approvals_admin.get, methods=["GET"]),
+        Route("/admin/approvals/{id}/approve", approvals_admin.approve, methods=["POST"]),
+        Route("/admin/approvals/{id}/deny", approvals_admin.deny, methods=["POST"]),
     ]
     middleware = [
         Middleware(TelemetryMiddleware, audit=audit),

@@ -1,10 +1,12 @@
 """What happens to one routed request (`tollway.methods.ROUTED`), in order. Read `handle`.
 
     check params -> resolve + policy (gate, authorize, publish) -> validate arguments
-    -> quota -> mask request -> route + upstream call -> mask response -> guard -> usage
+    -> mask request -> approval -> quota -> route + upstream call -> mask response -> guard -> usage
 
-Arguments are validated before the quota is charged: a malformed call costs no units. Once
-units are charged, the call is recorded as usage whatever happens next.
+Arguments are validated, and a call that waits for approval is answered, before the quota is
+charged: a malformed or pending call costs no units. The approval judges the masked arguments,
+what the upstream would get. Once units are charged, the call is recorded as usage whatever
+happens next.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tollway.context import RequestContext
 from tollway.errors import ResultWithheld, StorageError, UpstreamError, UpstreamTimeout
 from tollway.masking.stage import MaskingStage
 from tollway.methods import Routed
+from tollway.policy.approvals import Approvals, without_own_state
 from tollway.policy.arguments import check_arguments
 from tollway.policy.exposure import Exposure, Target
 from tollway.policy.quota import QuotaEnforcer, QuotaExceeded
@@ -40,6 +43,7 @@ class Pipeline:
         quota: QuotaEnforcer,
         usage: UsageRecorder,
         masking: MaskingStage,
+        approvals: Approvals,
     ) -> None:
         self.config = config
         self.exposure = exposure
@@ -47,6 +51,7 @@ class Pipeline:
         self.quota = quota
         self.usage = usage
         self.masking = masking
+        self.approvals = approvals
 
     async def handle(
         self, ctx: RequestContext, route: Routed, request: dict[str, Any]
@@ -59,15 +64,23 @@ class Pipeline:
         target = await self.exposure.resolve(ctx, route, params)
         if target.definition is not None and "inputSchema" in target.definition:
             check_arguments(target.public_name, target.definition["inputSchema"], params.get("arguments"))
+        tenant = ctx.principal.tenant
+        if self.masking.needs_hash_key(target.public_name):
+            await anyio.to_thread.run_sync(self.masking.load_hash_key)  # may read Secrets Manager
+        masked = self.masking.request(tenant, route.method, target.public_name, target.params)
+        upstream_params = without_own_state(masked)  # the gateway's own approval round trip stays here
+        facts.arguments_sha256 = digest(upstream_params.get("arguments", _without_meta(upstream_params)))
+        if route.method == "tools/call":
+            check = self.approvals.check
+            arguments = upstream_params.get("arguments")
+            verdict = await anyio.to_thread.run_sync(check, ctx, target.public_name, arguments, facts.arguments_sha256)
+            if verdict is not None and not verdict.proceed:
+                yield {"jsonrpc": "2.0", "id": request_id, "result": self.approvals.answer(ctx, verdict, params)}
+                return
         units = await anyio.to_thread.run_sync(self._admit, ctx, target.public_name) if route.metered else None
         facts.units = units or 0
         called = time.perf_counter()
         try:  # from here on, admitted units are recorded as usage whatever fails
-            tenant = ctx.principal.tenant
-            if self.masking.needs_hash_key(target.public_name):
-                await anyio.to_thread.run_sync(self.masking.load_hash_key)  # may read Secrets Manager
-            upstream_params = self.masking.request(tenant, route.method, target.public_name, target.params)
-            facts.arguments_sha256 = digest(upstream_params.get("arguments", _without_meta(upstream_params)))
             retry_safe = route.safe or self._idempotent(target)
             call = self.router.call(
                 ctx, target.upstream, route.method, upstream_params, request_id, retry_safe=retry_safe

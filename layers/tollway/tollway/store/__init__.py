@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tollway.store.approvals import ApprovalStore, DynamoApprovalStore, MemoryApprovalStore
 from tollway.store.counters import CounterStore, DynamoCounterStore, MemoryCounterStore
 from tollway.store.pins import DynamoPinStore, MemoryPinStore, PinStore
 from tollway.store.sessions import DynamoSessionStore, MemorySessionStore, SessionStore
@@ -17,12 +18,13 @@ class Stores:
     usage: UsageRecorder
     pins: PinStore = field(default_factory=MemoryPinStore)
     """Defaults to memory for hand-built test stores; `dynamo()` sets the DynamoDB one."""
+    approvals: ApprovalStore = field(default_factory=MemoryApprovalStore)
 
     @classmethod
     def dynamo(cls) -> Stores:
         """The deployed stores; boto3 clients are created on first use, so requests that need
         no DynamoDB never import boto3."""
-        return cls(DynamoSessionStore(), DynamoCounterStore(), UsageStore(), DynamoPinStore())
+        return cls(DynamoSessionStore(), DynamoCounterStore(), UsageStore(), DynamoPinStore(), DynamoApprovalStore())
 
     @classmethod
     def memory(cls, sessions: SessionStore | None = None) -> Stores:
