@@ -116,7 +116,7 @@ def test_a_bad_condition_is_refused_at_load_naming_its_path(when: str, complaint
 
 
 def test_an_approval_url_must_name_the_id() -> None:
-    with pytest.raises(ConfigError, match="approvals.approval_url"):
+    with pytest.raises(ConfigError, match=r"approvals\.approval_url"):
         config(approval_url="https://console.example.com/approvals")
 
 

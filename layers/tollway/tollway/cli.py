@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
+from urllib.parse import quote
 
 from tollway.config import CostModel, load_config
 from tollway.errors import ConfigError, StorageError
@@ -58,6 +59,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     audit.add_argument("--file", help="local: the audit file (default $TOLLWAY_AUDIT_FILE, else audit.file)")
     audit.add_argument("--config", help="gateway.yaml with audit.file (default as `dev`, if readable)")
 
+    approvals = commands.add_parser(
+        "approvals",
+        help="approvers: tool calls waiting for a human decision",
+        description="Through the admin API with --url/--token (or TOLLWAY_URL/TOLLWAY_TOKEN); "
+        "otherwise straight on the DynamoDB table (TOLLWAY_TABLE, AWS_ENDPOINT_URL_DYNAMODB).",
+    )
+    approvals_commands = approvals.add_subparsers(dest="approvals_command", required=True)
+    listing = approvals_commands.add_parser("list", help="approvals, newest first")
+    listing.add_argument("--status", choices=["pending", "approved", "denied", "consumed", "expired"])
+    listing.add_argument("--tenant", help="one tenant only")
+    for name, text in (("approve", "approve a pending call (it may then run once)"), ("deny", "deny a pending call")):
+        decide = approvals_commands.add_parser(name, help=text)
+        decide.add_argument("id", help="the approval id")
+        decide.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decides (direct mode)")
+    for sub in approvals_commands.choices.values():
+        sub.add_argument("--url", default=os.environ.get("TOLLWAY_URL"), help="gateway base URL (admin API)")
+        sub.add_argument("--token", default=os.environ.get("TOLLWAY_TOKEN"), help="bearer token with the admin scope")
+        sub.add_argument("--config", help="gateway.yaml (direct mode; default as `dev`)")
+
     args = parser.parse_args(argv)
     if args.command != "dev":
         # Operator commands print their answer on stdout: structured logs go to stderr.
@@ -77,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return upstream_command(args)
         if args.command == "audit":
             return audit_command(args)
+        if args.command == "approvals":
+            return approvals_command(args)
     except ConfigError as exc:
         print(f"tollway: {exc}", file=sys.stderr)
         return 2
@@ -170,6 +192,79 @@ def upstream_command(args: argparse.Namespace) -> int:
         return 1
     print(f"approved {pin.upstream} {pin.kind} {pin.name} ({pin.hash[:12]}…) by {pin.approved_by}")
     return 0
+
+
+def approvals_command(args: argparse.Namespace) -> int:
+    """`tollway approvals list|approve|deny`: one line per approval, or the decision taken."""
+    if args.url or args.token:
+        if not (args.url and args.token):
+            print("tollway: --url and --token go together (or TOLLWAY_URL and TOLLWAY_TOKEN)", file=sys.stderr)
+            return 2
+        rows = _approvals_over_http(args)
+    else:
+        rows = _approvals_direct(args)
+    if rows is None:
+        return 1
+    if args.approvals_command == "list":
+        for row in rows:
+            print(f"{row['id']}\t{row['status']}\t{row['tenant']}\t{row['subject']}\t{row['tool']}\t{row['expiresAt']}")
+        if not rows:
+            print("no approvals")
+        return 0
+    decided = rows[0]
+    print(f"{decided['status']} {decided['id']} ({decided['tool']} for {decided['tenant']}/{decided['subject']})")
+    return 0
+
+
+def _approvals_over_http(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    import httpx
+
+    base = args.url.rstrip("/").removesuffix("/mcp")
+    headers = {"authorization": f"Bearer {args.token}"}
+    try:
+        if args.approvals_command == "list":
+            query = {k: v for k, v in (("status", args.status), ("tenant", args.tenant)) if v}
+            reply = httpx.get(f"{base}/admin/approvals", params=query, headers=headers, timeout=30)
+        else:
+            reply = httpx.post(
+                f"{base}/admin/approvals/{quote(args.id, safe='')}/{args.approvals_command}",
+                headers=headers,
+                timeout=30,
+            )
+    except httpx.HTTPError as exc:
+        print(f"tollway: cannot reach {base}: {type(exc).__name__}", file=sys.stderr)
+        return None
+    try:
+        body = reply.json()
+    except ValueError:
+        body = {}
+    if reply.status_code != 200:
+        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+        print(f"tollway: {reply.status_code} {message or reply.reason_phrase}", file=sys.stderr)
+        return None
+    return body["approvals"] if args.approvals_command == "list" else [body]
+
+
+def _approvals_direct(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    from tollway.errors import GatewayError
+    from tollway.policy.approvals import Approvals
+    from tollway.store.approvals import DynamoApprovalStore
+
+    use_local_credentials_for_loopback()
+    store = DynamoApprovalStore()
+    approvals = Approvals(load_config(args.config), store)
+    try:
+        if args.approvals_command == "list":
+            return approvals.listing(args.status, args.tenant)
+        decided = approvals.decide(args.id, args.approvals_command == "approve", f"cli/{args.by}")
+        return [approvals.view(decided)]
+    except GatewayError as exc:
+        print(f"tollway: {exc.message}", file=sys.stderr)
+    except StorageError as exc:
+        print(
+            f"tollway: cannot reach DynamoDB table {store.table_name}: {type(exc.__cause__).__name__}", file=sys.stderr
+        )
+    return None
 
 
 def usage_report(
