@@ -2,7 +2,7 @@
 
 DynamoDB comes from an embedded moto server (tables created from template.yaml's own
 declarations) unless AWS_ENDPOINT_URL_DYNAMODB points elsewhere; the embedded server also takes
-approval events (EventBridge) unless AWS_ENDPOINT_URL_EVENTS is set; demo upstreams named in
+approval events (EventBridge) unless AWS_ENDPOINT_URL_EVENTBRIDGE is set; demo upstreams named in
 the config's `dev.launch` are started on their URLs' ports and stopped on exit.
 """
 
@@ -102,7 +102,7 @@ def dynamodb() -> Iterator[str]:
         endpoint = f"http://{HOST}:{server._port}"
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         # Approval events go to the same embedded moto (EventBridge), never to a real account.
-        os.environ.setdefault("AWS_ENDPOINT_URL_EVENTS", endpoint)
+        os.environ.setdefault("AWS_ENDPOINT_URL_EVENTBRIDGE", endpoint)
     import boto3
 
     ensure_tables(boto3.client("dynamodb"), find_template(), {"TollwayTable": os.environ["TOLLWAY_TABLE"]})
