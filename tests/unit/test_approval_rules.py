@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from tollway.config import Condition, parse_config
+from tollway.config import Condition, load_config, parse_config
 from tollway.context import Principal, RequestContext
 from tollway.errors import ApprovalNotPending, ConfigError, Forbidden, NotFound
 from tollway.policy.approvals import INPUT_KEY, META_KEY, STATE_PREFIX, Approvals, digest, holds, without_own_state
@@ -285,3 +286,12 @@ def test_the_gateways_own_round_trip_is_not_sent_upstream() -> None:
 def test_a_configured_approval_url_is_used(clock: Clock) -> None:
     gate = Approvals(config(approval_url="https://console.example.com/a/{id}?x=1"), MemoryApprovalStore(), clock=clock)
     assert gate.url("abc") == "https://console.example.com/a/abc?x=1"
+
+
+def test_the_templates_event_bus_parameter_overrides_the_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "gateway.yaml"
+    data = config().model_dump(mode="json", exclude_defaults=True)
+    path.write_text(json.dumps({**data, "approvals": {"event_bus": None}}))
+    assert load_config(str(path)).approvals.event_bus is None
+    monkeypatch.setenv("TOLLWAY_APPROVAL_EVENT_BUS", "approvals-bus")
+    assert load_config(str(path)).approvals.event_bus == "approvals-bus"
