@@ -302,3 +302,17 @@ def test_through_the_lambda_handler_an_approval_made_with_the_cli_lets_the_retry
     assert main(["approvals", "deny", approval_id, "--config", str(config_path)]) == 1
     # Structured log lines (the audit of each step) go to stderr too; the failure is its last line.
     assert capsys.readouterr().err.endswith("\ntollway: Conflict: the approval is not pending (decided or expired)\n")
+
+
+def test_the_cli_needs_url_and_token_together_and_says_when_the_gateway_is_unreachable(
+    dead_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("TOLLWAY_URL", "TOLLWAY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+    assert main(["approvals", "list", "--url", "https://gateway.example.com"]) == 2
+    together = "tollway: --url and --token go together (or TOLLWAY_URL and TOLLWAY_TOKEN)\n"
+    assert capsys.readouterr().err.endswith(together)
+    assert main(["approvals", "approve", "abc", "--url", dead_url, "--token", "t"]) == 1
+    base = dead_url.removesuffix("/mcp")
+    assert capsys.readouterr().err.endswith(f"tollway: cannot reach {base}: ConnectError\n")

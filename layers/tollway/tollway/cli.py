@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -207,7 +208,8 @@ def approvals_command(args: argparse.Namespace) -> int:
         return 1
     if args.approvals_command == "list":
         for row in rows:
-            print(f"{row['id']}\t{row['status']}\t{row['tenant']}\t{row['subject']}\t{row['tool']}\t{row['expiresAt']}")
+            expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["expiresAt"]))
+            print(f"{row['id']}\t{row['status']}\t{row['tenant']}\t{row['subject']}\t{row['tool']}\texpires {expires}")
         if not rows:
             print("no approvals")
         return 0
