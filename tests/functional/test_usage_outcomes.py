@@ -137,12 +137,13 @@ def test_calls_in_a_row_are_each_recorded_with_their_own_outcome(metered: Metere
     ]
 
 
-def test_units_charged_for_a_call_whose_argument_masking_fails_are_recorded_as_usage(
+def test_a_call_whose_argument_masking_fails_is_refused_before_any_units_are_charged(
     recorder: RecordingUpstream,
 ) -> None:
-    # The hash key's secret cannot be read (no such secret): masking the arguments fails after
-    # the quota admitted the call. The caller gets a plain internal error, the upstream nothing,
-    # and finance still sees the call (as an error) with its units.
+    # The hash key's secret cannot be read (no such secret): masking the arguments fails. Masking
+    # comes before the quota (approvals judge the masked arguments, and a waiting call costs
+    # nothing), so the caller gets a plain internal error, the upstream nothing, and no units
+    # are charged.
     config = parse_config(
         {
             "resource": "https://gateway.example.com/mcp",
@@ -163,5 +164,4 @@ def test_units_charged_for_a_call_whose_argument_masking_fails_are_recorded_as_u
 
     assert response.json()["error"] == {"code": INTERNAL_ERROR, "message": "Internal error"}, response.text
     assert recorder.calls("tools/call") == []
-    [row] = stores.usage.month(datetime.now(UTC).strftime("%Y-%m"), "default")
-    assert (row.tool, row.calls, row.units, row.errors) == ("rec__echo", 1, 3, 1)
+    assert stores.usage.month(datetime.now(UTC).strftime("%Y-%m"), "default") == []
