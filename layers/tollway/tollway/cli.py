@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from tollway.config import CostModel, load_config
 from tollway.errors import ConfigError, StorageError
+from tollway.policy.approvals import STATUS_FILTERS
 from tollway.store.table import use_local_credentials_for_loopback
 
 
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     approvals_commands = approvals.add_subparsers(dest="approvals_command", required=True)
     listing = approvals_commands.add_parser("list", help="approvals, newest first")
-    listing.add_argument("--status", choices=["pending", "approved", "denied", "consumed", "expired"])
+    listing.add_argument("--status", choices=STATUS_FILTERS)
     listing.add_argument("--tenant", help="one tenant only")
     for name, text in (("approve", "approve a pending call (it may then run once)"), ("deny", "deny a pending call")):
         decide = approvals_commands.add_parser(name, help=text)
