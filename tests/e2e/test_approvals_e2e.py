@@ -26,6 +26,7 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult, TextContent
 
+from tests.conftest import AuditTrail
 from tests.e2e.conftest import GatewayProcess, _gateway_env, _tollway, free_port, gateway_config
 from tests.fixtures.recording_upstream import RecordingUpstream
 
@@ -273,14 +274,20 @@ async def test_an_approval_not_decided_in_time_expires_and_the_call_asks_again(
     assert recorder.calls() == []
 
 
-# --- events ---------------------------------------------------------------------------------------
-async def test_the_local_gateway_sends_approval_events_to_its_embedded_eventbridge(gateway: GatewayProcess) -> None:
-    token = gateway.token("agent-events", "acme")
+# --- audit and events ---------------------------------------------------------------------------
+async def test_each_step_is_audited_and_the_local_gateway_sends_events_to_its_embedded_eventbridge(
+    gateway: GatewayProcess, admin_token: str, audit_trail: AuditTrail
+) -> None:
+    approver, token = Approver(gateway, admin_token), gateway.token("agent-audit", "acme")
     with anyio.fail_after(TIMEOUT):
         async with connect(gateway, token, "legacy") as agent:
             first = pending_id(await agent.call_tool("rec__echo", BIG))
+            approver.decide("approve", first)
+            assert ran(await agent.call_tool("rec__echo", BIG), BIG)
 
+    records = audit_trail.since()
+    calls = [r for r in records if r.get("method") == "tools/call" and r.get("subject") == "agent-audit"]
+    assert [(r["decision"], r.get("approval_id")) for r in calls] == [("pending_approval", first), ("allowed", first)]
+    assert [r["target"] for r in records if r.get("action") == "approvals.approve"] == [first]
     # `tollway dev` points EventBridge at its embedded moto; a send that failed would be logged.
-    log = gateway.log.read_text()
-    assert f'"approval_step":"requested","approval_id":"{first}"' in log
-    assert "approval event not delivered" not in log
+    assert "approval event not delivered" not in gateway.log.read_text()

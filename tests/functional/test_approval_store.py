@@ -21,6 +21,7 @@ from tollway.config import parse_config
 from tollway.context import Principal, RequestContext
 from tollway.policy.approvals import EVENT_DETAIL_TYPE, Approvals, EventBridgeNotifier
 from tollway.store.approvals import Approval, DynamoApprovalStore
+from tollway.telemetry.audit import digest
 
 from tests.conftest import moto_table
 
@@ -127,7 +128,8 @@ def test_a_new_approval_emits_an_event_without_the_arguments(store: DynamoApprov
     gate = Approvals(config, store, clock=lambda: NOW)
     ctx = RequestContext(Principal("agent-7", "acme"), False, "2025-11-25")
 
-    verdict = gate.check(ctx, "pay__send", {"name": "send", "arguments": {"iban": "DE89370400440532013000"}})
+    arguments = {"iban": "DE89370400440532013000"}
+    verdict = gate.check(ctx, "pay__send", arguments, digest(arguments))
 
     assert verdict is not None and verdict.created
     messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
@@ -158,7 +160,7 @@ def test_an_event_that_cannot_be_sent_loses_no_approval(
     gate = Approvals(config, store, notify=EventBridgeNotifier("no-such-bus"), clock=lambda: NOW)
     ctx = RequestContext(Principal("agent-7", "acme"), False, "2025-11-25")
 
-    verdict = gate.check(ctx, "pay__send", {"name": "send", "arguments": {}})
+    verdict = gate.check(ctx, "pay__send", {}, digest({}))
 
     assert verdict is not None and not verdict.proceed
     assert store.get(verdict.approval.id) == verdict.approval

@@ -23,6 +23,7 @@ from tollway.http import create_app
 from tollway.policy.approvals import INPUT_KEY, META_KEY, STATE_PREFIX
 from tollway.store import Stores
 
+from tests.conftest import AuditTrail
 from tests.fixtures.recording_upstream import MODERN, Caller, RecordingUpstream
 from tests.functional.lambda_harness import LambdaGateway
 
@@ -121,7 +122,9 @@ def echoed(result: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- 2025 era --------------------------------------------------------------------------------------
-def test_a_2025_call_waits_for_approval_then_its_retry_runs_once(agent: Agent, recorder: RecordingUpstream) -> None:
+def test_a_2025_call_waits_for_approval_then_its_retry_runs_once(
+    agent: Agent, recorder: RecordingUpstream, audit_trail: AuditTrail
+) -> None:
     first = pending_id(agent.legacy_call(BIG))
     assert recorder.calls() == []
     listed = agent.admin("GET", "/admin/approvals", params={"status": "pending"}).json()["approvals"]
@@ -138,6 +141,17 @@ def test_a_2025_call_waits_for_approval_then_its_retry_runs_once(agent: Agent, r
     second = pending_id(again)
     assert second != first
     assert agent.admin("GET", f"/admin/approvals/{first}").json()["status"] == "consumed"
+    # Every step is audited: the waiting call, the decision, the call that used it, the next one.
+    records = audit_trail.since()
+    calls = [r for r in records if r["type"] == "mcp" and r.get("method") == "tools/call"]
+    assert [(r["decision"], r.get("approval_id"), r["outcome"]) for r in calls] == [
+        ("pending_approval", first, "refused"),
+        ("allowed", first, "ok"),
+        ("pending_approval", second, "refused"),
+    ]
+    assert len({r["arguments_sha256"] for r in calls}) == 1
+    decisions = [(r["subject"], r["target"]) for r in records if r.get("action") == "approvals.approve"]
+    assert decisions == [("boss", first)]
 
 
 def test_a_call_that_no_rule_selects_runs_at_once(agent: Agent, recorder: RecordingUpstream) -> None:
@@ -146,7 +160,7 @@ def test_a_call_that_no_rule_selects_runs_at_once(agent: Agent, recorder: Record
 
 
 def test_a_denied_call_is_answered_denied_and_never_reaches_the_upstream(
-    agent: Agent, recorder: RecordingUpstream
+    agent: Agent, recorder: RecordingUpstream, audit_trail: AuditTrail
 ) -> None:
     first = pending_id(agent.legacy_call(BIG))
     denied = agent.admin("POST", f"/admin/approvals/{first}/deny")
@@ -157,6 +171,8 @@ def test_a_denied_call_is_answered_denied_and_never_reaches_the_upstream(
     assert retried["content"][0]["text"].startswith("Approval denied")
     assert recorder.calls() == []
     assert agent.admin("POST", f"/admin/approvals/{first}/approve").status_code == 409
+    calls = [r for r in audit_trail.since() if r["type"] == "mcp" and r.get("method") == "tools/call"]
+    assert [(r["decision"], r.get("approval_id")) for r in calls] == [("pending_approval", first), ("denied", first)]
 
 
 def test_other_arguments_need_a_new_approval(agent: Agent, recorder: RecordingUpstream) -> None:
@@ -269,6 +285,7 @@ def test_through_the_lambda_handler_an_approval_made_with_the_cli_lets_the_retry
     tmp_path: Any,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    audit_trail: AuditTrail,
 ) -> None:
     data = {
         "resource": "https://abc123.execute-api.us-east-1.amazonaws.com/mcp",
@@ -289,13 +306,21 @@ def test_through_the_lambda_handler_an_approval_made_with_the_cli_lets_the_retry
     capsys.readouterr()
     assert main(["approvals", "list", "--status", "pending", "--config", str(config_path)]) == 0
     listed = capsys.readouterr().out
+    audit_trail.mark()
     assert main(["approvals", "approve", approval_id, "--by", "ops", "--config", str(config_path)]) == 0
     approved = capsys.readouterr().out
+    [decision] = audit_trail.since()
     retried = gateway.modern("tools/call", BIG).result()
     again = gateway.modern("tools/call", BIG).result()
 
     assert listed.startswith(f"{approval_id}\tpending\tdefault\tanonymous\trec__echo\t")
     assert approved == f"approved {approval_id} (rec__echo for default/anonymous)\n"
+    assert (decision["type"], decision["action"], decision["target"], decision["subject"]) == (
+        "admin",
+        "approvals.approve",
+        approval_id,
+        "cli/ops",
+    )
     assert echoed(retried) == BIG["arguments"]
     assert len(recorder.calls()) == 1
     assert pending_id(again) != approval_id

@@ -10,8 +10,9 @@ import pytest
 from tollway.config import Condition, load_config, parse_config
 from tollway.context import Principal, RequestContext
 from tollway.errors import ApprovalNotPending, ConfigError, Forbidden, NotFound
-from tollway.policy.approvals import INPUT_KEY, META_KEY, STATE_PREFIX, Approvals, digest, holds, without_own_state
+from tollway.policy.approvals import INPUT_KEY, META_KEY, STATE_PREFIX, Approvals, Verdict, holds, without_own_state
 from tollway.store.approvals import Approval, MemoryApprovalStore
+from tollway.telemetry.audit import digest
 
 AGENT = Principal(subject="agent-7", tenant="acme")
 APPROVER = Principal(subject="boss", tenant="acme", scopes=frozenset({"tollway:admin"}))
@@ -54,6 +55,11 @@ def approvals(clock: Clock, events: list[Approval]) -> Approvals:
 
 def ctx(modern: bool = False, capabilities: dict[str, Any] | None = None, who: Principal = AGENT) -> RequestContext:
     return RequestContext(who, modern, "2026-07-28" if modern else "2025-11-25", client_capabilities=capabilities or {})
+
+
+def check(approvals: Approvals, context: RequestContext, tool: str, params: dict[str, Any]) -> Verdict | None:
+    """As the pipeline asks: the masked arguments and their audited digest."""
+    return approvals.check(context, tool, params["arguments"], digest(params["arguments"]))
 
 
 def call(amount: Any = 5000, **more: Any) -> dict[str, Any]:
@@ -130,23 +136,17 @@ def test_rules_match_tool_globs_tenants_and_conditions() -> None:
     assert gate.rule("acme", "other__send", {"amount": 5000}) is None
 
 
-def test_the_digest_is_of_canonical_json() -> None:
-    assert digest({"b": 1, "a": "é"}) == digest({"a": "é", "b": 1})
-    assert digest({"a": 1}) != digest({"a": 2})
-    assert len(digest(None)) == 64
-
-
 # --- an approval's life ---------------------------------------------------------------------------
 def test_a_call_below_the_condition_needs_no_approval(approvals: Approvals) -> None:
-    assert approvals.check(ctx(), "pay__send_payment", call(amount=10)) is None
+    assert check(approvals, ctx(), "pay__send_payment", call(amount=10)) is None
 
 
 def test_the_first_call_waits_and_its_retry_waits_on_the_same_approval(
     approvals: Approvals, events: list[Approval]
 ) -> None:
     first_ctx = ctx()
-    first = approvals.check(first_ctx, "pay__send_payment", call())
-    again = approvals.check(ctx(), "pay__send_payment", call())
+    first = check(approvals, first_ctx, "pay__send_payment", call())
+    again = check(approvals, ctx(), "pay__send_payment", call())
 
     assert first is not None and not first.proceed and first.created
     assert again is not None and not again.proceed and not again.created
@@ -161,13 +161,13 @@ def test_the_first_call_waits_and_its_retry_waits_on_the_same_approval(
 
 
 def test_an_approved_call_proceeds_once_then_needs_a_new_approval(approvals: Approvals) -> None:
-    pending = approvals.check(ctx(), "pay__send_payment", call())
+    pending = check(approvals, ctx(), "pay__send_payment", call())
     assert pending is not None
     approvals.decide(pending.approval.id, True, "acme/boss", APPROVER)
 
     proceeding_ctx = ctx()
-    proceeding = approvals.check(proceeding_ctx, "pay__send_payment", call())
-    after = approvals.check(ctx(), "pay__send_payment", call())
+    proceeding = check(approvals, proceeding_ctx, "pay__send_payment", call())
+    after = check(approvals, ctx(), "pay__send_payment", call())
 
     assert proceeding is not None and proceeding.proceed
     assert proceeding_ctx.audit.decision == "allowed"
@@ -178,12 +178,12 @@ def test_an_approved_call_proceeds_once_then_needs_a_new_approval(approvals: App
 
 
 def test_other_arguments_need_their_own_approval(approvals: Approvals) -> None:
-    pending = approvals.check(ctx(), "pay__send_payment", call(amount=5000))
+    pending = check(approvals, ctx(), "pay__send_payment", call(amount=5000))
     assert pending is not None
     approvals.decide(pending.approval.id, True, "acme/boss", APPROVER)
 
-    other = approvals.check(ctx(), "pay__send_payment", call(amount=5001))
-    someone_else = approvals.check(ctx(who=Principal("agent-8", "acme")), "pay__send_payment", call(amount=5000))
+    other = check(approvals, ctx(), "pay__send_payment", call(amount=5001))
+    someone_else = check(approvals, ctx(who=Principal("agent-8", "acme")), "pay__send_payment", call(amount=5000))
 
     assert other is not None and not other.proceed and other.approval.id != pending.approval.id
     assert someone_else is not None and not someone_else.proceed
@@ -191,39 +191,39 @@ def test_other_arguments_need_their_own_approval(approvals: Approvals) -> None:
 
 
 def test_a_denied_call_is_answered_denied_until_the_approval_expires(approvals: Approvals, clock: Clock) -> None:
-    pending = approvals.check(ctx(), "pay__send_payment", call())
+    pending = check(approvals, ctx(), "pay__send_payment", call())
     assert pending is not None
     approvals.decide(pending.approval.id, False, "acme/boss", APPROVER)
 
     denied_ctx = ctx()
-    denied = approvals.check(denied_ctx, "pay__send_payment", call())
+    denied = check(approvals, denied_ctx, "pay__send_payment", call())
     assert denied is not None and not denied.proceed and denied.approval.status == "denied"
     assert denied_ctx.audit.decision == "denied"
     assert approvals.answer(denied_ctx, denied, call())["content"][0]["text"].startswith("Approval denied")
 
     clock.now += 601
-    later = approvals.check(ctx(), "pay__send_payment", call())
+    later = check(approvals, ctx(), "pay__send_payment", call())
     assert later is not None and later.created and later.approval.status == "pending"
 
 
 def test_an_expired_approval_can_be_neither_decided_nor_used(approvals: Approvals, clock: Clock) -> None:
-    pending = approvals.check(ctx(), "pay__send_payment", call())
+    pending = check(approvals, ctx(), "pay__send_payment", call())
     assert pending is not None
     clock.now += 601
     with pytest.raises(ApprovalNotPending):
         approvals.decide(pending.approval.id, True, "acme/boss", APPROVER)
     assert approvals.view(approvals.get(pending.approval.id))["status"] == "expired"
 
-    approved = approvals.check(ctx(), "pay__send_payment", call())
+    approved = check(approvals, ctx(), "pay__send_payment", call())
     assert approved is not None
     approvals.decide(approved.approval.id, True, "acme/boss", APPROVER)
     clock.now += 601
-    retry = approvals.check(ctx(), "pay__send_payment", call())
+    retry = check(approvals, ctx(), "pay__send_payment", call())
     assert retry is not None and not retry.proceed and retry.approval.id != approved.approval.id
 
 
 def test_decisions_are_taken_once_by_someone_else(approvals: Approvals) -> None:
-    pending = approvals.check(ctx(), "pay__send_payment", call())
+    pending = check(approvals, ctx(), "pay__send_payment", call())
     assert pending is not None
     with pytest.raises(Forbidden):
         approvals.decide(pending.approval.id, True, "acme/agent-7", AGENT)
@@ -237,8 +237,8 @@ def test_decisions_are_taken_once_by_someone_else(approvals: Approvals) -> None:
 
 
 def test_the_listing_filters_by_status_and_tenant(approvals: Approvals, clock: Clock) -> None:
-    a = approvals.check(ctx(), "pay__send_payment", call(amount=2000))
-    b = approvals.check(ctx(who=Principal("x", "other")), "pay__send_payment", call(amount=3000))
+    a = check(approvals, ctx(), "pay__send_payment", call(amount=2000))
+    b = check(approvals, ctx(who=Principal("x", "other")), "pay__send_payment", call(amount=3000))
     assert a is not None and b is not None
     approvals.decide(b.approval.id, False, "acme/boss", APPROVER)
 
@@ -252,7 +252,7 @@ def test_the_listing_filters_by_status_and_tenant(approvals: Approvals, clock: C
 # --- the 2026-07-28 round trip ----------------------------------------------------------------------
 def test_a_2026_client_that_opens_urls_gets_an_input_required_url_elicitation(approvals: Approvals) -> None:
     modern = ctx(modern=True, capabilities=URL_CAPABLE)
-    verdict = approvals.check(modern, "pay__send_payment", call())
+    verdict = check(approvals, modern, "pay__send_payment", call())
     assert verdict is not None
 
     answer = approvals.answer(modern, verdict, call())
@@ -267,7 +267,7 @@ def test_a_2026_client_that_opens_urls_gets_an_input_required_url_elicitation(ap
 
 def test_a_2026_retry_still_pending_or_a_client_without_urls_gets_the_tool_error(approvals: Approvals) -> None:
     modern = ctx(modern=True, capabilities=URL_CAPABLE)
-    verdict = approvals.check(modern, "pay__send_payment", call())
+    verdict = check(approvals, modern, "pay__send_payment", call())
     assert verdict is not None
     retry = {**call(), "requestState": STATE_PREFIX + verdict.approval.id, "inputResponses": {}}
 

@@ -107,25 +107,27 @@ class DefinitionsAdmin:
 class ApprovalsAdmin:
     """Tool calls waiting for a human: list, show, approve, deny (admin scope; an approver cannot
     decide their own call). Decisions are conditional writes: a second decision, or one after the
-    expiry, is a 409."""
+    expiry, is a 409. A refused request (404, 409, 403) gets its audit record from the middleware."""
 
     def __init__(self, config: GatewayConfig, approvals: Approvals) -> None:
         self.config = config
         self.approvals = approvals
 
     async def listing(self, request: Request) -> Response:
-        admin_principal(request, self.config)
+        principal = admin_principal(request, self.config)
         status, tenant = _param(request, "status"), _param(request, "tenant")
         if status is not None and status not in STATUS_FILTERS:
             raise InvalidRequest(f"Bad Request: status must be one of {', '.join(STATUS_FILTERS)}")
         if tenant is not None and len(tenant) > _MAX_TENANT:
             raise InvalidRequest("Bad Request: tenant is too long")
         found = await _store(lambda: self.approvals.listing(status, tenant))
+        admin_action(request, principal, "approvals.list", f"{status or '*'} {tenant or '*'}"[:128])
         return json_response({"approvals": found}, headers={"cache-control": "no-store"})
 
     async def get(self, request: Request) -> Response:
-        admin_principal(request, self.config)
+        principal = admin_principal(request, self.config)
         approval = await _store(lambda: self.approvals.get(request.path_params["id"]))
+        admin_action(request, principal, "approvals.get", approval.id)
         return json_response(self.approvals.view(approval), headers={"cache-control": "no-store"})
 
     async def approve(self, request: Request) -> Response:
@@ -139,6 +141,7 @@ class ApprovalsAdmin:
         by = f"{principal.tenant}/{principal.subject}"
         approval_id = request.path_params["id"]
         decided = await _store(lambda: self.approvals.decide(approval_id, approve, by, principal))
+        admin_action(request, principal, "approvals.approve" if approve else "approvals.deny", decided.id)
         return json_response(self.approvals.view(decided))
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from tollway.config import CostModel, load_config
+from tollway.config import CostModel, GatewayConfig, load_config
 from tollway.errors import ConfigError, StorageError
 from tollway.policy.approvals import STATUS_FILTERS
 from tollway.store.table import use_local_credentials_for_loopback
@@ -255,11 +255,13 @@ def _approvals_direct(args: argparse.Namespace) -> list[dict[str, Any]] | None:
 
     use_local_credentials_for_loopback()
     store = DynamoApprovalStore()
-    approvals = Approvals(load_config(args.config), store)
+    config = load_config(args.config)
+    approvals = Approvals(config, store)
     try:
         if args.approvals_command == "list":
             return approvals.listing(args.status, args.tenant)
         decided = approvals.decide(args.id, args.approvals_command == "approve", f"cli/{args.by}")
+        _audit_cli_action(config, args.by, f"approvals.{args.approvals_command}", decided.id)
         return [approvals.view(decided)]
     except GatewayError as exc:
         print(f"tollway: {exc.message}", file=sys.stderr)
@@ -268,6 +270,27 @@ def _approvals_direct(args: argparse.Namespace) -> list[dict[str, Any]] | None:
             f"tollway: cannot reach DynamoDB table {store.table_name}: {type(exc.__cause__).__name__}", file=sys.stderr
         )
     return None
+
+
+def _audit_cli_action(config: GatewayConfig, by: str, action: str, target: str) -> None:
+    """An operator's decision made straight on the table: an admin audit record, where the
+    gateway's records go from here (`TOLLWAY_AUDIT_LOG_GROUP`, `TOLLWAY_AUDIT_FILE`, else `audit.file`)."""
+    import uuid
+    from types import SimpleNamespace
+
+    from tollway.telemetry.audit import AuditLog, admin_record
+
+    operator = SimpleNamespace(tenant=None, subject=f"cli/{by}"[:128])
+    record = admin_record(
+        request_id=f"cli-{uuid.uuid4().hex}",
+        principal=operator,
+        action=action,
+        target=target,
+        outcome="ok",
+        status=200,
+        ms=0.0,
+    )
+    AuditLog.create(config.audit.file).write(record)
 
 
 def usage_report(

@@ -8,6 +8,10 @@
          denied, unexpired    -> answered "approval denied"
          none, expired, used  -> a new pending approval, an EventBridge event, answered "pending"
 
+Audit: the call's own record says `pending_approval` (or `denied`) with the approval id, and
+the call that uses an approval carries its id too (`ctx.audit`); approvers' decisions are admin
+records (`tollway.admin`, or `tollway approvals` in direct mode).
+
 Different arguments make a different digest, so they need their own approval. The condition
 reads the masked arguments, as the digest does: what is judged is what the upstream will get.
 A condition that cannot be evaluated (the argument is missing, or not comparable) holds: when in
@@ -119,9 +123,9 @@ class Approvals:
             return None
         verdict = self._judge(principal, tool, call_digest)
         ctx.audit.approval_id = verdict.approval.id
-        if not verdict.proceed:
+        if not verdict.proceed:  # answered with a result (HTTP 200), but nothing ran
             ctx.audit.decision = "pending_approval" if verdict.approval.status == "pending" else "denied"
-            ctx.audit.rule = f"approval {verdict.approval.status}"
+            ctx.audit.rule, ctx.audit.outcome = f"approval {verdict.approval.status}", "refused"
         return verdict
 
     def _judge(self, principal: Principal, tool: str, call_digest: str) -> Verdict:
