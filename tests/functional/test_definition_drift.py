@@ -248,6 +248,7 @@ def test_after_an_admin_approves_the_change_the_tool_is_listed_and_callable_agai
         "kind": "tool",
         "name": "convert_currency",
         "approvedHash": served_hash(first["p__convert_currency"], poisoned.CONVERT_CURRENCY_DESCRIPTIONS[2]),
+        "approvedBy": "ops/fiona",
     }
     assert list(tools) == public("get_weather", "search_docs", "fetch_page", "convert_currency")
     assert tools["p__convert_currency"]["description"] == poisoned.CONVERT_CURRENCY_DESCRIPTIONS[2]
@@ -275,6 +276,7 @@ def test_an_admin_approval_pins_the_definition_the_upstream_serves_now(
         "kind": "tool",
         "name": "convert_currency",
         "approvedHash": "b" * 64,
+        "approvedBy": "ops/fiona",
     }
     pin = pins.get_all("poisoned")[("tool", "convert_currency")]
     assert (pin.hash, pin.status, pin.approved_by, pin.seen_hash) == ("b" * 64, "approved", "ops/fiona", None)

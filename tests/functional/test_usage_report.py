@@ -388,7 +388,7 @@ def test_a_token_without_the_admin_scope_answers_403_insufficient_scope(
         ({"month": "2026-13"}, "Bad Request: month must be YYYY-MM"),
         ({"month": "2026-1"}, "Bad Request: month must be YYYY-MM"),
         ({}, "Bad Request: month is required (YYYY-MM)"),
-        ({"month": MONTH, "format": "xlsx"}, "Bad Request: format must be json or csv"),
+        ({"month": MONTH, "format": "xlsx"}, "Bad Request: format must be json, csv or table"),
         ({"month": MONTH, "tenant": ""}, "Bad Request: tenant must be given once, not empty"),
     ],
 )

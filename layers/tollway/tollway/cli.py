@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, TextIO
-from urllib.parse import quote
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
-from tollway.config import CostModel, GatewayConfig, load_config
-from tollway.errors import ConfigError, StorageError
+from tollway.admin_client import TOKEN_ENV, URL_ENV, AdminClientError, Backend, backend
+from tollway.config import load_config
+from tollway.errors import ConfigError
 from tollway.policy.approvals import STATUS_FILTERS
-from tollway.store.table import use_local_credentials_for_loopback
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,24 +31,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--config", help="gateway.yaml whose resource is the audience (default as `dev`)")
 
+    # The admin commands: the gateway's admin API given --url and --token, else DynamoDB directly.
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--url", help=f"the gateway's URL: use its admin API (or ${URL_ENV})")
+    remote.add_argument("--token", help=f"a token with the admin scope, with --url (or ${TOKEN_ENV})")
+    remote.add_argument("--table", help="without --url: the DynamoDB table (default $TOLLWAY_TABLE or TollwayTable)")
+    remote.add_argument("--config", help="without --url: gateway.yaml (default: $TOLLWAY_CONFIG or gateway.yaml)")
+
     usage = commands.add_parser("usage", help="finance: usage and estimated cost per tenant, tool and day")
     usage_commands = usage.add_subparsers(dest="usage_command", required=True)
-    report = usage_commands.add_parser("report", help="one month's usage report from the DynamoDB table")
+    report = usage_commands.add_parser("report", parents=[remote], help="one month's usage report")
     report.add_argument("--month", required=True, help="YYYY-MM (UTC days)")
     report.add_argument("--tenant", help="one tenant only (default: every tenant)")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table", help="default: table")
-    report.add_argument("--config", help="gateway.yaml with finance.cost_model (default as `dev`)")
 
     upstream = commands.add_parser("upstream", help="operators: upstream definitions awaiting approval")
     upstream_commands = upstream.add_subparsers(dest="upstream_command", required=True)
-    pending = upstream_commands.add_parser("pending", help="definitions that changed or await approval")
-    pending.add_argument("--config", help="gateway.yaml naming the upstreams (default as `dev`)")
-    approve = upstream_commands.add_parser("approve", help="approve (pin) an upstream's current definition")
+    upstream_commands.add_parser("pending", parents=[remote], help="definitions that changed or await approval")
+    approve = upstream_commands.add_parser(
+        "approve", parents=[remote], help="approve (pin) an upstream's current definition"
+    )
     approve.add_argument("upstream", help="upstream name, as in gateway.yaml")
     approve.add_argument("name", help="the definition's own name at the upstream (tool/prompt name or URI)")
     approve.add_argument("--kind", choices=["tool", "resource", "resource_template", "prompt"], default="tool")
-    approve.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (audit)")
-    approve.add_argument("--config", help="gateway.yaml naming the upstreams (default as `dev`)")
+    approve.add_argument(
+        "--by",
+        default=os.environ.get("USER", "operator"),
+        help="who approves (audit); through the admin API, the token's tenant/subject instead",
+    )
+
+    upstreams = commands.add_parser("upstreams", help="operators: the configured upstreams")
+    upstreams_commands = upstreams.add_subparsers(dest="upstreams_command", required=True)
+    upstreams_commands.add_parser(
+        "list", parents=[remote], help="host, era, health (circuit), tool count and pin states of each upstream"
+    )
+
+    sessions = commands.add_parser("sessions", help="operators: 2025-era client sessions")
+    sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
+    listing = sessions_commands.add_parser("list", parents=[remote], help="a tenant's live sessions, newest first")
+    listing.add_argument("--tenant", required=True, help="tenant id")
+    listing.add_argument("--format", choices=["table", "json"], default="table", help="default: table")
+    end = sessions_commands.add_parser("end", parents=[remote], help="end a session and its upstream sessions")
+    end.add_argument("id", help="the session id (Mcp-Session-Id), as `tollway sessions list` shows it")
+    end.add_argument("--by", default=os.environ.get("USER", "operator"), help="who ends it (audit, direct mode)")
 
     audit = commands.add_parser("audit", help="read the audit trail (local file in dev, Logs Insights when deployed)")
     audit.add_argument("--tenant", help="one tenant only")
@@ -61,24 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     audit.add_argument("--file", help="local: the audit file (default $TOLLWAY_AUDIT_FILE, else audit.file)")
     audit.add_argument("--config", help="gateway.yaml with audit.file (default as `dev`, if readable)")
 
-    approvals = commands.add_parser(
-        "approvals",
-        help="approvers: tool calls waiting for a human decision",
-        description="Through the admin API with --url/--token (or TOLLWAY_URL/TOLLWAY_TOKEN); "
-        "otherwise straight on the DynamoDB table (TOLLWAY_TABLE, AWS_ENDPOINT_URL_DYNAMODB).",
-    )
+    approvals = commands.add_parser("approvals", help="approvers: tool calls waiting for a human decision")
     approvals_commands = approvals.add_subparsers(dest="approvals_command", required=True)
-    listing = approvals_commands.add_parser("list", help="approvals, newest first")
-    listing.add_argument("--status", choices=STATUS_FILTERS)
-    listing.add_argument("--tenant", help="one tenant only")
+    approvals_listing = approvals_commands.add_parser("list", parents=[remote], help="approvals, newest first")
+    approvals_listing.add_argument("--status", choices=STATUS_FILTERS)
+    approvals_listing.add_argument("--tenant", help="one tenant only")
     for name, text in (("approve", "approve a pending call (it may then run once)"), ("deny", "deny a pending call")):
-        decide = approvals_commands.add_parser(name, help=text)
+        decide = approvals_commands.add_parser(name, parents=[remote], help=text)
         decide.add_argument("id", help="the approval id")
         decide.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decides (direct mode)")
-    for sub in approvals_commands.choices.values():
-        sub.add_argument("--url", default=os.environ.get("TOLLWAY_URL"), help="gateway base URL (admin API)")
-        sub.add_argument("--token", default=os.environ.get("TOLLWAY_TOKEN"), help="bearer token with the admin scope")
-        sub.add_argument("--config", help="gateway.yaml (direct mode; default as `dev`)")
 
     args = parser.parse_args(argv)
     if args.command != "dev":
@@ -93,18 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_dev(config_path=args.config, port=args.port)
         if args.command == "token":
             return print_token(args)
-        if args.command == "usage":
-            return usage_report(args.month, tenant=args.tenant, format=args.format, config_path=args.config)
-        if args.command == "upstream":
-            return upstream_command(args)
         if args.command == "audit":
             return audit_command(args)
-        if args.command == "approvals":
-            return approvals_command(args)
+        return ADMIN_COMMANDS[args.command](args, _backend(args))
+    except AdminClientError as exc:
+        print(f"tollway: {exc}", file=sys.stderr)
+        return exc.status
     except ConfigError as exc:
         print(f"tollway: {exc}", file=sys.stderr)
         return 2
-    return 1
 
 
 class _CurrentStderr:
@@ -169,184 +182,123 @@ def _audit_file(config_path: str | None) -> str:
         return AuditConfig().file
 
 
-def upstream_command(args: argparse.Namespace) -> int:
-    from tollway.policy.definitions import DefinitionGate, NothingToApprove
-    from tollway.store.pins import DynamoPinStore
-    from tollway.store.table import use_local_credentials_for_loopback
+def _backend(args: argparse.Namespace) -> Backend:
+    return backend(url=args.url, token=args.token, table=args.table, config_path=args.config)
 
-    config = load_config(args.config)
-    use_local_credentials_for_loopback()
-    store = DynamoPinStore()
-    if args.upstream_command == "pending":
-        pins = store.list_pending(u.name for u in config.upstreams)
-        for pin in pins:
-            print(f"{pin.upstream}\t{pin.kind}\t{pin.name}\t{pin.state}\t{pin.served_hash}")
-        if not pins:
-            print("nothing awaits approval")
-        return 0
-    if args.upstream not in {u.name for u in config.upstreams}:
-        print(f"tollway: unknown upstream {args.upstream!r}", file=sys.stderr)
-        return 2
+
+def usage_command(args: argparse.Namespace, admin: Backend) -> int:
+    """`tollway usage report`: one month's report on stdout (prices: `finance.cost_model`)."""
+    from tollway.finance.report import parse_month
+
     try:
-        pin = DefinitionGate(config.definitions, store).approve(args.upstream, args.kind, args.name, args.by)
-    except NothingToApprove:
-        print(f"tollway: no pending {args.kind} {args.name!r} on {args.upstream}", file=sys.stderr)
-        return 1
-    print(f"approved {pin.upstream} {pin.kind} {pin.name} ({pin.hash[:12]}…) by {pin.approved_by}")
+        parse_month(args.month)
+    except ValueError:
+        print(f"tollway: --month must be YYYY-MM, e.g. 2026-11 (got {args.month!r})", file=sys.stderr)
+        return 2
+    if args.tenant is not None and not args.tenant.strip():
+        print("tollway: --tenant must not be empty", file=sys.stderr)
+        return 2
+    sys.stdout.write(admin.usage_report(args.month, args.tenant, args.format))
     return 0
 
 
-def approvals_command(args: argparse.Namespace) -> int:
-    """`tollway approvals list|approve|deny`: one line per approval, or the decision taken."""
-    if args.url or args.token:
-        if not (args.url and args.token):
-            print("tollway: --url and --token go together (or TOLLWAY_URL and TOLLWAY_TOKEN)", file=sys.stderr)
-            return 2
-        rows = _approvals_over_http(args)
+def upstream_command(args: argparse.Namespace, admin: Backend) -> int:
+    if args.upstream_command == "pending":
+        pending = admin.pending_definitions()["pending"]
+        for pin in pending:
+            print(f"{pin['upstream']}\t{pin['kind']}\t{pin['name']}\t{pin['state']}\t{pin['servedHash']}")
+        if not pending:
+            print("nothing awaits approval")
+        return 0
+    pin = admin.approve_definition(args.upstream, args.kind, args.name, args.by)
+    print(
+        f"approved {pin['upstream']} {pin['kind']} {pin['name']} ({pin['approvedHash'][:12]}…) by {pin['approvedBy']}"
+    )
+    return 0
+
+
+def upstreams_command(args: argparse.Namespace, admin: Backend) -> int:
+    answer = admin.list_upstreams()
+    if answer["observedBy"] is None:
+        print(
+            "tollway: era, health and tools are known only to a running gateway (use --url and --token)",
+            file=sys.stderr,
+        )
     else:
-        rows = _approvals_direct(args)
-    if rows is None:
-        return 1
+        print(f"tollway: era, health and tools as observed by {answer['observedBy']} of the gateway", file=sys.stderr)
+    print("NAME\tHOST\tPROTOCOL\tERA\tCIRCUIT\tTOOLS\tAPPROVED\tPENDING\tDRIFTED")
+    for row in answer["upstreams"]:
+        health, pins = row["health"], row["pins"]
+        cells = [
+            row["name"],
+            row["host"],
+            row["protocol"],
+            _era(row["era"]) if health is not None else "-",
+            (health["circuit"] + (" (probe failed)" if health["probeFailed"] else "")) if health else "-",
+            "-" if row["tools"] is None else str(row["tools"]),
+            str(pins["approved"]),
+            str(pins["pending"]),
+            str(pins["drifted"]),
+        ]
+        print("\t".join(cells))
+    return 0
+
+
+def _era(era: dict[str, bool | None] | None) -> str:
+    if era is None:
+        return "not probed"
+    spoken = [name for name in ("2026-07-28", "2025") if era[name]]
+    unknown = [name for name in ("2026-07-28", "2025") if era[name] is None]
+    return "+".join(spoken) + (f" ({'+'.join(unknown)}: not asked yet)" if unknown else "")
+
+
+def sessions_command(args: argparse.Namespace, admin: Backend) -> int:
+    if args.sessions_command == "end":
+        ended = admin.end_session(args.id, args.by)
+        upstreams = ", ".join(ended["upstreamSessionsEnded"]) or "none"
+        print(f"ended session {ended['id']} of {ended['tenant']}/{ended['subject']} (upstream sessions: {upstreams})")
+        return 0
+    sessions, cursor = [], None
+    while True:  # every page
+        page = admin.list_sessions(args.tenant, cursor)
+        sessions.extend(page["sessions"])
+        cursor = page.get("nextCursor")
+        if cursor is None:
+            break
+    if args.format == "json":
+        print(json.dumps({"tenant": args.tenant, "sessions": sessions}, indent=2, ensure_ascii=False))
+        return 0
+    print("ID\tSUBJECT\tCLIENT\tCREATED\tLAST USED\tUPSTREAM SESSIONS")
+    for session in sessions:
+        client = " ".join(v for v in (session["client"]["name"], session["client"]["version"]) if v) or "-"
+        upstreams = ",".join(u["upstream"] for u in session["upstreamSessions"]) or "-"
+        created, used = session["createdAt"] or "-", session["lastUsed"] or "-"
+        print(f"{session['id']}\t{session['subject']}\t{client}\t{created}\t{used}\t{upstreams}")
+    return 0
+
+
+def approvals_command(args: argparse.Namespace, admin: Backend) -> int:
+    """`tollway approvals list|approve|deny`: one line per approval, or the decision taken."""
     if args.approvals_command == "list":
+        rows = admin.list_approvals(args.status, args.tenant)
         for row in rows:
             expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["expiresAt"]))
             print(f"{row['id']}\t{row['status']}\t{row['tenant']}\t{row['subject']}\t{row['tool']}\texpires {expires}")
         if not rows:
             print("no approvals")
         return 0
-    decided = rows[0]
+    decided = admin.decide_approval(args.id, args.approvals_command == "approve", args.by)
     print(f"{decided['status']} {decided['id']} ({decided['tool']} for {decided['tenant']}/{decided['subject']})")
     return 0
 
 
-def _approvals_over_http(args: argparse.Namespace) -> list[dict[str, Any]] | None:
-    import httpx
-
-    base = args.url.rstrip("/").removesuffix("/mcp")
-    headers = {"authorization": f"Bearer {args.token}"}
-    try:
-        if args.approvals_command == "list":
-            query = {k: v for k, v in (("status", args.status), ("tenant", args.tenant)) if v}
-            reply = httpx.get(f"{base}/admin/approvals", params=query, headers=headers, timeout=30)
-        else:
-            reply = httpx.post(
-                f"{base}/admin/approvals/{quote(args.id, safe='')}/{args.approvals_command}",
-                headers=headers,
-                timeout=30,
-            )
-    except httpx.HTTPError as exc:
-        print(f"tollway: cannot reach {base}: {type(exc).__name__}", file=sys.stderr)
-        return None
-    try:
-        body = reply.json()
-    except ValueError:
-        body = {}
-    if reply.status_code != 200:
-        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-        print(f"tollway: {reply.status_code} {message or reply.reason_phrase}", file=sys.stderr)
-        return None
-    return body["approvals"] if args.approvals_command == "list" else [body]
-
-
-def _approvals_direct(args: argparse.Namespace) -> list[dict[str, Any]] | None:
-    from tollway.errors import GatewayError
-    from tollway.policy.approvals import Approvals
-    from tollway.store.approvals import DynamoApprovalStore
-
-    use_local_credentials_for_loopback()
-    store = DynamoApprovalStore()
-    config = load_config(args.config)
-    approvals = Approvals(config, store)
-    try:
-        if args.approvals_command == "list":
-            return approvals.listing(args.status, args.tenant)
-        decided = approvals.decide(args.id, args.approvals_command == "approve", f"cli/{args.by}")
-        _audit_cli_action(config, args.by, f"approvals.{args.approvals_command}", decided.id)
-        return [approvals.view(decided)]
-    except GatewayError as exc:
-        print(f"tollway: {exc.message}", file=sys.stderr)
-    except StorageError as exc:
-        print(
-            f"tollway: cannot reach DynamoDB table {store.table_name}: {type(exc.__cause__).__name__}", file=sys.stderr
-        )
-    return None
-
-
-def _audit_cli_action(config: GatewayConfig, by: str, action: str, target: str) -> None:
-    """An operator's decision made straight on the table: an admin audit record, where the
-    gateway's records go from here (`TOLLWAY_AUDIT_LOG_GROUP`, `TOLLWAY_AUDIT_FILE`, else `audit.file`)."""
-    import uuid
-    from types import SimpleNamespace
-
-    from tollway.telemetry.audit import AuditLog, admin_record
-
-    operator = SimpleNamespace(tenant=None, subject=f"cli/{by}"[:128])
-    record = admin_record(
-        request_id=f"cli-{uuid.uuid4().hex}",
-        principal=operator,
-        action=action,
-        target=target,
-        outcome="ok",
-        status=200,
-        ms=0.0,
-    )
-    AuditLog.create(config.audit.file).write(record)
-
-
-def usage_report(
-    month: str,
-    *,
-    tenant: str | None = None,
-    format: str = "table",
-    config_path: str | None = None,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """`tollway usage report`: print one month's report; the exit status (2 = bad arguments).
-    Reads the usage table with the normal boto3 environment (TOLLWAY_TABLE;
-    AWS_ENDPOINT_URL_DYNAMODB for a local DynamoDB).
-
-    Prices come from `finance.cost_model` in the config. A config named with `--config` must
-    load; without one, an unreadable default (`$TOLLWAY_CONFIG` or `gateway.yaml`) means the
-    default prices, said on stderr, since the counts do not depend on it.
-    """
-    from tollway.finance.report import FORMATS, parse_month, render, summarize
-
-    out, err = stdout or sys.stdout, stderr or sys.stderr
-    try:
-        parse_month(month)
-    except ValueError:
-        print(f"tollway: --month must be YYYY-MM, e.g. 2026-11 (got {month!r})", file=err)
-        return 2
-    if tenant is not None and not tenant.strip():
-        print("tollway: --tenant must not be empty", file=err)
-        return 2
-    if format not in FORMATS:
-        print(f"tollway: --format must be one of {', '.join(FORMATS)}", file=err)
-        return 2
-    model = _cost_model(config_path, err)
-    use_local_credentials_for_loopback()
-
-    from tollway.store.usage import UsageStore
-
-    store = UsageStore()
-    try:
-        rows = store.month(month, tenant)
-    except StorageError as exc:
-        print(f"tollway: cannot read usage from DynamoDB table {store.table_name}: {exc.__cause__}", file=err)
-        return 1
-    out.write(render(summarize(rows, month, tenant=tenant, model=model), format))  # type: ignore[arg-type]
-    return 0
-
-
-def _cost_model(config_path: str | None, err: TextIO) -> CostModel:
-    if config_path is not None:
-        return load_config(config_path).finance.cost_model  # ConfigError: exit 2 in the CLI
-    try:
-        return load_config().finance.cost_model
-    except ConfigError as exc:
-        print(f"tollway: {exc}; estimating cost with the default cost model", file=err)
-        return CostModel()
+ADMIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Backend], int]] = {
+    "usage": usage_command,
+    "upstream": upstream_command,
+    "upstreams": upstreams_command,
+    "sessions": sessions_command,
+    "approvals": approvals_command,
+}
 
 
 def print_token(args: argparse.Namespace) -> int:

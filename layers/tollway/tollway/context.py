@@ -40,6 +40,10 @@ class Session:
     client_capabilities: dict[str, Any]
     expires_at: int
     upstreams: dict[str, UpstreamSession] = field(default_factory=dict)
+    created_at: int = 0
+    used_at: int = 0
+    """When the session was created or last renewed (epoch seconds): "last used", accurate to
+    half the session TTL, since a used session is renewed once per half-TTL, not per call."""
 
     def owned_by(self, principal: Principal) -> bool:
         return self.tenant == principal.tenant and self.subject == principal.subject

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tollway.admin import ApprovalsAdmin, DefinitionsAdmin, UsageReportEndpoint
+from tollway.admin import ApprovalsAdmin, DefinitionsAdmin, SessionsAdmin, UpstreamsAdmin, UsageReportEndpoint
 from tollway.auth import DEV_ISSUER
 from tollway.auth.middleware import AuthMiddleware
 from tollway.auth.verifier import TokenVerifier
@@ -90,6 +90,8 @@ def create_app(
     definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
     approvals_admin = ApprovalsAdmin(config, approvals)
     audit = AuditLog.create(config.audit.file)
+    sessions_admin = SessionsAdmin(config, stores.sessions, router)
+    upstreams_admin = UpstreamsAdmin(config, router, stores.pins)
 
     resource_metadata = protected_resource_metadata(config)
 
@@ -116,6 +118,9 @@ def create_app(
         Route("/admin/approvals/{id}", approvals_admin.get, methods=["GET"]),
         Route("/admin/approvals/{id}/approve", approvals_admin.approve, methods=["POST"]),
         Route("/admin/approvals/{id}/deny", approvals_admin.deny, methods=["POST"]),
+        Route("/admin/sessions", sessions_admin.list, methods=["GET"]),
+        Route("/admin/sessions/{session_id}", sessions_admin.end, methods=["DELETE"]),
+        Route("/admin/upstreams", upstreams_admin.list, methods=["GET"]),
     ]
     middleware = [
         Middleware(TelemetryMiddleware, audit=audit),

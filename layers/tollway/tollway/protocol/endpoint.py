@@ -46,7 +46,7 @@ ALLOW_LEGACY = "POST, DELETE"
 ALLOW_MODERN = "POST"
 LAMBDA_MARGIN_SECONDS = 1.0
 """On Lambda, an answer is written this long before the invocation would be cut off."""
-_SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 """Visible ASCII (the spec's rule), and short: anything else cannot be one of ours."""
 
 
@@ -140,14 +140,16 @@ class McpEndpoint:
         """The caller's session (blocking store I/O: called off the event loop)."""
         if not session_id:
             raise SessionRequired()
-        session = self.store.get(session_id) if _SESSION_ID.fullmatch(session_id) else None
+        session = self.store.get(session_id) if SESSION_ID.fullmatch(session_id) else None
         # A session of another principal is answered exactly like a missing one.
         if session is None or not session.owned_by(principal):
             raise SessionNotFound()
         ttl = self.config.sessions.ttl_seconds
         if renew and session.expires_at - time.time() < ttl / 2:
-            # Renew a used session once half its lifetime is gone: one write per half-TTL, not per call.
+            # Renew a used session once half its lifetime is gone: one write per half-TTL, not per
+            # call (so its "last used" time, the renewal's, is accurate to half the TTL).
             session.expires_at = int(time.time()) + ttl
+            session.used_at = int(time.time())
             self.store.renew(session.id, session.expires_at)
         return session
 
@@ -159,6 +161,7 @@ class McpEndpoint:
         if not isinstance(requested, str) or not isinstance(capabilities, dict) or not isinstance(info, dict):
             raise MalformedParams("Invalid params: initialize needs protocolVersion, capabilities and clientInfo")
         version = requested if requested in c.HANDSHAKE_VERSIONS else c.LATEST_HANDSHAKE_VERSION
+        now = int(time.time())
         session = Session(
             id=secrets.token_urlsafe(32),
             tenant=principal.tenant,
@@ -166,7 +169,9 @@ class McpEndpoint:
             protocol_version=version,
             client_info=info,
             client_capabilities=capabilities,
-            expires_at=int(time.time()) + self.config.sessions.ttl_seconds,
+            expires_at=now + self.config.sessions.ttl_seconds,
+            created_at=now,
+            used_at=now,
         )
         ctx = RequestContext(
             principal, False, version, client_info=info, deadline=_deadline(request), audit=_facts(request)
@@ -210,8 +215,7 @@ class McpEndpoint:
             audit=_facts(request),
         )
         _published(request, ctx)
-        await self.pipeline.router.close(ctx)
-        await anyio.to_thread.run_sync(self.store.delete, session.id)
+        await self.pipeline.router.end_session(session)
         logger.info("session ended", extra={"tenant": principal.tenant})
         return Response(status_code=204)
 

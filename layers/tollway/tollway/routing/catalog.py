@@ -132,6 +132,11 @@ class Catalog:
         elif known is not None:
             known.items.update(named)
 
+    def known_count(self, name: str, list_key: str) -> int | None:
+        """How many definitions of `list_key` this instance last saw upstream `name` list whole."""
+        known = self._known.get((name, list_key))
+        return len(known.items) if known is not None else None
+
     # --- what a call names ------------------------------------------------------------------------
     async def find(self, ctx: RequestContext, name: str, list_key: str, own: str) -> Listed | None:
         """The definition upstream `name` serves under its own name (or URI) `own`: a tool or a

@@ -35,6 +35,20 @@ class CircuitBreaker:
     def open(self) -> bool:
         return self._opened_at is not None
 
+    @property
+    def state(self) -> str:
+        """`closed`; `open` (calls fail at once); `half_open` (rested: the next call is a probe)."""
+        if self._opened_at is None:
+            return "closed"
+        if self._probing or time.monotonic() - self._opened_at >= self.config.recovery_seconds:
+            return "half_open"
+        return "open"
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failed exchanges."""
+        return self._failures
+
     def check(self) -> None:
         """Raise UpstreamCircuitOpen while the circuit is open; once it has rested, let one probe by."""
         if self._opened_at is None:

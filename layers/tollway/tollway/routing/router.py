@@ -19,13 +19,14 @@ import copy
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from tollway import spec
 from tollway.config import GatewayConfig, UpstreamConfig
-from tollway.context import Deadline, RequestContext
+from tollway.context import Deadline, RequestContext, Session
 from tollway.errors import UpstreamAuthError, UpstreamError, UpstreamInvalidResponse, UpstreamUnavailable
 from tollway.routing import publish
 from tollway.routing.catalog import Catalog, log_skip
@@ -39,6 +40,20 @@ from tollway.telemetry import logger
 SERVER_REQUEST_ID_PREFIX = "tw:"
 _ENVELOPE_KEYS = (spec.META_PROTOCOL_VERSION, spec.META_CLIENT_INFO, spec.META_CLIENT_CAPABILITIES)
 _LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
+
+
+@dataclass(frozen=True)
+class UpstreamStatus:
+    info: UpstreamInfo | None
+    """The era and capabilities probed; None: not probed by this instance yet."""
+    probe_failed: bool
+    """The last probe failed and is not retried before `probe_retry_seconds`."""
+    circuit: str
+    """`closed`, `open` or `half_open` (`CircuitBreaker.state`)."""
+    failures: int
+    """Consecutive failed exchanges."""
+    tools: int | None
+    """Tools in the cached catalog; None when this instance holds no whole list."""
 
 
 class Router:
@@ -319,9 +334,22 @@ class Router:
             if isinstance(result, BaseException):
                 log_skip(name, result)
 
-    async def close(self, ctx: RequestContext) -> None:
-        """End the upstream sessions a client session opened."""
-        await self.sessions.close(ctx)
+    async def end_session(self, session: Session) -> None:
+        """End a client session and the upstream sessions it opened (`UpstreamSessions.end`)."""
+        await self.sessions.end(session)
+
+    # --- what an admin sees -------------------------------------------------------------------------
+    def status(self, name: str) -> UpstreamStatus:
+        """What this instance knows of upstream `name`: nothing here is shared between instances."""
+        failed = self._failed_probes.get(name)
+        breaker = self.clients[name].breaker
+        return UpstreamStatus(
+            info=self._eras.get(name),
+            probe_failed=failed is not None and failed[0] > time.monotonic(),
+            circuit=breaker.state,
+            failures=breaker.failures,
+            tools=self.catalog.known_count(name, "tools"),
+        )
 
 
 def _envelope(ctx: RequestContext) -> dict[str, Any]:

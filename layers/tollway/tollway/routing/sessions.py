@@ -15,7 +15,7 @@ from typing import Any
 import anyio.to_thread
 
 from tollway.config import GatewayConfig
-from tollway.context import Deadline, Principal, RequestContext, UpstreamSession
+from tollway.context import Deadline, Principal, RequestContext, Session, UpstreamSession
 from tollway.routing.upstream import UpstreamClient
 from tollway.store.sessions import SessionStore
 
@@ -74,9 +74,10 @@ class UpstreamSessions:
         opened, _ = await self.clients[name].initialize(capabilities, info, deadline)
         return opened
 
-    async def close(self, ctx: RequestContext) -> None:
-        """End the upstream sessions a client session opened."""
-        if ctx.session is None:
-            return
-        sessions = [(n, s) for n, s in ctx.session.upstreams.items() if n in self.clients]
-        await asyncio.gather(*(self.clients[n].delete_session(s) for n, s in sessions))
+    async def end(self, session: Session) -> None:
+        """End a client session: the upstream sessions it opened first (DELETE to each, failures
+        logged), then its record, after which any use of it answers 404. The one way a session
+        ends early, whether its client or an admin ends it."""
+        opened = [(n, s) for n, s in session.upstreams.items() if n in self.clients]
+        await asyncio.gather(*(self.clients[n].delete_session(s) for n, s in opened))
+        await anyio.to_thread.run_sync(self.store.delete, session.id)

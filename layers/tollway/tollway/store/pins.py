@@ -95,6 +95,15 @@ def _needs_admin(pin: Pin) -> bool:
     return pin.status == "pending" or pin.seen_hash is not None
 
 
+def pin_counts(pins: Iterable[Pin]) -> dict[str, int]:
+    """An upstream's pins by state: `approved` (serving what was approved), `pending` (never
+    approved) and `drifted` (approved, but the upstream now serves something else)."""
+    counts = {"approved": 0, "pending": 0, "drifted": 0}
+    for pin in pins:
+        counts["pending" if pin.status == "pending" else "drifted" if pin.seen_hash else "approved"] += 1
+    return counts
+
+
 class MemoryPinStore:
     """In-process store for tests and local runs; same contract, safe across threads."""
 

@@ -1,7 +1,10 @@
 """Session state in DynamoDB: 2025-era client sessions and the upstream sessions they open.
 
 Items (single table, `pk`/`sk`, TTL on `expires_at`, each well under 1 KB):
-  SESSION#<id>             / META            a client session, bound to its principal
+  SESSION#<id>             / META            a client session, bound to its principal;
+                                             created_at, used_at (last renewal), and
+                                             gsi1pk SESSIONS#<tenant> / gsi1sk <created>#<id>
+                                             so a tenant's sessions are one Query (index ByMonth)
   PRINCIPAL#<tenant>#<sub> / UPSTREAM#<name> a legacy upstream session opened for a
                                              2026-era (sessionless) caller
 Key parts are escaped (`store.table.key`), so no two principals share an item.
@@ -10,14 +13,48 @@ DynamoDB deletes expired items lazily, so reads also check `expires_at` themselv
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
+import re
 import time
 from typing import Any, Protocol
 
 from tollway.context import Principal, Session, UpstreamSession
 from tollway.errors import StorageError
 from tollway.store.table import ConditionFailed, DynamoTable, key
+
+SESSIONS_INDEX = "ByMonth"
+"""The table's one secondary index (gsi1pk/gsi1sk): usage by month, and sessions by tenant."""
+MAX_PAGE = 100
+_MAX_CURSOR_CHARS = 1024
+
+
+class InvalidCursor(ValueError):
+    """A listing cursor this store did not hand out (or for another tenant)."""
+
+
+def _sort_key(session: Session) -> str:
+    """Newest first when read in descending order; the id makes it unique."""
+    return key(f"{session.created_at:012d}", session.id)
+
+
+def _encode_cursor(sort_key: str, session_id: str) -> str:
+    raw = json.dumps([sort_key, session_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        if len(cursor) > _MAX_CURSOR_CHARS:
+            raise ValueError
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        raise InvalidCursor(cursor) from None
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) and v for v in value)):
+        raise InvalidCursor(cursor)
+    return value[0], value[1]
 
 
 def _upstream_item(value: UpstreamSession) -> dict[str, Any]:
@@ -34,6 +71,12 @@ class SessionStore(Protocol):
     def get(self, session_id: str) -> Session | None: ...
     def renew(self, session_id: str, expires_at: int) -> None: ...
     def delete(self, session_id: str) -> None: ...
+    def list_tenant(self, tenant: str, limit: int, cursor: str | None) -> tuple[list[Session], str | None]:
+        """One page of the tenant's live sessions, newest first, and the cursor of the next page
+        (None at the end); `InvalidCursor` for a cursor it did not hand out. A page may hold
+        fewer than `limit` sessions even when more follow."""
+        ...
+
     def add_upstream(self, session_id: str, upstream: str, value: UpstreamSession, replacing: str | None) -> bool:
         """Record `value`; False if another value than `replacing` is already recorded (caller re-reads)."""
         ...
@@ -59,9 +102,24 @@ class MemorySessionStore:
     def renew(self, session_id: str, expires_at: int) -> None:
         if session_id in self.sessions:
             self.sessions[session_id].expires_at = expires_at
+            self.sessions[session_id].used_at = int(time.time())
 
     def delete(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
+
+    def list_tenant(self, tenant: str, limit: int, cursor: str | None) -> tuple[list[Session], str | None]:
+        after = _decode_cursor(cursor)[0] if cursor else None
+        now = time.time()
+        live = sorted(
+            (s for s in self.sessions.values() if s.tenant == tenant and s.expires_at > now),
+            key=_sort_key,
+            reverse=True,
+        )
+        if after is not None:
+            live = [s for s in live if _sort_key(s) < after]
+        page = live[:limit]
+        more = len(live) > limit
+        return page, _encode_cursor(_sort_key(page[-1]), page[-1].id) if more else None
 
     def add_upstream(self, session_id: str, upstream: str, value: UpstreamSession, replacing: str | None) -> bool:
         session = self.sessions.get(session_id)
@@ -96,6 +154,10 @@ class DynamoSessionStore(DynamoTable):
             "client": {"S": json.dumps({"info": session.client_info, "caps": session.client_capabilities})},
             "ups": {"M": {name: _upstream_item(value) for name, value in session.upstreams.items()}},
             "expires_at": {"N": str(session.expires_at)},
+            "created_at": {"N": str(session.created_at)},
+            "used_at": {"N": str(session.used_at)},
+            "gsi1pk": {"S": key("SESSIONS", session.tenant)},
+            "gsi1sk": {"S": _sort_key(session)},
         }
         try:
             self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)", conditional=True)
@@ -107,26 +169,39 @@ class DynamoSessionStore(DynamoTable):
         item = reply.get("Item")
         if item is None or int(item["expires_at"]["N"]) <= time.time():
             return None
-        client = json.loads(item["client"]["S"])
-        return Session(
-            id=session_id,
-            tenant=item["tenant"]["S"],
-            subject=item["sub"]["S"],
-            protocol_version=item["ver"]["S"],
-            client_info=client["info"],
-            client_capabilities=client["caps"],
-            expires_at=int(item["expires_at"]["N"]),
-            upstreams={k: _upstream_from(v) for k, v in item.get("ups", {}).get("M", {}).items()},
-        )
+        return _session_from(session_id, item)
+
+    def list_tenant(self, tenant: str, limit: int, cursor: str | None) -> tuple[list[Session], str | None]:
+        partition = key("SESSIONS", tenant)
+        query: dict[str, Any] = {
+            "IndexName": SESSIONS_INDEX,
+            "KeyConditionExpression": "gsi1pk = :p",
+            # Expired items linger until DynamoDB's TTL sweep gets to them.
+            "FilterExpression": "expires_at > :now",
+            "ExpressionAttributeValues": {":p": {"S": partition}, ":now": {"N": str(int(time.time()))}},
+            "ScanIndexForward": False,
+            "Limit": min(max(limit, 1), MAX_PAGE),
+        }
+        if cursor:
+            sort_key, session_id = _decode_cursor(cursor)
+            query["ExclusiveStartKey"] = {
+                **self._session_key(session_id),
+                "gsi1pk": {"S": partition},
+                "gsi1sk": {"S": sort_key},
+            }
+        reply = self._call("query", **query)
+        sessions = [_session_from(_session_id(item), item) for item in reply.get("Items", [])]
+        last = reply.get("LastEvaluatedKey")
+        return sessions, _encode_cursor(last["gsi1sk"]["S"], _session_id(last)) if last else None
 
     def renew(self, session_id: str, expires_at: int) -> None:
         with contextlib.suppress(ConditionFailed):  # deleted meanwhile: the next request finds it gone
             self._call(
                 "update_item",
                 Key=self._session_key(session_id),
-                UpdateExpression="SET expires_at = :e",
+                UpdateExpression="SET expires_at = :e, used_at = :u",
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":e": {"N": str(expires_at)}},
+                ExpressionAttributeValues={":e": {"N": str(expires_at)}, ":u": {"N": str(int(time.time()))}},
                 conditional=True,
             )
 
@@ -178,3 +253,26 @@ class DynamoSessionStore(DynamoTable):
             "pk": {"S": key("PRINCIPAL", principal.tenant, principal.subject)},
             "sk": {"S": key("UPSTREAM", upstream)},
         }
+
+
+def _session_id(item: dict[str, Any]) -> str:
+    """The id in a session item's key (`SESSION#<escaped id>`)."""
+    escaped = item["pk"]["S"].partition("#")[2]
+    return re.sub("%(23|25)", lambda m: "#" if m.group(1) == "23" else "%", escaped)
+
+
+def _session_from(session_id: str, item: dict[str, Any]) -> Session:
+    client = json.loads(item["client"]["S"])
+    return Session(
+        id=session_id,
+        tenant=item["tenant"]["S"],
+        subject=item["sub"]["S"],
+        protocol_version=item["ver"]["S"],
+        client_info=client["info"],
+        client_capabilities=client["caps"],
+        expires_at=int(item["expires_at"]["N"]),
+        upstreams={k: _upstream_from(v) for k, v in item.get("ups", {}).get("M", {}).items()},
+        # Sessions created before these attributes existed read as 0 (unknown).
+        created_at=int(item.get("created_at", {}).get("N", "0")),
+        used_at=int(item.get("used_at", {}).get("N", "0")),
+    )
