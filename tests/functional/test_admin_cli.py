@@ -207,7 +207,7 @@ def test_a_url_without_a_token_is_refused_with_exit_2(cli: Run) -> None:
     assert cli("sessions", "list", "--tenant", "acme", "--url", "http://127.0.0.1:9") == (
         2,
         "",
-        "tollway: the admin API needs both --url and --token (or TOLLWAY_URL and TOLLWAY_TOKEN)\n",
+        "tollway: --url and --token go together (or TOLLWAY_URL and TOLLWAY_TOKEN)\n",
     )
 
 
@@ -239,7 +239,7 @@ def store_session(client: Any, table: str, session_id: str, tenant: str, subject
 
 
 def test_sessions_list_and_end_straight_from_dynamodb(
-    cli: Run, fresh_dynamodb: Any, table_name: str, gateway_yaml: Path, recorder: RecordingUpstream
+    cli: Run, fresh_dynamodb: Any, table_name: str, gateway_yaml: Path, recorder: RecordingUpstream, audit_trail: Any
 ) -> None:
     store_session(fresh_dynamodb, table_name, "sess-a", "acme", "alice", rec="upstream-sid-a")
     store_session(fresh_dynamodb, table_name, "sess-b", "acme-labs", "bob")
@@ -250,10 +250,17 @@ def test_sessions_list_and_end_straight_from_dynamodb(
     [row] = rows(out)
     assert (row[0], row[1], row[2], row[5]) == ("sess-a", "alice", "direct-agent 9", "rec")
 
-    status, out, err = cli("sessions", "end", "sess-a", "--config", str(gateway_yaml))
+    status, out, err = cli("sessions", "end", "sess-a", "--by", "olivia", "--config", str(gateway_yaml))
 
     assert (status, err) == (0, "")
     assert out == "ended session sess-a of acme/alice (upstream sessions: rec)\n"
+    [record] = audit_trail.since()
+    assert (record["type"], record["action"], record["target"], record["subject"]) == (
+        "admin",
+        "sessions.end",
+        "acme/alice",
+        "cli/olivia",
+    )
     assert [(r.method, r.headers[c.SESSION_ID_HEADER]) for r in recorder.requests] == [("DELETE", "upstream-sid-a")]
     assert rows(cli("sessions", "list", "--tenant", "acme")[1]) == []
     assert [r[0] for r in rows(cli("sessions", "list", "--tenant", "acme-labs")[1])] == ["sess-b"]

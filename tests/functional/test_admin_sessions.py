@@ -179,6 +179,28 @@ def test_an_ended_session_answers_404_and_its_upstream_session_got_a_delete(
     assert_lambda_error(again, 404, c.INVALID_REQUEST, message="Session not found")
 
 
+def test_each_admin_request_leaves_one_audit_record_naming_the_admin_and_what_was_done(
+    lam: LambdaGateway, issuer: LocalIssuer, audit_trail: Any
+) -> None:
+    gina = token(issuer, "gina", "acme")
+    session = open_session(lam, gina)
+    audit_trail.mark()
+
+    list_sessions(lam, admin(issuer), tenant="acme")
+    admin_call(lam, "DELETE", f"/admin/sessions/{session}", admin(issuer))
+    admin_call(lam, "DELETE", f"/admin/sessions/{session}", admin(issuer))
+    admin_call(lam, "GET", "/admin/upstreams", admin(issuer))
+    records = [r for r in audit_trail.since() if r.get("type") == "admin"]
+
+    assert [(r["action"], r.get("target"), r["outcome"], r["subject"]) for r in records] == [
+        ("sessions.list", "acme", "ok", "olivia"),
+        ("sessions.end", "acme/gina", "ok", "olivia"),
+        ("sessions.end", None, "not_found", "olivia"),
+        ("upstreams.list", None, "ok", "olivia"),
+    ]
+    assert session not in audit_trail.text(), "a session id is the client's to present: not in the trail"
+
+
 def test_ending_an_unknown_or_malformed_session_id_answers_404(lam: LambdaGateway, issuer: LocalIssuer) -> None:
     for session_id in ("no-such-session", "x" * 200, quote("späť")):
         answer = admin_call(lam, "DELETE", f"/admin/sessions/{session_id}", admin(issuer))

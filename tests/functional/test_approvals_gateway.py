@@ -340,4 +340,4 @@ def test_the_cli_needs_url_and_token_together_and_says_when_the_gateway_is_unrea
     assert capsys.readouterr().err.endswith(together)
     assert main(["approvals", "approve", "abc", "--url", dead_url, "--token", "t"]) == 1
     base = dead_url.removesuffix("/mcp")
-    assert capsys.readouterr().err.endswith(f"tollway: cannot reach {base}: ConnectError\n")
+    assert capsys.readouterr().err.endswith(f"tollway: cannot connect to the gateway at {base}\n")

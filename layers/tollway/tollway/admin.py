@@ -187,7 +187,9 @@ class SessionsAdmin:
         session_id = request.path_params["session_id"]
         session = await _store(lambda: self.store.get(session_id)) if SESSION_ID.fullmatch(session_id) else None
         if session is None:
-            raise NotFound("Session not found")  # the middleware records it as not_found
+            # Recorded here, not by the middleware (whose record names the path, with the id in it).
+            admin_action(request, principal, "sessions.end", None, "not_found", 404)
+            raise NotFound("Session not found")
         await self.router.end_session(session)
         # The target names the session's owner, not its id: a session id is the client's to present.
         admin_action(request, principal, "sessions.end", f"{session.tenant}/{session.subject}"[:256])
