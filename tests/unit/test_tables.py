@@ -30,7 +30,8 @@ def test_template_loads_with_short_form_tags() -> None:
     template = load_template(TEMPLATE)
     outputs = template["Outputs"]
     assert outputs["TableName"]["Value"] == {"Ref": "TollwayTable"}
-    assert "Fn::Sub" in outputs["McpEndpoint"]["Value"]
+    assert "Fn::Sub" in outputs["ApiUrl"]["Value"]
+    assert outputs["McpEndpoint"]["Value"]["Fn::If"][0] == "HasCustomDomain"
 
 
 def test_definitions_from_the_real_template() -> None:
