@@ -83,11 +83,11 @@ def test_alarms_notify_one_target(tpl: dict[str, Any]) -> None:
 
 
 def test_every_default_satisfies_its_own_constraints(tpl: dict[str, Any]) -> None:
+    assert Deploy(tpl).pattern_violations() == []
     for name, spec in tpl["Parameters"].items():
         if "Default" not in spec:
             continue
         default = spec["Default"]
-        assert name not in Deploy(tpl).pattern_violations(), name
         if "AllowedValues" in spec:
             assert default in spec["AllowedValues"], name
         if "MinValue" in spec:

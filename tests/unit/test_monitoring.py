@@ -91,16 +91,14 @@ def expression_metrics(expression: str) -> list[tuple[str, str, frozenset[str]]]
 def alarm_metrics(props: dict[str, Any]) -> list[tuple[str, str, frozenset[str], dict[str, str]]]:
     """(namespace, metric, dimension names, dimension values) of every metric an alarm reads."""
     found = []
-    if "MetricName" in props:
-        dims = props.get("Dimensions", [])
-        found.append((props["Namespace"], props["MetricName"], frozenset(d["Name"] for d in dims), dims))
+    stats = [props] if "MetricName" in props else []
+    stats += [query["MetricStat"]["Metric"] for query in props.get("Metrics", []) if "MetricStat" in query]
+    for stat in stats:
+        values = {d["Name"]: d["Value"] for d in stat.get("Dimensions", [])}
+        found.append((stat["Namespace"], stat["MetricName"], frozenset(values), values))
     for query in props.get("Metrics", []):
-        if "MetricStat" in query:
-            metric = query["MetricStat"]["Metric"]
-            dims = metric.get("Dimensions", [])
-            found.append((metric["Namespace"], metric["MetricName"], frozenset(d["Name"] for d in dims), dims))
-        elif "Expression" in query:
-            found += [(ns, name, dims, []) for ns, name, dims in expression_metrics(query["Expression"])]
+        if "Expression" in query:
+            found += [(ns, name, dims, {}) for ns, name, dims in expression_metrics(query["Expression"])]
     return found
 
 
@@ -151,9 +149,8 @@ def test_every_alarm_watches_a_metric_the_code_emits(tpl: dict[str, Any], teleme
         metrics = alarm_metrics(props)
         assert any(ns == namespace for ns, *_ in metrics), f"{name} watches no {namespace} metric"
         assert mismatches(metrics, namespace) == [], name
-        for ns, _, _, dims in metrics:
-            values = {d["Name"]: d["Value"] for d in dims} if isinstance(dims, list) else dims
-            if ns == namespace and "service" in values:
+        for ns, _, _, values in metrics:
+            if ns == namespace and values:
                 assert values["service"] == service, name
 
 
