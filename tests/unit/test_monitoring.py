@@ -6,44 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
+from tollway.telemetry.metrics import CATALOG
 
 from tests.unit.cfn import template
-
-
-# The shared metric contract, until the code's catalog (tollway.telemetry.metrics) lands.
-class _Metric(NamedTuple):
-    unit: str
-    dimensions: tuple[str, ...]
-
-
-_CALL, _TENANT = ("Tenant", "Tool", "service"), ("Tenant", "service")
-_UPSTREAM, _SERVICE = ("Upstream", "service"), ("service",)
-CATALOG = {
-    **{name: _Metric("Count", _CALL) for name in ("ToolCalls", "ToolErrors", "CostUnits")},
-    **{name: _Metric("Milliseconds", _CALL) for name in ("ToolLatency", "UpstreamLatency")},
-    **{name: _Metric("Count", _TENANT) for name in ("RateLimited", "Denied", "ApprovalsPending")},
-    **{name: _Metric("Count", _UPSTREAM) for name in ("UpstreamFailures", "UpstreamCircuitOpened")},
-    "Latency": _Metric("Milliseconds", _SERVICE),
-    **{
-        name: _Metric("Count", _SERVICE)
-        for name in (
-            "Requests",
-            "Errors",
-            "AuthFailures",
-            "QuotaStoreFailures",
-            "UsageWriteFailures",
-            "DefinitionDrift",
-            "PoisonedDefinitions",
-            "InvalidDefinitions",
-            "MaskedValues",
-            "ConfigRejected",
-            "AuditWriteFailures",
-        )
-    },
-}
 
 ALARM = "AWS::CloudWatch::Alarm"
 # SELECT SUM("Name") FROM SCHEMA("Namespace", "Dim", ...) [GROUP BY "Dim", ...]
