@@ -8,12 +8,19 @@ import os
 from typing import Any
 
 from mangum import Mangum
-from tollway.config import load_config
+from tollway.config import config_source, config_ttl
 from tollway.http import create_app
+from tollway.live import LiveGateway
+from tollway.store import Stores
 from tollway.telemetry import logger, metrics
 
-# Built once per instance; warm invocations reuse config, connections and caches.
-app = create_app(load_config())
+# Built once per instance; warm invocations reuse config, connections and caches. The config is
+# read again every TOLLWAY_CONFIG_TTL_SECONDS and a valid change applied (tollway.live); the
+# stores (sessions, counters, pins) are the same for every config.
+_stores = Stores.dynamo()
+app = LiveGateway(
+    config_source(), lambda config, previous: create_app(config, stores=_stores, previous=previous), ttl=config_ttl()
+)
 _asgi = Mangum(app, lifespan="off")
 
 

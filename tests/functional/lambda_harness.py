@@ -133,13 +133,14 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def load_handler(config_path: Path, table: str = TABLE) -> ModuleType:
-    """Import functions/gateway/app.py afresh, as a new Lambda instance would (cold start)."""
+def load_handler(config_path: Path | str, table: str = TABLE, env: dict[str, str] | None = None) -> ModuleType:
+    """Import functions/gateway/app.py afresh, as a new Lambda instance would (cold start).
+    `config_path`: its TOLLWAY_CONFIG (a path, or e.g. `ssm:/name`); `env`: more of its environment."""
     spec = importlib.util.spec_from_file_location(f"tollway_gateway_app_{next(_loaded)}", HANDLER_PATH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    env = {"TOLLWAY_CONFIG": str(config_path), "TOLLWAY_TABLE": table, "AWS_LAMBDA_FUNCTION_NAME": "tollway-gateway"}
-    with _environment(env):
+    values = {"TOLLWAY_CONFIG": str(config_path), "TOLLWAY_TABLE": table, "AWS_LAMBDA_FUNCTION_NAME": "tollway-gateway"}
+    with _environment({**values, **(env or {})}):
         spec.loader.exec_module(module)
     return module
 

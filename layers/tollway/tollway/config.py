@@ -6,6 +6,7 @@ never silently turns a setting off.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -515,15 +516,45 @@ def _describe(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+CONFIG_TTL_ENV = "TOLLWAY_CONFIG_TTL_SECONDS"
+DEFAULT_CONFIG_TTL_SECONDS = 30.0
+
+
+def config_source(source: str | None = None) -> str:
+    """Where the config comes from: `source`, else `$TOLLWAY_CONFIG`, else `gateway.yaml`."""
+    return source or os.environ.get("TOLLWAY_CONFIG") or "gateway.yaml"
+
+
+def config_ttl() -> float:
+    """Seconds between two reads of the config source by a running gateway (0: read once),
+    from `$TOLLWAY_CONFIG_TTL_SECONDS` (default 30)."""
+    raw = os.environ.get(CONFIG_TTL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CONFIG_TTL_SECONDS
+    try:
+        ttl = float(raw)
+    except ValueError:
+        raise ConfigError(f"{CONFIG_TTL_ENV} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= ttl <= 86400:
+        raise ConfigError(f"{CONFIG_TTL_ENV} must be between 0 and 86400 seconds, got {raw!r}")
+    return ttl
+
+
 def load_config(source: str | None = None) -> GatewayConfig:
-    """Load from a file path or `ssm:/parameter/name`; default `$TOLLWAY_CONFIG` or `gateway.yaml`.
+    """Load from a file path, `ssm:/parameter/name` or `appconfig:application/environment/profile`;
+    default `$TOLLWAY_CONFIG` or `gateway.yaml`.
 
     Environment overrides (set by the SAM template's parameters) win over the file:
     TOLLWAY_AUTH_ISSUER, TOLLWAY_AUTH_AUDIENCE, TOLLWAY_AUTH_JWKS_URL, TOLLWAY_RESOURCE,
     TOLLWAY_APPROVAL_EVENT_BUS.
     """
-    source = source or os.environ.get("TOLLWAY_CONFIG") or "gateway.yaml"
-    text = _read_source(source)
+    source = config_source(source)
+    return config_from_text(read_source(source), source)
+
+
+def config_from_text(text: str, source: str) -> GatewayConfig:
+    """The config a source's text describes (YAML, environment overrides applied), or ConfigError
+    naming every problem; never the text itself (it may hold secrets)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -535,13 +566,15 @@ def load_config(source: str | None = None) -> GatewayConfig:
     return parse_config(_apply_env_overrides(data), source)
 
 
-def _read_source(source: str) -> str:
-    if source.startswith("ssm:"):
-        from aws_lambda_powertools.utilities import parameters
-
+def read_source(source: str, max_age: float = 300) -> str:
+    """The text of a config source. Parameter Store and AppConfig are read through Powertools
+    parameters, cached for `max_age` seconds (0: read now)."""
+    if source.startswith(("ssm:", "appconfig:")):
         try:
-            return str(parameters.get_parameter(source.removeprefix("ssm:"), max_age=300))
-        except Exception as exc:  # boundary: any SSM failure is a config failure, detail to the log
+            return _read_parameter(source, int(max_age))
+        except ConfigError:
+            raise
+        except Exception as exc:  # boundary: any AWS failure is a config failure, detail to the log
             raise ConfigError(f"could not read config parameter {source}: {type(exc).__name__}") from exc
     path = Path(source)
     if not path.is_absolute() and not path.exists() and "LAMBDA_TASK_ROOT" in os.environ:
@@ -550,6 +583,33 @@ def _read_source(source: str) -> str:
         return path.read_text(encoding="utf-8")
     except OSError:
         raise ConfigError(f"config file {source} cannot be read") from None
+
+
+def _read_parameter(source: str, max_age: int) -> str:
+    from aws_lambda_powertools.utilities import parameters
+
+    if source.startswith("ssm:"):
+        return str(parameters.get_parameter(source.removeprefix("ssm:"), max_age=max_age))
+    application, environment, profile = appconfig_parts(source)
+    value = appconfig_provider(application, environment).get(profile, max_age=max_age)
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def appconfig_parts(source: str) -> tuple[str, str, str]:
+    """`appconfig:application/environment/profile` -> its three parts (names or ids)."""
+    parts = source.removeprefix("appconfig:").split("/")
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(f"{source}: an AppConfig source is appconfig:application/environment/profile")
+    return parts[0], parts[1], parts[2]
+
+
+@functools.cache
+def appconfig_provider(application: str, environment: str) -> Any:
+    """One Powertools AppConfig provider per application and environment: it keeps the AppConfig
+    data session (and its next poll token) across reads."""
+    from aws_lambda_powertools.utilities.parameters import AppConfigProvider
+
+    return AppConfigProvider(environment=environment, application=application)
 
 
 def _apply_env_overrides(data: dict[str, Any]) -> dict[str, Any]:

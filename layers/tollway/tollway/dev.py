@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tollway.auth.dev import DEV_ISSUER, jwk_set, jwks, signing_key
-from tollway.config import load_config
+from tollway.config import GatewayConfig, config_source, config_ttl, load_config
 from tollway.errors import ConfigError
 from tollway.store.table import LOCAL_AWS_DEFAULTS
 
@@ -35,19 +36,12 @@ LOCAL_TABLE = "TollwayTable"
 def run_dev(config_path: str | None, port: int) -> int:
     import uvicorn
 
-    config = load_config(config_path)
-    http = config.http
-    if http.allowed_hosts is None:
-        # DNS rebinding defence: the local server answers only to loopback names.
-        http = http.model_copy(update={"allowed_hosts": [f"{HOST}:*", "localhost:*", "[::1]:*"]})
-    if http.allowed_origins is None:
-        http = http.model_copy(update={"allowed_origins": [f"http://{HOST}:*", "http://localhost:*", "http://[::1]:*"]})
-    config = config.model_copy(update={"http": http})
+    source = config_source(config_path)
+    config = local_config(load_config(source))
     dev_keys, public_routes, token_hint = None, [], None
-    if not config.auth.allow_anonymous and config.auth.issuer in (None, DEV_ISSUER):
+    if config.auth.issuer == DEV_ISSUER:
         # No issuer configured: trust the local dev issuer (its key made once in .tollway/).
         key = signing_key()
-        config = config.model_copy(update={"auth": config.auth.model_copy(update={"issuer": DEV_ISSUER})})
         dev_keys = jwk_set(key)
         document = jwks(key)
 
@@ -65,8 +59,23 @@ def run_dev(config_path: str | None, port: int) -> int:
         for name, module in config.dev.launch.items():
             stack.enter_context(launch_upstream(module, config.upstream(name).url))
         from tollway.http import create_app
+        from tollway.live import LiveGateway
+        from tollway.store import Stores
 
-        app = create_app(config, streaming=True, dev_keys=dev_keys, public_routes=public_routes)
+        stores = Stores.dynamo()
+
+        def build(changed: GatewayConfig, previous: Any) -> Any:
+            return create_app(
+                local_config(changed),
+                stores=stores,
+                streaming=True,
+                dev_keys=dev_keys,
+                public_routes=public_routes,
+                previous=previous,
+            )
+
+        # The same live config as on Lambda: edit the file and the change applies within the TTL.
+        app = LiveGateway(source, build, ttl=config_ttl())
         print(f"Tollway gateway: http://{HOST}:{port}/mcp", flush=True)
         print(f"  upstreams: {', '.join(f'{u.name} ({u.url})' for u in config.upstreams)}", flush=True)
         print(f"  DynamoDB:  {table}", flush=True)
@@ -81,6 +90,21 @@ def run_dev(config_path: str | None, port: int) -> int:
             print(f"  auth:      issuer {config.auth.issuer}", flush=True)
         uvicorn.run(app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=2)
     return 0
+
+
+def local_config(config: GatewayConfig) -> GatewayConfig:
+    """What `tollway dev` changes in any config it serves: loopback-only Host and Origin lists
+    unless the config sets its own, and the dev issuer when the config names no issuer."""
+    http = config.http
+    if http.allowed_hosts is None:
+        # DNS rebinding defence: the local server answers only to loopback names.
+        http = http.model_copy(update={"allowed_hosts": [f"{HOST}:*", "localhost:*", "[::1]:*"]})
+    if http.allowed_origins is None:
+        http = http.model_copy(update={"allowed_origins": [f"http://{HOST}:*", "http://localhost:*", "http://[::1]:*"]})
+    config = config.model_copy(update={"http": http})
+    if not config.auth.allow_anonymous and config.auth.issuer in (None, DEV_ISSUER):
+        config = config.model_copy(update={"auth": config.auth.model_copy(update={"issuer": DEV_ISSUER})})
+    return config
 
 
 @contextlib.contextmanager

@@ -67,19 +67,39 @@ def create_app(
     dev_keys: PyJWKSet | None = None,
     public_routes: list[Route] | None = None,
     upstreams: Mapping[str, UpstreamClient] | None = None,
+    previous: Starlette | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app.
 
     `stores`: DynamoDB by default; tests pass `Stores.memory()` (or just `store=` a session
     store, which implies in-memory counters and usage too). `dev_keys` and `public_routes` (its
     JWKS) are passed only by `tollway dev`. `upstreams`: the clients of the upstreams by name
-    (default: streamable HTTP to their URLs; tests pass stand-ins)."""
+    (default: streamable HTTP to their URLs; tests pass stand-ins).
+
+    `previous`: the app this one replaces (a live config change, `tollway.live`); the parts
+    whose settings did not change are kept with their state: the token verifier and its JWKS
+    cache, each upstream's client (circuit breaker, credentials), the definition gate (pins
+    and verdicts read), the audit log. Pass the same `stores`: sessions, counters and pins live there."""
     if streaming is None:
         streaming = config.http.streaming if config.http.streaming is not None else not _on_lambda()
-    verifier = build_verifier(config, dev_keys)
+    kept = previous.state if previous is not None else None
+    if kept is not None and kept.config.auth == config.auth and kept.dev_keys is dev_keys:
+        verifier = kept.verifier
+    else:
+        verifier = build_verifier(config, dev_keys)
     stores = stores or (Stores.memory(sessions=store) if store is not None else Stores.dynamo())
+    if upstreams is None and kept is not None:
+        upstreams = {
+            u.name: kept.upstreams[u.name]
+            if getattr(kept.upstreams.get(u.name), "config", None) == u
+            else UpstreamClient(u)
+            for u in config.upstreams
+        }
     router = Router(config, stores.sessions, upstreams)
-    gate = DefinitionGate(config.definitions, stores.pins)
+    if kept is not None and kept.config.definitions == config.definitions and kept.gate.store is stores.pins:
+        gate = kept.gate
+    else:
+        gate = DefinitionGate(config.definitions, stores.pins)
     masking = MaskingStage(config, hash_key=lambda: field_hash_key(config))
     exposure = Exposure(config, router, gate, masking)
     server = GatewayServer(config, exposure, router)
@@ -89,7 +109,10 @@ def create_app(
     endpoint = McpEndpoint(config, stores.sessions, server, pipeline, streaming=streaming)
     definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
     approvals_admin = ApprovalsAdmin(config, approvals)
-    audit = AuditLog.create(config.audit.file)
+    if kept is not None and kept.config.audit == config.audit:
+        audit = kept.audit  # the same sink, so an invocation's batch spans a swap
+    else:
+        audit = AuditLog.create(config.audit.file)
     sessions_admin = SessionsAdmin(config, stores.sessions, router)
     upstreams_admin = UpstreamsAdmin(config, router, stores.pins)
 
@@ -134,6 +157,11 @@ def create_app(
     app.state.config = config
     app.state.endpoint = endpoint
     app.state.audit = audit
+    # What a successor built for a changed config may keep (`previous`).
+    app.state.verifier = verifier
+    app.state.dev_keys = dev_keys
+    app.state.upstreams = router.clients
+    app.state.gate = gate
     return app
 
 

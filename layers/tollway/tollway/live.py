@@ -1,0 +1,102 @@
+"""Live configuration: the gateway rebuilt from its config source while it runs, without a deploy.
+
+`LiveGateway` is the ASGI app Lambda (`functions/gateway/app.py`) and `tollway dev` serve. It
+reads the source (a file, `ssm:/name` or `appconfig:application/environment/profile`) once at
+start, where an invalid config fails closed, and again at most once per TTL
+(`TOLLWAY_CONFIG_TTL_SECONDS`, default 30) between requests:
+
+- the request that finds the TTL passed waits for the read (in a worker thread, so the event loop
+  keeps serving), then is served by what the source holds; requests arriving meanwhile do not
+  wait (served by the current app): there is never more than one read at a time;
+- unchanged text: nothing happens. Changed text is parsed, validated and built into a whole new
+  app exactly as at start (`build`, i.e. `create_app`: what it refuses is refused); then new
+  requests go to the new app while requests in flight finish on the old one;
+- an invalid config is refused: logged (what is wrong, never the text), counted
+  (`ConfigRejected`), and the last good config keeps serving. It is checked again every TTL while
+  the source holds it, so the metric keeps saying so. A source that cannot be read (SSM
+  throttling, a missing permission) keeps the last good config too, logged as a warning.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio.to_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tollway.config import GatewayConfig, config_from_text, read_source
+from tollway.errors import ConfigError
+from tollway.telemetry import count, logger
+
+Build = Callable[[GatewayConfig, Any], ASGIApp]
+"""`build(config, previous_app)`: the gateway app for `config` (ConfigError if it cannot be
+built); `previous_app` is the one it replaces (None at start), whose unchanged parts it may keep."""
+Read = Callable[[str, float], str]
+
+
+class LiveGateway:
+    def __init__(self, source: str, build: Build, *, ttl: float, read: Read = read_source) -> None:
+        """Reads and builds the first config now: a ConfigError here means there is no last good
+        config to fall back on, so the gateway must not start."""
+        self.source = source
+        self.ttl = ttl
+        self._build = build
+        self._read = read
+        self._text = read(source, ttl)
+        self.config = config_from_text(self._text, source)
+        self.current: Any = build(self.config, None)
+        """The app now serving (a Starlette app)."""
+        self._next_check = time.monotonic() + ttl
+        self._refreshing = False
+
+    @property
+    def state(self) -> Any:
+        """The serving app's state (its config and parts)."""
+        return self.current.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The only cost on a request's path: one clock read and two comparisons.
+        if self.ttl > 0 and not self._refreshing and time.monotonic() >= self._next_check:
+            await self.refresh()
+        await self.current(scope, receive, send)  # in flight, a request keeps the app it started on
+
+    async def refresh(self) -> bool:
+        """Read the source and apply a changed, valid config. True when a new config was applied."""
+        if self._refreshing:
+            return False
+        self._refreshing = True
+        try:
+            try:
+                text = await anyio.to_thread.run_sync(self._read, self.source, self.ttl)
+            except ConfigError as exc:
+                logger.warning(
+                    "config source unreadable: the last good config keeps serving",
+                    extra={"source": self.source, "reason": str(exc)},
+                )
+                return False
+            if text == self._text:
+                return False
+            try:
+                config = config_from_text(text, self.source)
+                app = self._build(config, self.current)
+            except Exception as exc:
+                self._reject(exc)
+                return False
+            self._text, self.config, self.current = text, config, app
+            logger.info("config applied", extra={"source": self.source})
+            return True
+        finally:
+            self._next_check = time.monotonic() + self.ttl
+            self._refreshing = False
+
+    def _reject(self, exc: Exception) -> None:
+        # A ConfigError says what is wrong without quoting values; anything else may carry
+        # internals (or secrets), so only its type is logged.
+        problem = str(exc) if isinstance(exc, ConfigError) else f"the gateway cannot be built: {type(exc).__name__}"
+        logger.error(
+            "config rejected: the last good config keeps serving",
+            extra={"source": self.source, "problem": problem},
+        )
+        count("ConfigRejected")
