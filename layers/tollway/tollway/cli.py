@@ -24,6 +24,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--config", help="gateway.yaml path (default: $TOLLWAY_CONFIG or gateway.yaml)")
     dev.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
 
+    check = commands.add_parser("check", help="validate a config offline; --probe: ask each upstream what it offers")
+    check.add_argument("--config", help="gateway.yaml path, ssm:/name or appconfig:app/env/profile (default as `dev`)")
+    check.add_argument(
+        "--probe", action="store_true", help="reach each upstream: era, counts, definitions the gate would withhold"
+    )
+
     token = commands.add_parser("token", help="print a token the dev gateway accepts (dev signing key)")
     token.add_argument("--sub", required=True, help="subject (user or agent id)")
     token.add_argument("--tenant", required=True, help="tenant id")
@@ -107,6 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tollway.dev import run_dev
 
             return run_dev(config_path=args.config, port=args.port)
+        if args.command == "check":
+            from tollway.check import check as check_config
+            from tollway.telemetry import logger
+
+            # The report is the output; the gateway's own log lines (retries, probes) only on request.
+            level = logger.log_level
+            logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL") or "ERROR")
+            try:
+                return check_config(args.config, args.probe, sys.stdout, sys.stderr)
+            finally:
+                logger.setLevel(level)
         if args.command == "token":
             return print_token(args)
         if args.command == "audit":

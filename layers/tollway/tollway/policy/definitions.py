@@ -180,6 +180,73 @@ class NothingToApprove(Exception):
     pass
 
 
+def definition_problem(list_key: str, item: dict[str, Any]) -> str | None:
+    """Why a definition is not valid MCP (an SDK client would refuse the list), or None."""
+    why = shapes.check_definition(list_key, item)
+    if why is None and list_key == "tools":
+        from tollway.policy.arguments import schema_problem
+
+        why = schema_problem(item["inputSchema"])
+    return why
+
+
+@dataclass(frozen=True)
+class Review:
+    """What the gate would do with one definition that it does not publish as served."""
+
+    kind: str
+    name: str
+    verdict: Literal["withheld", "sanitized", "warned"]
+    """`sanitized` and `warned` are published (cleaned, or as served with a logged warning)."""
+    reason: str
+
+    @property
+    def withheld(self) -> bool:
+        return self.verdict == "withheld"
+
+
+_VERDICTS: dict[str, Literal["withheld", "sanitized", "warned"]] = {"block": "withheld", "sanitize": "sanitized"}
+
+
+def review(
+    upstream: str,
+    list_key: str,
+    items: Sequence[dict[str, Any]],
+    pins: dict[tuple[str, str], Pin] | None,
+    policy: DefinitionPolicy,
+) -> list[Review]:
+    """The gate's decisions for an upstream's definitions, in its order (valid MCP -> pins ->
+    scan), without recording or counting anything: for `tollway check --probe`. `pins` None:
+    pins not known, so only validity and the scan are judged."""
+    from tollway.masking.poisoning import screen_definition
+
+    kind = KIND_BY_LIST_KEY[list_key]
+    found: list[Review] = []
+    valid = []
+    for item in items:
+        why = definition_problem(list_key, item)
+        if why is None:
+            valid.append(item)
+        else:
+            found.append(Review(kind, shapes.definition_name(kind, item)[:128], "withheld", f"not valid MCP: {why}"))
+    allowed = valid
+    if pins is not None:
+        allowed, events = check_definitions(upstream, kind, valid, pins, policy)
+        for event in events:
+            if event.type == "drift":
+                found.append(Review(kind, event.name, "withheld", "changed since it was approved (drift)"))
+            elif event.type == "pending":
+                found.append(Review(kind, event.name, "withheld", "awaits approval"))
+    for item in allowed:
+        screened = screen_definition(kind, item, policy)
+        if screened.findings:
+            categories = ", ".join(sorted({f"{f.category} ({f.severity})" for f in screened.findings}))
+            verdict = _VERDICTS.get(screened.action, "warned")
+            reason = f"poisoned: {categories}" if verdict == "withheld" else categories
+            found.append(Review(kind, shapes.definition_name(kind, item)[:128], verdict, reason))
+    return found
+
+
 # --- the gate -------------------------------------------------------------------------------------
 class DefinitionGate:
     def __init__(self, policy: DefinitionPolicy, pins: PinStore) -> None:
@@ -242,11 +309,7 @@ class DefinitionGate:
         return approved
 
     def _valid(self, upstream: str, list_key: str, item: dict[str, Any]) -> bool:
-        why = shapes.check_definition(list_key, item)
-        if why is None and list_key == "tools":
-            from tollway.policy.arguments import schema_problem
-
-            why = schema_problem(item["inputSchema"])
+        why = definition_problem(list_key, item)
         if why is not None:
             logger.warning(
                 "definition withheld: not valid MCP",

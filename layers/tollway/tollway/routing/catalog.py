@@ -166,9 +166,9 @@ class Catalog:
             found = pick(known.items)
             if (found is not None and age < self.max_age) or (found is None and age < MIN_REFRESH_SECONDS):
                 return found
-        return pick(await self._refresh(ctx, name, list_key))
+        return pick(await self.refresh(ctx, name, list_key))
 
-    async def _refresh(self, ctx: RequestContext, name: str, list_key: str) -> dict[str, dict[str, Any]]:
+    async def refresh(self, ctx: RequestContext, name: str, list_key: str) -> dict[str, dict[str, Any]]:
         """Every page of one upstream's list. An upstream error raises: caching an empty catalog
         would answer "unknown" after it recovers."""
         fetched_at, items, cursor = time.monotonic(), {}, None
