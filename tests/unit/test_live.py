@@ -181,3 +181,44 @@ def test_an_appconfig_source_is_read_through_a_powertools_session_and_polled() -
 def test_an_appconfig_source_needs_application_environment_and_profile(source: str) -> None:
     with pytest.raises(ConfigError, match="appconfig:application/environment/profile"):
         read_source(source)
+
+
+# --- the SAM template ---------------------------------------------------------------------------
+def _template() -> dict[str, Any]:
+    from pathlib import Path
+
+    from tollway.store.tables import load_template
+
+    return load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+
+
+@pytest.mark.parametrize(
+    ("source", "accepted"),
+    [
+        ("gateway.yaml", True),
+        ("ssm:/tollway/prod/gateway-yaml", True),
+        ("appconfig:tollway/prod/gateway", True),
+        ("appconfig:tollway/prod", False),
+        ("s3://bucket/gateway.yaml", False),
+    ],
+)
+def test_the_templates_config_source_takes_a_file_a_parameter_or_an_appconfig_profile(
+    source: str, accepted: bool
+) -> None:
+    import re
+
+    pattern = _template()["Parameters"]["ConfigSource"]["AllowedPattern"]
+
+    assert bool(re.match(pattern, source)) is accepted
+
+
+def test_the_template_passes_the_config_ttl_and_lets_an_appconfig_source_be_read() -> None:
+    template = _template()
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    statements = template["Resources"]["GatewayFunction"]["Properties"]["Policies"][0]["Statement"]
+    appconfig = [s["Fn::If"] for s in statements if "Fn::If" in s and s["Fn::If"][0] == "ConfigFromAppConfig"]
+
+    assert env["TOLLWAY_CONFIG_TTL_SECONDS"] == {"Ref": "ConfigTtlSeconds"}
+    assert template["Parameters"]["ConfigTtlSeconds"]["Default"] == 30
+    [[_, statement, _]] = appconfig
+    assert statement["Action"] == ["appconfig:StartConfigurationSession", "appconfig:GetLatestConfiguration"]
