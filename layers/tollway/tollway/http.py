@@ -109,10 +109,9 @@ def create_app(
     endpoint = McpEndpoint(config, stores.sessions, server, pipeline, streaming=streaming)
     definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
     approvals_admin = ApprovalsAdmin(config, approvals)
-    if kept is not None and kept.config.audit == config.audit:
-        audit = kept.audit  # the same sink, so an invocation's batch spans a swap
-    else:
-        audit = AuditLog.create(config.audit.file)
+    # The same sink across a swap, so an invocation's batch of records spans it.
+    same_audit = kept is not None and kept.config.audit == config.audit
+    audit = kept.audit if same_audit else AuditLog.create(config.audit.file)
     sessions_admin = SessionsAdmin(config, stores.sessions, router)
     upstreams_admin = UpstreamsAdmin(config, router, stores.pins)
 
