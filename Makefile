@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 CONFIG ?= infra/gateway.example.yaml
 PORT ?= 8080
 # sam runs offline here: no telemetry, a region for validation, no credentials needed.
@@ -23,9 +24,18 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
-	touch $(STAMP)
+	touch $(STAMP) $(DEV_STAMP)
 
-dev: $(STAMP)
+# `make dev` installs only what `tollway dev` needs (the [dev] extra: no test or build tools),
+# and shows pip's progress. A full environment (`make test`'s) has it already.
+$(DEV_STAMP): pyproject.toml
+	@echo "make dev: installing what \`tollway dev\` needs into $(VENV) (first run, or pyproject.toml changed)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install --progress-bar on -e ".[dev]"
+	touch $(DEV_STAMP)
+
+dev: $(DEV_STAMP)
 	$(BIN)/tollway dev --config $(CONFIG) --port $(PORT)
 
 test: $(STAMP) lint lint-template build conformance-install runtime-python

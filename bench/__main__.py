@@ -83,9 +83,13 @@ def main() -> None:
 
 def bench_config(issuer: object, upstream_url: str, lease_units: int, quotas: bool = True) -> str:
     """Auth on, one upstream, a quota plan (limits far above the bench's traffic)."""
+    from bench.issuer import AUDIENCE
+
     base = (
         "resource: http://127.0.0.1:8080/mcp\n"
-        f"auth: {{issuer: {issuer.issuer}, jwks_url: {issuer.jwks_url}}}\n"  # type: ignore[attr-defined]
+        # The audience named: `tollway dev` moves a loopback resource to the port it serves.
+        f"auth: {{issuer: {issuer.issuer}, jwks_url: {issuer.jwks_url}, "  # type: ignore[attr-defined]
+        f"audience: {AUDIENCE}}}\n"
         f"upstreams:\n  - name: finance\n    url: {upstream_url}\n"
     )
     if not quotas:

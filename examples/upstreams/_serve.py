@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -63,7 +64,15 @@ def main(create_app: Callable[[], ASGIApp], *, prog: str, argv: Sequence[str] | 
 
 
 async def serve(app: ASGIApp, *, port: int, lifetime: float = 0.0, log_level: str = "warning") -> None:
-    """Run `app` until signalled (or `lifetime` elapses); print `ready <url>` once listening."""
+    """Run `app` until signalled (or `lifetime` elapses); print `ready <url>` once listening.
+    A port already in use ends the process with one line saying so."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"cannot listen on {HOST}:{port}: {exc.strerror} (pick another port with --port)") from None
     config = uvicorn.Config(
         app,
         host=HOST,
@@ -74,7 +83,7 @@ async def serve(app: ASGIApp, *, port: int, lifetime: float = 0.0, log_level: st
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     for _ in range(_STARTUP_POLLS):
         if server.started or task.done():
             break
@@ -83,8 +92,7 @@ async def serve(app: ASGIApp, *, port: int, lifetime: float = 0.0, log_level: st
         server.should_exit = True
         await task
         raise SystemExit("server failed to start")
-    # With --port 0 the real port is only known after binding.
-    bound_port = server.servers[0].sockets[0].getsockname()[1]
+    bound_port = sock.getsockname()[1]  # with --port 0, known only once bound
     print(f"ready http://{HOST}:{bound_port}{MCP_PATH}", flush=True)
     if lifetime > 0:
         asyncio.get_running_loop().call_later(lifetime, setattr, server, "should_exit", True)

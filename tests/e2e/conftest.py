@@ -2,9 +2,9 @@
 
 Every process binds 127.0.0.1 only, is started once per test session and stopped at teardown
 with a bounded wait. Each gateway runs its own embedded moto DynamoDB (AWS_ENDPOINT_URL_DYNAMODB
-is removed from its environment) in its own working directory, so its dev signing key
-(`.tollway/`) is its own too. Process output goes to log files whose tail is shown when a
-process fails to start.
+is removed from its environment) in its own working directory, with its own state directory
+(TOLLWAY_HOME), so its dev signing key and dev.json are its own too. Process output goes to log
+files whose tail is shown when a process fails to start.
 """
 
 from __future__ import annotations
@@ -126,13 +126,18 @@ class GatewayProcess:
     def config_path(self) -> Path:
         return self.workdir / "gateway.yaml"
 
+    @property
+    def home(self) -> Path:
+        """Its state directory (TOLLWAY_HOME): the dev key, and dev.json while it runs."""
+        return self.workdir / "home"
+
     def start(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
                 [*_tollway(), "dev", "--config", str(self.config_path), "--port", str(self.port)],
                 cwd=self.workdir,
-                env=_gateway_env(),
+                env=_gateway_env(self.home),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -140,12 +145,12 @@ class GatewayProcess:
             )
 
     def token(self, subject: str, tenant: str, scope: str = "", config: Path | None = None) -> str:
-        """`tollway token`: a JWT signed by this gateway's dev key, for the resource (audience) of
-        its config, or of `config` if given."""
+        """`tollway token`: a JWT signed by this gateway's dev key, for its audience, or that of
+        `config` if given."""
         done = subprocess.run(
             [*_tollway(), "token", "--sub", subject, "--tenant", tenant, "--scope", scope],
             cwd=self.workdir,
-            env={**_gateway_env(), "TOLLWAY_CONFIG": str(config or self.config_path)},
+            env={**_gateway_env(self.home), "TOLLWAY_CONFIG": str(config or self.config_path)},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -182,11 +187,12 @@ def _tollway() -> list[str]:
     return [str(console_script)] if console_script.exists() else [sys.executable, "-m", "tollway.cli"]
 
 
-def _gateway_env() -> dict[str, str]:
+def _gateway_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "TOLLWAY_CONFIG"):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "TOLLWAY_CONFIG", "TOLLWAY_TABLE"):
         env.pop(name, None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["TOLLWAY_HOME"] = str(home)
     return env
 
 

@@ -2,7 +2,8 @@
 the gateway: the gateway must pass every scored scenario the upstream passes by itself.
 
 The gateway runs as `tollway dev` with authentication on (the dev issuer). The conformance CLI
-cannot send headers, so it reaches the gateway through a proxy that adds a dev token."""
+cannot send headers, so scripts/conformance.py's `--token-cmd` runs it through a proxy that adds
+a dev token from `tollway token`."""
 
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _run_suite(url: str, out: Path) -> dict:
+def _run_suite(url: str, out: Path, env: dict[str, str] | None = None, *options: str) -> dict:
     subprocess.run(
-        [sys.executable, "scripts/conformance.py", "--url", url, "--json", str(out)],
+        [sys.executable, "scripts/conformance.py", "--url", url, "--json", str(out), *options],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -60,7 +62,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
             f"resource: http://127.0.0.1:{port}/mcp\n"
             f"upstreams:\n  - name: fixture\n    url: {upstream_url}\n    prefix: ''\n"
         )
-        env = {**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING", "TOLLWAY_HOME": str(tmp / "home")}
         env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
         gateway = subprocess.Popen(
             [sys.executable, "-m", "tollway.cli", "dev", "--config", str(config), "--port", str(port)],
@@ -73,28 +75,9 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
             _wait_healthy(f"http://127.0.0.1:{port}/healthz", gateway)
             unauthenticated = httpx.post(f"http://127.0.0.1:{port}/mcp", json={}, timeout=5)
             assert unauthenticated.status_code == 401, "the gateway under test must enforce authentication"
-            token = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "tollway.cli",
-                    "token",
-                    "--sub",
-                    "conformance",
-                    "--tenant",
-                    "qa",
-                    "--config",
-                    str(config),
-                ],
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            (tmp / "token").write_text(token)
-            proxy_args = ["--target", f"http://127.0.0.1:{port}", "--token-file", str(tmp / "token")]
-            with spawn("tests.fixtures.auth_proxy", args=proxy_args) as proxy_url:
-                through = _run_suite(proxy_url, tmp / "gateway.json")
+            # The script sends the token itself (through its proxy): the suite's CLI cannot.
+            token_cmd = f"{sys.executable} -m tollway.cli token --sub conformance --tenant qa"
+            through = _run_suite(f"http://127.0.0.1:{port}/mcp", tmp / "gateway.json", env, "--token-cmd", token_cmd)
         finally:
             gateway.terminate()
             gateway.wait(timeout=15)

@@ -395,7 +395,7 @@ async def test_a_request_without_a_token_is_challenged_to_authenticate(gateway: 
     assert "mcp-session-id" not in response.headers
     assert metadata.status_code == 200
     assert metadata.json()["resource"] == gateway.url
-    assert metadata.json()["authorization_servers"] == ["tollway-dev"]
+    assert metadata.json()["authorization_servers"] == [gateway.base_url]
 
 
 @pytest.mark.parametrize("mode", MODES)

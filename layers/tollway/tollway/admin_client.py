@@ -318,5 +318,6 @@ class DirectBackend:
         try:
             return operation()
         except StorageError as exc:
-            cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
-            raise AdminClientError(f"cannot use DynamoDB table {self.table}{cause}") from None
+            from tollway.local_state import describe_failure
+
+            raise AdminClientError(describe_failure(exc, self.table)[0]) from None

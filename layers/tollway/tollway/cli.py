@@ -11,18 +11,31 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from tollway.admin_client import TOKEN_ENV, URL_ENV, AdminClientError, Backend, backend
-from tollway.config import load_config
-from tollway.errors import ConfigError
+from tollway.config import config_source, load_config
+from tollway.errors import CommandError, ConfigError
+from tollway.local_state import NO_RUNNING_DEV, run_command, running_dev, use_running_dev
 from tollway.policy.approvals import STATUS_FILTERS
+from tollway.store.table import use_local_credentials_for_loopback
+
+DEBUG_FLAG = "--debug"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # Accepted anywhere on the line, after a subcommand too, so it is taken out before parsing.
+    debug = DEBUG_FLAG in arguments
+    args = build_parser().parse_args([a for a in arguments if a != DEBUG_FLAG])
+    return run_command(lambda: run(args), debug=debug)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tollway", description="Tollway MCP gateway")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True)
 
     dev = commands.add_parser("dev", help="run the gateway locally (embedded DynamoDB, demo upstreams)")
     dev.add_argument("--config", help="gateway.yaml path (default: $TOLLWAY_CONFIG or gateway.yaml)")
-    dev.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    dev.add_argument("--port", type=_port, help="port on 127.0.0.1 (default: $PORT or 8080)")
 
     check = commands.add_parser("check", help="validate a config offline; --probe: ask each upstream what it offers")
     check.add_argument("--config", help="gateway.yaml path, ssm:/name or appconfig:app/env/profile (default as `dev`)")
@@ -30,19 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--probe", action="store_true", help="reach each upstream: era, counts, definitions the gate would withhold"
     )
 
-    token = commands.add_parser("token", help="print a token the dev gateway accepts (dev signing key)")
+    token = commands.add_parser("token", help="print a token the running dev gateway accepts (dev signing key)")
     token.add_argument("--sub", required=True, help="subject (user or agent id)")
     token.add_argument("--tenant", required=True, help="tenant id")
     token.add_argument("--scope", default="", help='space-separated scopes, e.g. "tools:read finance"')
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
-    token.add_argument("--config", help="gateway.yaml whose resource is the audience (default as `dev`)")
+    token.add_argument("--config", help="gateway.yaml whose resource is the audience (default: the running dev's)")
 
     # The admin commands: the gateway's admin API given --url and --token, else DynamoDB directly.
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument("--url", help=f"the gateway's URL: use its admin API (or ${URL_ENV})")
     remote.add_argument("--token", help=f"a token with the admin scope, with --url (or ${TOKEN_ENV})")
     remote.add_argument("--table", help="without --url: the DynamoDB table (default $TOLLWAY_TABLE or TollwayTable)")
-    remote.add_argument("--config", help="without --url: gateway.yaml (default: $TOLLWAY_CONFIG or gateway.yaml)")
+    remote.add_argument("--config", help="without --url: gateway.yaml (default: $TOLLWAY_CONFIG or the running dev's)")
 
     usage = commands.add_parser("usage", help="finance: usage and estimated cost per tenant, tool and day")
     usage_commands = usage.add_subparsers(dest="usage_command", required=True)
@@ -102,39 +115,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         decide.add_argument("id", help="the approval id")
         decide.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decides (direct mode)")
 
-    args = parser.parse_args(argv)
-    if args.command != "dev":
-        # Operator commands print their answer on stdout: structured logs go to stderr.
-        from tollway.telemetry import logger
+    return parser
 
-        logger.registered_handler.setStream(_CurrentStderr())
+
+def run(args: argparse.Namespace) -> int:
+    from tollway.telemetry import logger, use_log_format
+
+    if args.command == "dev":
+        from tollway.dev import DEFAULT_PORT, run_dev
+
+        return run_dev(config_path=args.config, port=args.port or _port_from_env() or DEFAULT_PORT)
+    # Operator commands print their answer on stdout: logs go to stderr. Without a DynamoDB,
+    # config or audit trail named in the environment, they use the running `tollway dev`'s.
+    logger.registered_handler.setStream(_CurrentStderr())
+    use_log_format(sys.stderr)
+    use_running_dev()
+    use_local_credentials_for_loopback()
     try:
-        if args.command == "dev":
-            from tollway.dev import run_dev
-
-            return run_dev(config_path=args.config, port=args.port)
         if args.command == "check":
-            from tollway.check import check as check_config
-            from tollway.telemetry import logger
-
-            # The report is the output; the gateway's own log lines (retries, probes) only on request.
-            level = logger.log_level
-            logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL") or "ERROR")
-            try:
-                return check_config(args.config, args.probe, sys.stdout, sys.stderr)
-            finally:
-                logger.setLevel(level)
+            return check_command(args)
         if args.command == "token":
             return print_token(args)
         if args.command == "audit":
             return audit_command(args)
         return ADMIN_COMMANDS[args.command](args, _backend(args))
     except AdminClientError as exc:
-        print(f"tollway: {exc}", file=sys.stderr)
-        return exc.status
-    except ConfigError as exc:
-        print(f"tollway: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc), exc.status) from exc
+
+
+def check_command(args: argparse.Namespace) -> int:
+    from tollway.check import check as check_config
+    from tollway.telemetry import logger
+
+    # The report is the output; the gateway's own log lines (retries, probes) only on request.
+    level = logger.log_level
+    logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL") or "ERROR")
+    try:
+        return check_config(args.config, args.probe, sys.stdout, sys.stderr)
+    finally:
+        logger.setLevel(level)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, 1-65535 (got {text!r})")
+    return port
+
+
+def _port_from_env() -> int | None:
+    if not (text := os.environ.get("PORT")):
+        return None
+    try:
+        return _port(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"PORT {exc}") from None
 
 
 class _CurrentStderr:
@@ -319,24 +357,39 @@ ADMIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Backend], int]] = {
 
 
 def print_token(args: argparse.Namespace) -> int:
+    """A token for the running `tollway dev`: its issuer and key, and its audience, or that of
+    another config named with --config / TOLLWAY_CONFIG."""
     from tollway.auth.dev import mint, signing_key
 
     if args.ttl <= 0 or args.ttl > 7 * 86400:
-        print("tollway: --ttl must be between 1 and 604800 seconds", file=sys.stderr)
-        return 2
-    config = load_config(args.config)
-    print(
-        mint(
-            signing_key(),
-            subject=args.sub,
-            tenant=args.tenant,
-            audience=config.audience,
-            tenant_claim=config.auth.tenant_claim,
-            scopes=args.scope,
-            ttl=args.ttl,
-        )
+        raise CommandError("--ttl must be between 1 and 604800 seconds", status=2)
+    dev = running_dev()
+    if dev is None:
+        raise CommandError(NO_RUNNING_DEV)
+    if dev.issuer is None:
+        raise CommandError("the running `tollway dev` trusts the issuer its config names: get a token from that issuer")
+    source = config_source(args.config)
+    config = load_config(source)
+    # The dev's own config: its audience as served (a loopback resource follows the port).
+    audience = dev.audience if _same_source(source, dev.config) else config.audience
+    token = mint(
+        signing_key(),
+        subject=args.sub,
+        tenant=args.tenant,
+        audience=audience,
+        tenant_claim=config.auth.tenant_claim,
+        scopes=args.scope,
+        ttl=args.ttl,
+        issuer=dev.issuer,
     )
+    print(token)
     return 0
+
+
+def _same_source(source: str, other: str | None) -> bool:
+    if other is None or source.startswith("ssm:"):
+        return source == other
+    return os.path.abspath(source) == other
 
 
 if __name__ == "__main__":

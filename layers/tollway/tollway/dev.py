@@ -3,22 +3,27 @@
 DynamoDB comes from an embedded moto server (tables created from template.yaml's own
 declarations) unless AWS_ENDPOINT_URL_DYNAMODB points elsewhere; the embedded server also takes
 approval events (EventBridge) unless AWS_ENDPOINT_URL_EVENTBRIDGE is set; demo upstreams named in
-the config's `dev.launch` are started on their URLs' ports and stopped on exit.
+the config's `dev.launch` are started on their URLs' ports and stopped on exit. Once the port
+accepts connections, the banner is printed and dev.json is published in the state directory
+(`tollway.local_state`), so the other commands find this gateway from any shell; it is
+withdrawn on exit (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,38 +31,39 @@ from starlette.routing import Route
 
 from tollway.auth.dev import DEV_ISSUER, jwk_set, jwks, signing_key
 from tollway.config import GatewayConfig, config_source, config_ttl, load_config
-from tollway.errors import ConfigError
+from tollway.errors import CommandError, ConfigError
+from tollway.local_state import RunningDev, publish_dev, state_dir, withdraw_dev
 from tollway.store.table import LOCAL_AWS_DEFAULTS
 
 HOST = "127.0.0.1"
 LOCAL_TABLE = "TollwayTable"
+DEFAULT_PORT = 8080
+LOOPBACK = frozenset((HOST, "localhost", "::1"))
+JWKS_PATH = "/.well-known/jwks.json"
+ISSUER_METADATA_PATH = "/.well-known/oauth-authorization-server"
 
 
 def run_dev(config_path: str | None, port: int) -> int:
-    import uvicorn
+    from tollway.telemetry import use_log_format
 
+    use_log_format(sys.stderr)
     source = config_source(config_path)
-    config = local_config(load_config(source))
-    dev_keys, public_routes, token_hint = None, [], None
-    if config.auth.issuer == DEV_ISSUER:
-        # No issuer configured: trust the local dev issuer (its key made once in .tollway/).
-        key = signing_key()
-        dev_keys = jwk_set(key)
-        document = jwks(key)
-
-        async def serve_jwks(request: Request) -> Response:
-            return JSONResponse(document)
-
-        public_routes = [Route("/.well-known/jwks.json", serve_jwks, methods=["GET"])]
-        command = os.path.relpath(sys.argv[0]) if os.path.basename(sys.argv[0]) == "tollway" else "tollway"
-        token_hint = f'{command} token --sub alice --tenant acme --scope "finance"' + (
-            f" --config {config_path}" if config_path else ""
-        )
+    config, dev_issuer = local_config(load_config(source), port)
+    # SIGTERM (as from `kill` or a test's teardown) ends like Ctrl-C: demo upstreams stopped,
+    # dev.json withdrawn. uvicorn re-raises the signal it caught once it has shut down.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    # Bound before anything starts, so a clash is one line at once, not after the upstreams.
+    listener = listen(port, "the gateway", f"pick another: make dev PORT={port + 1}, or tollway dev --port {port + 1}")
+    launches = demo_upstreams(config, source)
+    dev_keys, public_routes = None, []
+    if dev_issuer:
+        dev_keys, public_routes = _dev_issuer_routes(config)
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     with contextlib.ExitStack() as stack:
-        table = stack.enter_context(dynamodb())
-        for name, module in config.dev.launch.items():
-            stack.enter_context(launch_upstream(module, config.upstream(name).url))
+        stack.callback(listener.close)
+        endpoint, table, described = stack.enter_context(dynamodb())
+        for module, upstream_port in launches:
+            stack.enter_context(launch_upstream(module, upstream_port))
         from tollway.http import create_app
         from tollway.live import LiveGateway
         from tollway.store import Stores
@@ -65,51 +71,143 @@ def run_dev(config_path: str | None, port: int) -> int:
         stores = Stores.dynamo()
 
         def build(changed: GatewayConfig, previous: Any) -> Any:
+            served, served_by_dev_issuer = local_config(changed, port)
             return create_app(
-                local_config(changed),
+                served,
                 stores=stores,
                 streaming=True,
-                dev_keys=dev_keys,
+                # The dev keys only while the config leaves the issuer to `tollway dev`.
+                dev_keys=dev_keys if served_by_dev_issuer else None,
                 public_routes=public_routes,
                 previous=previous,
             )
 
         # The same live config as on Lambda: edit the file and the change applies within the TTL.
         app = LiveGateway(source, build, ttl=config_ttl())
-        print(f"Tollway gateway: http://{HOST}:{port}/mcp", flush=True)
-        print(f"  upstreams: {', '.join(f'{u.name} ({u.url})' for u in config.upstreams)}", flush=True)
-        print(f"  DynamoDB:  {table}", flush=True)
-        print(f"  audit:     {app.state.audit.where} (read it with `tollway audit`)", flush=True)
-        if token_hint:
-            print(f"  auth:      dev issuer {DEV_ISSUER!r} (JWKS at http://{HOST}:{port}/.well-known/jwks.json)")
-            print(f"  token:     {token_hint}", flush=True)
-            print("             send it as 'Authorization: Bearer <token>'", flush=True)
-        elif config.auth.allow_anonymous:
-            print("  auth:      OFF (auth.allow_anonymous)", flush=True)
-        else:
-            print(f"  auth:      issuer {config.auth.issuer}", flush=True)
-        uvicorn.run(app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=2)
+        dev = RunningDev(
+            pid=os.getpid(),
+            gateway=f"http://{HOST}:{port}/mcp",
+            issuer=config.auth.issuer if dev_issuer else None,
+            audience=config.audience,
+            dynamodb=endpoint,
+            table=table,
+            config=source if source.startswith("ssm:") else os.path.abspath(source),
+            audit_file=app.state.audit.file,
+        )
+
+        def started() -> None:
+            publish_dev(dev)
+            stack.callback(withdraw_dev, dev.pid)
+            print(banner(config, dev, described, app.state.audit.where), flush=True)
+
+        serve(app, listener, on_started=started)
     return 0
 
 
-def local_config(config: GatewayConfig) -> GatewayConfig:
-    """What `tollway dev` changes in any config it serves: loopback-only Host and Origin lists
-    unless the config sets its own, and the dev issuer when the config names no issuer."""
+def local_config(config: GatewayConfig, port: int) -> tuple[GatewayConfig, bool]:
+    """The config as `tollway dev` serves it on `port`, and whether it is the dev issuer's:
+    loopback hosts and origins only (unless the config lists its own), a loopback `resource` on
+    the port actually served (an explicit `auth.audience` stays as written), and, when the config
+    names no issuer (or `tollway-dev`), the local dev issuer under the gateway's own URL."""
     http = config.http
     if http.allowed_hosts is None:
         # DNS rebinding defence: the local server answers only to loopback names.
         http = http.model_copy(update={"allowed_hosts": [f"{HOST}:*", "localhost:*", "[::1]:*"]})
     if http.allowed_origins is None:
         http = http.model_copy(update={"allowed_origins": [f"http://{HOST}:*", "http://localhost:*", "http://[::1]:*"]})
-    config = config.model_copy(update={"http": http})
-    if not config.auth.allow_anonymous and config.auth.issuer in (None, DEV_ISSUER):
-        config = config.model_copy(update={"auth": config.auth.model_copy(update={"issuer": DEV_ISSUER})})
-    return config
+    update: dict[str, Any] = {"http": http, "resource": on_port(config.resource, port)}
+    dev_issuer = not config.auth.allow_anonymous and config.auth.issuer in (None, DEV_ISSUER)
+    if dev_issuer:
+        update["auth"] = config.auth.model_copy(update={"issuer": f"http://{HOST}:{port}", "jwks_url": None})
+    return config.model_copy(update=update), dev_issuer
+
+
+def on_port(url: str, port: int) -> str:
+    """`url` moved to `port` if it names a loopback host; any other URL as it is."""
+    parts = urlsplit(url)
+    if parts.hostname not in LOOPBACK:
+        return url
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return urlunsplit(parts._replace(netloc=f"{host}:{port}"))
+
+
+def _dev_issuer_routes(config: GatewayConfig) -> tuple[Any, list[Route]]:
+    """The dev key's JWKS, and RFC 8414 metadata naming the issuer and its JWKS. Tokens come from
+    `tollway token`: there is no authorization or token endpoint to advertise."""
+    key = signing_key()
+    issuer = config.auth.issuer
+    keys = jwks(key)
+    metadata = {"issuer": issuer, "jwks_uri": f"{issuer}{JWKS_PATH}", "response_types_supported": []}
+
+    async def serve_jwks(request: Request) -> Response:
+        return JSONResponse(keys)
+
+    async def serve_metadata(request: Request) -> Response:
+        return JSONResponse(metadata)
+
+    routes = [
+        Route(JWKS_PATH, serve_jwks, methods=["GET"]),
+        Route(ISSUER_METADATA_PATH, serve_metadata, methods=["GET"]),
+    ]
+    return jwk_set(key), routes
+
+
+def banner(config: GatewayConfig, dev: RunningDev, dynamodb: str, audit: str) -> str:
+    lines = [
+        f"Tollway gateway: {dev.gateway}",
+        f"  upstreams: {', '.join(f'{u.name} ({u.url})' for u in config.upstreams)}",
+        f"  DynamoDB:  {dynamodb}",
+        f"  audit:     {audit} (read it with `tollway audit`)",
+    ]
+    if dev.issuer:
+        command = os.path.relpath(sys.argv[0]) if os.path.basename(sys.argv[0]) == "tollway" else "tollway"
+        lines += [
+            f"  auth:      dev issuer {dev.issuer} (JWKS at {dev.issuer}{JWKS_PATH})",
+            f'  token:     {command} token --sub alice --tenant acme --scope "finance"',
+            "             send it as 'Authorization: Bearer <token>'",
+        ]
+    elif config.auth.allow_anonymous:
+        lines.append("  auth:      OFF (auth.allow_anonymous)")
+    else:
+        lines.append(f"  auth:      issuer {config.auth.issuer}")
+    lines.append(f"  state:     {state_dir()} (other tollway commands find this gateway there)")
+    return "\n".join(lines)
+
+
+def listen(port: int, what: str, how: str) -> socket.socket:
+    """A socket bound to HOST:port, or a one-line CommandError naming the port and what to do."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CommandError(f"port {port} on {HOST} is already in use ({what}): {how}") from None
+        raise CommandError(f"cannot listen on {HOST}:{port} ({what}): {exc.strerror}") from None
+    return sock
+
+
+def serve(app: Any, listener: socket.socket, on_started: Callable[[], None]) -> None:
+    """Run `app` with uvicorn on `listener`; `on_started` once it accepts connections."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                on_started()
+
+    Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)).run(sockets=[listener])
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @contextlib.contextmanager
-def dynamodb() -> Iterator[str]:
-    """Yield a description of the DynamoDB in use, starting an embedded one if needed."""
+def dynamodb() -> Iterator[tuple[str, str, str]]:
+    """Yield (endpoint, table, a description) of the DynamoDB in use, starting an embedded one if needed."""
     from tollway.store.tables import ensure_tables, find_template
 
     os.environ.setdefault("TOLLWAY_TABLE", LOCAL_TABLE)
@@ -121,30 +219,50 @@ def dynamodb() -> Iterator[str]:
         for key, value in LOCAL_AWS_DEFAULTS.items():
             os.environ.setdefault(key, value)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access lines
-        server = ThreadedMotoServer(ip_address=HOST, port=_free_port(), verbose=False)
+        server = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
         server.start()
-        endpoint = f"http://{HOST}:{server._port}"
+        host, bound = server.get_host_and_port()
+        endpoint = f"http://{host}:{bound}"
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         # Approval events go to the same embedded moto (EventBridge), never to a real account.
         os.environ.setdefault("AWS_ENDPOINT_URL_EVENTBRIDGE", endpoint)
     import boto3
 
-    ensure_tables(boto3.client("dynamodb"), find_template(), {"TollwayTable": os.environ["TOLLWAY_TABLE"]})
+    table = os.environ["TOLLWAY_TABLE"]
     try:
-        yield f"{endpoint} ({'embedded moto' if server else 'external'}), table {os.environ['TOLLWAY_TABLE']}"
+        template = find_template()
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from None
+    ensure_tables(boto3.client("dynamodb"), template, {"TollwayTable": table})
+    try:
+        yield endpoint, table, f"{endpoint} ({'embedded moto' if server else 'external'}), table {table}"
     finally:
         if server is not None:
             server.stop()
 
 
+def demo_upstreams(config: GatewayConfig, source: str) -> list[tuple[str, int]]:
+    """(module, port) of each demo upstream to launch, their ports checked free now: a clash is
+    one line before anything starts, not the child's traceback."""
+    launches = []
+    for name, module in config.dev.launch.items():
+        parts = urlsplit(config.upstream(name).url)
+        if parts.hostname not in LOOPBACK or parts.port is None:
+            raise ConfigError(f"dev.launch needs a loopback URL with a port, got {config.upstream(name).url}")
+        how = f"stop what uses it, or change upstream {name}'s url in {source}"
+        listen(parts.port, f"demo upstream {name!r}", how).close()
+        launches.append((module, parts.port))
+    return launches
+
+
 @contextlib.contextmanager
-def launch_upstream(module: str, url: str, timeout: float = 30.0) -> Iterator[None]:
+def launch_upstream(module: str, port: int, timeout: float = 30.0) -> Iterator[None]:
     """Run `python -m module --port N` for a demo upstream and wait until it says `ready`."""
-    parts = urlsplit(url)
-    if parts.hostname not in (HOST, "localhost") or parts.port is None:
-        raise ConfigError(f"dev.launch needs a loopback URL with a port, got {url}")
+    from tollway.store.tables import find_template
+
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--port", str(parts.port)],
+        [sys.executable, "-m", module, "--port", str(port)],
+        cwd=find_template().parent,  # the repository, where the demo modules are, wherever dev runs
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
@@ -169,13 +287,7 @@ def _wait_ready(proc: subprocess.Popen[str], module: str, timeout: float) -> Non
             break
         line = proc.stdout.readline()
         if not line:
-            raise ConfigError(f"demo upstream {module} exited before it was ready (is its port free?)")
+            raise CommandError(f"demo upstream {module} exited before it was ready (its output is above)")
         if line.startswith("ready "):
             return
-    raise ConfigError(f"demo upstream {module} did not start within {timeout:.0f} s")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    raise CommandError(f"demo upstream {module} did not start within {timeout:.0f} s")

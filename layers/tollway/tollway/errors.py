@@ -40,6 +40,15 @@ class StorageError(TollwayError):
     as a retryable `ServiceUnavailable` unless a caller decides otherwise (quota failure policy)."""
 
 
+class CommandError(TollwayError):
+    """A `tollway` command cannot do what was asked. Its message is the one line the operator
+    reads (the CLI prefixes `tollway: `); `status` is the exit status (2: the arguments are wrong)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class GatewayError(TollwayError):
     """A failure answered to the caller as a JSON-RPC error.
 

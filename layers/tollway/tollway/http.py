@@ -72,9 +72,10 @@ def create_app(
     """The gateway as an ASGI app.
 
     `stores`: DynamoDB by default; tests pass `Stores.memory()` (or just `store=` a session
-    store, which implies in-memory counters and usage too). `dev_keys` and `public_routes` (its
-    JWKS) are passed only by `tollway dev`. `upstreams`: the clients of the upstreams by name
-    (default: streamable HTTP to their URLs; tests pass stand-ins).
+    store, which implies in-memory counters and usage too). `dev_keys` (trusted for `auth.issuer`)
+    and `public_routes` (their JWKS and issuer metadata) are passed only by `tollway dev`.
+    `upstreams`: the clients of the upstreams by name (default: streamable HTTP to their URLs;
+    tests pass stand-ins).
 
     `previous`: the app this one replaces (a live config change, `tollway.live`); the parts
     whose settings did not change are kept with their state: the token verifier and its JWKS
@@ -180,12 +181,13 @@ def build_verifier(config: GatewayConfig, dev_keys: PyJWKSet | None) -> TokenVer
     """Fail closed: a gateway without a usable issuer refuses to start, unless anonymous access
     is asked for in so many words."""
     auth = config.auth
-    if auth.issuer == DEV_ISSUER:
-        if dev_keys is None:
-            raise ConfigError(
-                f"auth.issuer {DEV_ISSUER!r} is the local development issuer: only `tollway dev` accepts it"
-            )
+    if dev_keys is not None:
+        # Only `tollway dev` hands over dev keys, having named itself (its URL) the issuer.
+        if not auth.issuer:
+            raise ConfigError("the local development issuer needs auth.issuer")
         return TokenVerifier(auth, config.audience, jwks=dev_keys)
+    if auth.issuer == DEV_ISSUER:
+        raise ConfigError(f"auth.issuer {DEV_ISSUER!r} is the local development issuer: only `tollway dev` accepts it")
     if auth.issuer:
         if not auth.jwks_url:
             raise ConfigError("auth.jwks_url is required when auth.issuer is set")

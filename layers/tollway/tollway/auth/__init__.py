@@ -1,4 +1,5 @@
 """Authentication: JWT resource server (verifier, middleware) and the local dev issuer."""
 
 DEV_ISSUER = "tollway-dev"
-"""The local development issuer: trusted only by `tollway dev` (see auth/dev.py)."""
+"""How a config names the local development issuer: trusted only by `tollway dev`, which serves
+it under its own URL, `http://127.0.0.1:PORT` (see auth/dev.py)."""

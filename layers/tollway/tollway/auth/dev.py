@@ -1,7 +1,10 @@
 """The local development issuer: an ES256 key made once, its JWKS, and tokens signed with it.
 
-Only `tollway dev` and `tollway token` use it. A config naming this issuer is refused by
-`create_app` unless the dev server hands it the key, so a deployed gateway can never trust it.
+Only `tollway dev` and `tollway token` use it. The key lives in the state directory
+(`tollway.local_state`), never in the current one, so every shell finds the same key. `tollway dev`
+serves its JWKS and names itself the issuer by its URL (`http://127.0.0.1:PORT`); a config
+naming the placeholder `tollway-dev` is refused by `create_app` unless the dev server hands it
+the key, so a deployed gateway can never trust it.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from jwt import PyJWKSet
 from jwt.algorithms import ECAlgorithm
 
 from tollway.auth import DEV_ISSUER
+from tollway.local_state import dev_key_path
 
-KEY_PATH = Path(".tollway") / "dev-signing-key.pem"
 
-
-def signing_key(path: Path = KEY_PATH) -> ec.EllipticCurvePrivateKey:
-    """Load the dev key, creating it (owner-readable only) on first use."""
+def signing_key(path: Path | None = None) -> ec.EllipticCurvePrivateKey:
+    """Load the dev key (default: in the state directory), creating it (owner-readable only) on first use."""
+    path = path or dev_key_path()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())

@@ -58,10 +58,11 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def use_local_credentials_for_loopback() -> None:
     """A loopback DynamoDB (`tollway dev`'s embedded one) takes any credentials: fill in
-    placeholders, so operator commands run against it from a fresh shell."""
+    placeholders, so operator commands run against it from a fresh shell. It is never
+    throttled, so one retry is enough: a stopped one is reported at once, not after backoff."""
     from urllib.parse import urlsplit
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
     if endpoint and urlsplit(endpoint).hostname in _LOOPBACK:
-        for key, value in LOCAL_AWS_DEFAULTS.items():
+        for key, value in {**LOCAL_AWS_DEFAULTS, "AWS_MAX_ATTEMPTS": "2"}.items():
             os.environ.setdefault(key, value)

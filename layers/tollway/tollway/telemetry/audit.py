@@ -296,6 +296,12 @@ class AuditLog:
         return cls(FileSink(file))
 
     @property
+    def file(self) -> str | None:
+        """The absolute path of the file records go to, if they go to one (`tollway dev`
+        publishes it, so `tollway audit` finds it from any directory)."""
+        return str(self.sink.path.resolve()) if isinstance(self.sink, FileSink) else None
+
+    @property
     def where(self) -> str:
         """Where records go, for people: the file, the log group, or stdout."""
         if isinstance(self.sink, FileSink):
