@@ -180,7 +180,7 @@ def test_what_the_gateway_advertises_follows_the_port_it_serves(dev: LocalDev) -
 
 def test_the_dev_key_lives_in_the_state_directory_not_where_dev_runs(dev: LocalDev) -> None:
     assert (dev.home / "state" / "dev-signing-key.pem").exists()
-    assert not (dev.project / ".tollway").exists()
+    assert not list(dev.project.rglob("*.pem"))
 
 
 async def _call_tool(url: str, token: str) -> Any:
@@ -190,7 +190,7 @@ async def _call_tool(url: str, token: str) -> Any:
         return await client.call_tool("finance__fetch_revenue_data", {"region": "EMEA", "quarter": "2026-Q1"})
 
 
-def test_a_token_made_in_another_directory_is_accepted_and_the_call_reaches_the_usage_report(
+def test_a_token_made_in_another_directory_is_accepted_and_the_call_reaches_the_usage_report_and_audit(
     dev: LocalDev, elsewhere: Path
 ) -> None:
     made = tollway(dev.home, "token", "--sub", "alice", "--tenant", "acme", "--scope", "finance", cwd=elsewhere)
@@ -208,6 +208,13 @@ def test_a_token_made_in_another_directory_is_accepted_and_the_call_reaches_the_
     assert "tenant" in header
     calls = [(r["tenant"], r["tool"], r["calls"]) for r in body if r["tool"] == "finance__fetch_revenue_data"]
     assert calls == [("acme", "finance__fetch_revenue_data", "1")]
+
+    audit = tollway(dev.home, "audit", "--tenant", "acme", "--json", cwd=elsewhere)
+    assert audit.returncode == 0, audit.stderr
+    records = [json.loads(line) for line in audit.stdout.splitlines()]
+    assert [(r["name"], r["subject"], r["outcome"]) for r in records if r.get("method") == "tools/call"] == [
+        ("finance__fetch_revenue_data", "alice", "ok")
+    ]
     assert not (elsewhere / ".tollway").exists()
 
 
