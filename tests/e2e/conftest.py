@@ -187,12 +187,15 @@ def _tollway() -> list[str]:
     return [str(console_script)] if console_script.exists() else [sys.executable, "-m", "tollway.cli"]
 
 
-def _gateway_env(home: Path) -> dict[str, str]:
+def _gateway_env(home: Path | None = None) -> dict[str, str]:
+    """This environment without a DynamoDB or config of its own; `home`: a gateway's state
+    directory (TOLLWAY_HOME), for it and the commands that talk to it."""
     env = dict(os.environ)
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "TOLLWAY_CONFIG", "TOLLWAY_TABLE"):
         env.pop(name, None)
     env["PYTHONUNBUFFERED"] = "1"
-    env["TOLLWAY_HOME"] = str(home)
+    if home is not None:
+        env["TOLLWAY_HOME"] = str(home)
     return env
 
 

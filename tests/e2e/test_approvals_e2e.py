@@ -89,7 +89,7 @@ class Approver:
         return subprocess.run(
             [*_tollway(), "approvals", *argv, "--url", self.gateway.base_url, "--token", self.token],
             cwd=self.gateway.workdir,
-            env=_gateway_env(),
+            env=_gateway_env(self.gateway.home),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
