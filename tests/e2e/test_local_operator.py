@@ -218,10 +218,12 @@ def test_a_token_made_in_another_directory_is_accepted_and_the_call_reaches_the_
     assert not (elsewhere / ".tollway").exists()
 
 
-def test_pending_definitions_are_listed_from_another_directory(dev: LocalDev, elsewhere: Path) -> None:
-    listed = tollway(dev.home, "upstream", "pending", cwd=elsewhere)
+def test_pending_definitions_and_approvals_are_listed_from_another_directory(dev: LocalDev, elsewhere: Path) -> None:
+    definitions = tollway(dev.home, "upstream", "pending", cwd=elsewhere)
+    approvals = tollway(dev.home, "approvals", "list", cwd=elsewhere)
 
-    assert (listed.returncode, listed.stdout) == (0, "nothing awaits approval\n"), listed.stderr
+    assert (definitions.returncode, definitions.stdout) == (0, "nothing awaits approval\n"), definitions.stderr
+    assert (approvals.returncode, approvals.stdout) == (0, "no approvals\n"), approvals.stderr
 
 
 def test_environment_variables_win_over_the_running_dev(dev: LocalDev, elsewhere: Path) -> None:
