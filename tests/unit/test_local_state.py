@@ -250,10 +250,10 @@ def test_an_unexpected_failure_is_one_line_naming_its_class_and_the_debug_flag()
 def test_the_cli_shows_the_traceback_only_with_debug(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:
-    def broken(args: object) -> int:
+    def broken(args: object, admin: object) -> int:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "upstream_command", broken)
+    monkeypatch.setitem(cli.ADMIN_COMMANDS, "upstream", broken)
 
     assert cli.main(["upstream", "pending"]) == 1
     plain = capsys.readouterr().err
