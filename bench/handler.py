@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.util
 import json
 import os
@@ -148,11 +149,12 @@ def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
 
     def count(model: Any, params: dict[str, Any], **_: Any) -> None:
         counts.update([model.name])
-        # Billing: a transactional write costs 2 write units per item; a plain write 1 (items < 1 KB).
+        # Billing: a transactional write costs 2 write units per KB of each item; a plain write 1
+        # per KB of the larger of the item before and after (`_write_units` reads the item's size).
         if model.name == "TransactWriteItems":
             counts.update({"write units": 2 * len(params.get("TransactItems", []))})
-        elif model.name in ("PutItem", "UpdateItem", "DeleteItem"):
-            counts.update(["write units"])
+        elif model.name in ("PutItem", "UpdateItem", "DeleteItem") and counting:
+            counts.update({"write units": _write_units(params)})
 
     def before_send(**_: Any) -> None:
         started.append(time.perf_counter())
@@ -163,7 +165,7 @@ def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
 
     dynamodb_ms: list[float] = []
     pipeline = endpoint.pipeline
-    stores = (endpoint.store, pipeline.quota.store, pipeline.usage, pipeline.exposure.gate.store)
+    stores = (endpoint.store, pipeline.quota.ledger, pipeline.exposure.gate.store)
     for store in stores:
         events = store.client.meta.events
         events.register("before-parameter-build.dynamodb.*", count)
@@ -175,10 +177,14 @@ def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
         assert reply["statusCode"] == 200, reply
         return reply
 
+    counting: list[bool] = []  # true while `per_request` counts (reading item sizes costs time)
+
     def per_request(label: str, make: Any, n: int) -> None:
         counts.clear()
+        counting.append(True)
         for i in range(n):
             invoke(make(i))
+        counting.clear()
         calls = sum(v for k, v in counts.items() if k != "write units")
         requests[label] = (calls / n, {k: round(v / n, 2) for k, v in counts.items()})
 
@@ -201,6 +207,36 @@ def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
     times["2025-11-25"] = _time(lambda i: invoke(legacy("tools/call", call, i, session)), calls)
     times["2025-11-25 minus DynamoDB"] = _minus(times["2025-11-25"], dynamodb_ms, calls)
     return {"times": times, "requests": requests}
+
+
+def _write_units(params: dict[str, Any]) -> int:
+    """Write units an UpdateItem/PutItem/DeleteItem is billed: 1 per started KB of the item as it
+    stands after the write (for these counters, the larger of before and after)."""
+    key = params.get("Key") or {k: params["Item"][k] for k in ("pk", "sk")}
+    item = _reader().get_item(TableName=params["TableName"], Key=key).get("Item") or {}
+    return max(1, -(-_item_bytes(item) // 1024))
+
+
+@functools.cache
+def _reader() -> Any:
+    import boto3
+
+    return boto3.client("dynamodb")
+
+
+def _item_bytes(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB bills it: attribute names plus values (numbers ~ digits / 2 + 1)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        (kind, raw), *_ = value.items()
+        if kind == "S":
+            size += len(raw.encode())
+        elif kind == "N":
+            size += len(raw.lstrip("-").replace(".", "")) // 2 + 2
+        else:
+            size += 1
+    return size
 
 
 def _minus(totals: list[float], dynamodb_ms: list[float], calls: int) -> list[float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -105,6 +106,10 @@ def _config(url: str, **sections: Any) -> GatewayConfig:
             **sections,
         }
     )
+
+
+def _this_month() -> str:
+    return datetime.now(UTC).strftime("%Y-%m")
 
 
 class Gateway:
@@ -219,7 +224,7 @@ def test_a_refused_call_consumes_no_quota_and_records_no_usage(upstream: SchemaU
 
     with gateway.client:
         refused = gateway.call(era, "rec__lookup", {"contact": EMAIL})
-        usage_after_refusal = list(gateway.stores.usage.records)  # type: ignore[attr-defined]
+        usage_after_refusal = gateway.stores.usage.month(_this_month())
         admitted = gateway.call(era, "rec__lookup", {"region": "EMEA"})
         over = gateway.call(era, "rec__lookup", {"region": "EMEA"})
 
@@ -229,8 +234,8 @@ def test_a_refused_call_consumes_no_quota_and_records_no_usage(upstream: SchemaU
     assert admitted.json()["result"]["isError"] is False
     assert_http_error(over, 429, c.RATE_LIMITED, request_id=11)
     assert len(upstream.calls("tools/call")) == 1
-    usage = gateway.stores.usage.records  # type: ignore[attr-defined]
-    assert [(r["tool"], r.get("rejected", False)) for r in usage] == [("rec__lookup", False), ("rec__lookup", True)]
+    usage = gateway.stores.usage.month(_this_month())  # the refusal's count is written at shutdown at the latest
+    assert [(r.tool, r.calls, r.rejected) for r in usage] == [("rec__lookup", 1, 1)]
 
 
 # --- no schema is fetched -------------------------------------------------------------------------

@@ -31,10 +31,9 @@ from tollway.http import create_app
 from tollway.policy.definitions import definition_hash
 from tollway.routing import catalog
 from tollway.store import Stores
-from tollway.store.counters import MemoryCounterStore
+from tollway.store.ledger import MemoryLedger
 from tollway.store.pins import DynamoPinStore, MemoryPinStore, PinStore
 from tollway.store.sessions import MemorySessionStore
-from tollway.store.usage import MemoryUsageStore
 
 from examples.upstreams import poisoned
 from examples.upstreams._serve import await_ready, stop
@@ -122,7 +121,7 @@ def instance(upstream: PoisonedUpstream, dev_key: ec.EllipticCurvePrivateKey) ->
                     "definitions": {"cache_seconds": 0, **(definitions or {})},
                 }
             )
-            stores = Stores(MemorySessionStore(), MemoryCounterStore(), MemoryUsageStore(), pins)
+            stores = Stores(MemorySessionStore(), MemoryLedger(), pins)
             app = create_app(config, stores=stores, streaming=False, dev_keys=jwk_set(dev_key))
             return stack.enter_context(TestClient(app, raise_server_exceptions=False))
 

@@ -37,10 +37,9 @@ from tollway.masking.guard import INJECTION_META_KEY
 from tollway.policy.definitions import definition_hash
 from tollway.routing import catalog
 from tollway.store import Stores
-from tollway.store.counters import MemoryCounterStore
+from tollway.store.ledger import MemoryLedger
 from tollway.store.pins import MemoryPinStore, PinStore
 from tollway.store.sessions import MemorySessionStore
-from tollway.store.usage import MemoryUsageStore
 
 from examples.upstreams import _serve, poisoned
 from tests.fixtures.recording_upstream import Caller, serve_in_thread
@@ -470,7 +469,7 @@ def instance(poisoned_url: str, dev_key: ec.EllipticCurvePrivateKey) -> Iterator
                     "upstreams": [{"name": "poisoned", "url": poisoned_url, "prefix": "p"}],
                 }
             )
-            stores = Stores(MemorySessionStore(), MemoryCounterStore(), MemoryUsageStore(), pins)
+            stores = Stores(MemorySessionStore(), MemoryLedger(), pins)
             app = create_app(config, stores=stores, streaming=False, dev_keys=jwk_set(dev_key))
             return stack.enter_context(TestClient(app, raise_server_exceptions=False))
 

@@ -5,10 +5,9 @@ its own boto3 client and its own QuotaEnforcer. Instances run as threads of this
 separate spawned Python processes. Each test has a table of its own and a frozen clock (the
 quota module's `time`), so no window ends in the middle of a test unless the test moves the clock.
 
-moto applies a TransactWriteItems as check-then-write without a lock, and a cancelled one puts
-back a copy of the table taken before it started, erasing writes made in the meantime: at 32
-concurrent callers it admits 21 of 20 about one run in eight. DynamoDB's transactions are
-serializable, so the server here runs one transaction at a time (`serialized_transactions`).
+moto applies an UpdateItem as check-then-write without a lock: two concurrent conditional
+updates of one item can both pass their condition. DynamoDB applies each single-item write
+atomically, so the server here runs one UpdateItem at a time (`atomic_updates`).
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from tollway.config import parse_config
 from tollway.context import Principal
 from tollway.policy import quota
 from tollway.policy.quota import QuotaEnforcer, QuotaExceeded
-from tollway.store.counters import DynamoCounterStore
+from tollway.store.ledger import DynamoLedger
 from tollway.store.tables import ensure_tables, find_template
 
 NOON = datetime(2026, 3, 14, 12, 0, 30, tzinfo=UTC).timestamp()
@@ -68,16 +67,16 @@ def quota_config(
 # --- DynamoDB over HTTP --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    original = DynamoDBBackend.transact_write_items
+    original = DynamoDBBackend.update_item
     lock = threading.Lock()
 
-    def serialized_transactions(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    def atomic_updates(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
         with lock:
-            original(self, transact_items)
+            return original(self, *args, **kwargs)
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(DynamoDBBackend, "transact_write_items", serialized_transactions)
+        patch.setattr(DynamoDBBackend, "update_item", atomic_updates)
         server.start()
         host, port = server.get_host_and_port()
         try:
@@ -123,7 +122,7 @@ def instances(clients: list[Any], table: str) -> Callable[[dict[str, Any], int],
 
     def start(data: dict[str, Any], n: int) -> list[QuotaEnforcer]:
         config = parse_config(data)
-        return [QuotaEnforcer(config, DynamoCounterStore(table, clients[i])) for i in range(n)]
+        return [QuotaEnforcer(config, DynamoLedger(table, clients[i])) for i in range(n)]
 
     return start
 
@@ -144,7 +143,7 @@ def count_requests() -> Iterator[Callable[[list[QuotaEnforcer]], dict[str, int]]
             with lock:
                 counts[operation] = counts.get(operation, 0) + 1
 
-        for client in {id(e.store.client): e.store.client for e in enforcers}.values():  # type: ignore[attr-defined]
+        for client in {id(e.ledger.client): e.ledger.client for e in enforcers}.values():  # type: ignore[attr-defined]
             unique_id = f"count-requests-{id(counts)}"
             client.meta.events.register("before-send.dynamodb", sent, unique_id=unique_id)
             watched.append((client, unique_id))
@@ -179,26 +178,23 @@ def call_concurrently(
         return sum(pool.map(thread, range(threads)))
 
 
-def used(client: Any, table: str, principal: Principal, window: str) -> int:
-    item = client.get_item(TableName=table, Key={"pk": {"S": f"LIMIT#{principal.tenant}"}, "sk": {"S": window}})
-    return int(item["Item"]["used"]["N"])
+def recorded(client: Any, table: str, principal: Principal) -> dict[str, int]:
+    """The numbers of the tenant's item of the day: units charged and its finance record."""
+    item = client.get_item(TableName=table, Key={"pk": {"S": f"USAGE#{principal.tenant}"}, "sk": {"S": "2026-03-14"}})
+    return {k: int(v["N"]) for k, v in item["Item"].items() if "N" in v}
 
 
-MINUTE = f"per_minute#{int(NOON) // 60 * 60}"
-DAY = "per_day#2026-03-14"
+TOOL = "finance__run_forecast"
 
 
 # --- exact limits --------------------------------------------------------------------------------
 @pytest.mark.parametrize("threads", [1, 4, 16, 32])
 @pytest.mark.parametrize(
-    ("limits", "costs", "window", "units_per_call"),
-    [
-        ({"per_minute": LIMIT}, {}, MINUTE, 1),
-        ({"per_day": LIMIT * 3}, {"finance__*": 3}, DAY, 3),
-    ],
+    ("limits", "costs", "units_per_call"),
+    [({"per_minute": LIMIT}, {}, 1), ({"per_day": LIMIT * 3}, {"finance__*": 3}, 3)],
     ids=["calls-per-minute", "units-per-day"],
 )
-def test_exactly_the_limit_of_three_times_as_many_concurrent_calls_is_admitted(
+def test_exactly_the_limit_of_three_times_as_many_concurrent_calls_is_admitted_and_recorded(
     instances: Callable[..., list[QuotaEnforcer]],
     clients: list[Any],
     table: str,
@@ -207,15 +203,19 @@ def test_exactly_the_limit_of_three_times_as_many_concurrent_calls_is_admitted(
     threads: int,
     limits: dict[str, int],
     costs: dict[str, int],
-    window: str,
     units_per_call: int,
 ) -> None:
     enforcers = instances(quota_config(limits, costs=costs), threads)
 
-    count = call_concurrently(enforcers, caller, "finance__run_forecast", 3 * LIMIT, threads)
+    count = call_concurrently(enforcers, caller, TOOL, 3 * LIMIT, threads)
 
     assert count == LIMIT
-    assert used(clients[0], table, caller, window) == LIMIT * units_per_call
+    item = recorded(clients[0], table, caller)
+    assert (item["day_units"], item[f"c:{TOOL}"], item[f"u:{TOOL}"]) == (
+        LIMIT * units_per_call,
+        LIMIT,
+        LIMIT * units_per_call,
+    )
 
 
 def test_threads_of_one_local_server_sharing_an_enforcer_admit_exactly_the_limit(
@@ -223,7 +223,7 @@ def test_threads_of_one_local_server_sharing_an_enforcer_admit_exactly_the_limit
 ) -> None:
     (enforcer,) = instances(quota_config({"per_minute": LIMIT}), 1)
 
-    assert call_concurrently([enforcer], caller, "finance__run_forecast", 3 * LIMIT, 16) == LIMIT
+    assert call_concurrently([enforcer], caller, TOOL, 3 * LIMIT, 16) == LIMIT
 
 
 def _lambda_instance(
@@ -231,10 +231,10 @@ def _lambda_instance(
 ) -> None:
     """One Lambda instance in a process of its own: cold start, then `attempts` calls."""
     quota.time = FrozenClock(now)  # type: ignore[assignment]  # this process only
-    enforcer = QuotaEnforcer(parse_config(data), DynamoCounterStore(table, dynamodb(endpoint)))
+    enforcer = QuotaEnforcer(parse_config(data), DynamoLedger(table, dynamodb(endpoint)))
     principal = Principal(subject="agent-7", tenant=tenant)
     start.wait(timeout=30)
-    out.put(sum(admitted(enforcer, principal, "finance__run_forecast") for _ in range(attempts)))
+    out.put(sum(admitted(enforcer, principal, TOOL) for _ in range(attempts)))
 
 
 def test_separate_processes_admit_exactly_the_limit_together(
@@ -243,7 +243,7 @@ def test_separate_processes_admit_exactly_the_limit_together(
     processes, attempts = 3, LIMIT  # 3L attempts in all
     spawn = multiprocessing.get_context("spawn")
     start, out = spawn.Barrier(processes), spawn.Queue()
-    data = quota_config({"per_minute": LIMIT, "per_day": 1000})
+    data = quota_config({"per_minute": LIMIT, "per_day": 1000, "per_month": 5000})
     workers = [
         spawn.Process(
             target=_lambda_instance,
@@ -263,52 +263,68 @@ def test_separate_processes_admit_exactly_the_limit_together(
                 worker.kill()
 
     assert sum(counts) == LIMIT
-    assert used(clients[0], table, caller, MINUTE) == LIMIT
-    assert used(clients[0], table, caller, DAY) == LIMIT
+    item = recorded(clients[0], table, caller)
+    assert (item["day_units"], item["month_units"], item[f"c:{TOOL}"]) == (LIMIT, LIMIT, LIMIT)
 
 
-# --- windows end ---------------------------------------------------------------------------------
-def test_a_full_second_admits_again_when_the_next_second_begins(
+# --- rates refill, days end ------------------------------------------------------------------------
+def test_a_full_second_admits_one_call_again_after_a_third_of_a_second_and_all_three_after_one(
     instances: Callable[..., list[QuotaEnforcer]], clock: FrozenClock, caller: Principal
 ) -> None:
     (enforcer,) = instances(quota_config({"per_second": 3}), 1)
     clock.now = NOON + 0.25
 
-    first = [admitted(enforcer, caller, "finance__run_forecast") for _ in range(4)]
+    burst = [admitted(enforcer, caller, TOOL) for _ in range(4)]
     with pytest.raises(QuotaExceeded) as refused:
-        clock.now = NOON + 0.999
-        enforcer.admit(caller, "finance__run_forecast")
-    clock.now = NOON + 1
-    second = [admitted(enforcer, caller, "finance__run_forecast") for _ in range(4)]
+        enforcer.admit(caller, TOOL)
+    clock.now = NOON + 0.25 + 0.334
+    a_third_later = [admitted(enforcer, caller, TOOL) for _ in range(2)]
+    clock.now = NOON + 1.6
+    a_second_later = [admitted(enforcer, caller, TOOL) for _ in range(4)]
 
-    assert first == second == [True, True, True, False]
+    assert burst == a_second_later == [True, True, True, False]
+    assert a_third_later == [True, False]
     assert refused.value.data == {
         "limit": "tenant per_second",
         "max": 3,
-        "resetAt": "2026-03-14T12:00:31+00:00",
+        "resetAt": "2026-03-14T12:00:30.583333+00:00",
         "retryAfterSeconds": 1,
     }
 
 
-def test_a_full_minute_refuses_until_its_last_instant_and_admits_at_the_next_minute(
+def test_a_full_minute_says_when_the_next_call_fits_and_admits_it_then(
     instances: Callable[..., list[QuotaEnforcer]], clock: FrozenClock, caller: Principal
 ) -> None:
     (enforcer,) = instances(quota_config({"per_minute": 5}), 1)
 
-    first = [admitted(enforcer, caller, "finance__run_forecast") for _ in range(6)]
+    first = [admitted(enforcer, caller, TOOL) for _ in range(6)]
     with pytest.raises(QuotaExceeded) as at_once:
-        enforcer.admit(caller, "finance__run_forecast")
-    clock.now = NOON + 29.9
-    with pytest.raises(QuotaExceeded) as at_the_end:
-        enforcer.admit(caller, "finance__run_forecast")
-    clock.now = NOON + 30
-    next_minute = [admitted(enforcer, caller, "finance__run_forecast") for _ in range(6)]
+        enforcer.admit(caller, TOOL)
+    clock.now = NOON + 11.9
+    with pytest.raises(QuotaExceeded) as nearly:
+        enforcer.admit(caller, TOOL)
+    clock.now = NOON + 12
+    then = [admitted(enforcer, caller, TOOL) for _ in range(2)]
 
-    assert first == next_minute == [True] * 5 + [False]
-    assert at_once.value.data["retryAfterSeconds"] == 30
-    assert at_once.value.headers == {"retry-after": "30"}
-    assert at_the_end.value.data["retryAfterSeconds"] == 1
-    assert at_once.value.data["resetAt"] == at_the_end.value.data["resetAt"] == "2026-03-14T12:01:00+00:00"
+    assert first == [True] * 5 + [False]
+    assert then == [True, False]
+    assert at_once.value.data["retryAfterSeconds"] == 12
+    assert at_once.value.headers == {"retry-after": "12"}
+    assert nearly.value.data["retryAfterSeconds"] == 1
+    assert at_once.value.data["resetAt"] == nearly.value.data["resetAt"] == "2026-03-14T12:00:42+00:00"
+
+
+def test_a_day_full_of_units_admits_again_on_the_next_utc_day(
+    instances: Callable[..., list[QuotaEnforcer]], clock: FrozenClock, caller: Principal
+) -> None:
+    (enforcer,) = instances(quota_config({"per_day": 2, "per_month": 3}), 1)
+
+    today = [admitted(enforcer, caller, TOOL) for _ in range(3)]
+    clock.now = NOON + 86400
+    tomorrow = [admitted(enforcer, caller, TOOL) for _ in range(2)]
+
+    assert today == [True, True, False]
+    assert tomorrow == [True, False]  # the month's third unit
 
 
 # --- cost units ----------------------------------------------------------------------------------
@@ -319,11 +335,11 @@ def test_a_tool_costing_ten_fits_three_times_in_thirty_five_units_and_a_cheap_to
     clock: FrozenClock,
     caller: Principal,
 ) -> None:
-    (enforcer,) = instances(quota_config({"per_day": 35}, costs={"finance__run_forecast": 10}), 1)
+    (enforcer,) = instances(quota_config({"per_day": 35}, costs={TOOL: 10}), 1)
 
-    costly = [admitted(enforcer, caller, "finance__run_forecast") for _ in range(3)]
+    costly = [admitted(enforcer, caller, TOOL) for _ in range(3)]
     with pytest.raises(QuotaExceeded) as refused:
-        enforcer.admit(caller, "finance__run_forecast")
+        enforcer.admit(caller, TOOL)
     cheap = [admitted(enforcer, caller, "finance__fetch_revenue_data") for _ in range(6)]
 
     assert costly == [True, True, True]
@@ -331,7 +347,7 @@ def test_a_tool_costing_ten_fits_three_times_in_thirty_five_units_and_a_cheap_to
     assert refused.value.data["resetAt"] == "2026-03-15T00:00:00+00:00"
     assert refused.value.data["retryAfterSeconds"] == 12 * 3600 - 30
     assert cheap == [True] * 5 + [False]
-    assert used(clients[0], table, caller, DAY) == 35
+    assert recorded(clients[0], table, caller)["day_units"] == 35
 
 
 # --- leases, and DynamoDB requests per call ------------------------------------------------------
@@ -352,15 +368,18 @@ def test_instances_with_leases_that_call_until_refused_admit_exactly_the_limit_t
     def until_refused(enforcer: QuotaEnforcer) -> int:
         start.wait()
         count = 0
-        while admitted(enforcer, caller, "finance__run_forecast"):
+        while admitted(enforcer, caller, TOOL):
             count += 1
         return count
 
     with ThreadPoolExecutor(n) as pool:
         counts = list(pool.map(until_refused, enforcers))
+    for enforcer in enforcers:
+        enforcer.flush_all()
 
     assert sum(counts) == limit
-    assert used(clients[0], table, caller, DAY) == limit
+    item = recorded(clients[0], table, caller)
+    assert (item["day_units"], item[f"c:{TOOL}"], item[f"r:{TOOL}"]) == (limit, limit, n)
     assert all(count > 0 for count in counts)
 
 
@@ -375,7 +394,7 @@ def test_with_leases_the_first_refusal_comes_within_the_documented_shortfall(
         start.wait()
         count = 0
         while not refused.is_set():
-            if admitted(enforcer, caller, "finance__run_forecast"):
+            if admitted(enforcer, caller, TOOL):
                 count += 1
             else:
                 refused.set()
@@ -387,21 +406,40 @@ def test_with_leases_the_first_refusal_comes_within_the_documented_shortfall(
     assert limit - n * (LEASE - 1) <= total <= limit
 
 
-@pytest.mark.parametrize("threads", [1, 4, 16])
-def test_leases_under_a_small_limit_stay_exact_with_one_write_per_call(
+def test_one_instance_admits_and_records_each_call_with_one_write(
+    instances: Callable[..., list[QuotaEnforcer]],
+    count_requests: Callable[[list[QuotaEnforcer]], dict[str, int]],
+    clock: FrozenClock,
+    caller: Principal,
+) -> None:
+    """Rates and quotas of the tenant on one item: one UpdateItem per call, admitted or refused;
+    the day's first call reads the month's total once (a Query: there is no earlier day)."""
+    limits = {"per_second": 100, "per_minute": LIMIT, "per_day": 100_000, "per_month": 1_000_000}
+    (enforcer,) = instances(quota_config(limits), 1)
+    sent = count_requests([enforcer])
+
+    count = sum(admitted(enforcer, caller, TOOL) for _ in range(3 * LIMIT))
+
+    assert count == LIMIT
+    assert sent == {"Query": 1, "UpdateItem": 3 * LIMIT}
+
+
+@pytest.mark.parametrize("threads", [4, 16])
+def test_concurrent_instances_stay_exact_and_retry_a_lost_race_at_most_once_a_call_on_average(
     instances: Callable[..., list[QuotaEnforcer]],
     count_requests: Callable[[list[QuotaEnforcer]], dict[str, int]],
     clock: FrozenClock,
     caller: Principal,
     threads: int,
 ) -> None:
-    enforcers = instances(quota_config({"per_minute": LIMIT}, lease_units=LEASE), threads)
-    writes = count_requests(enforcers)
+    enforcers = instances(quota_config({"per_minute": LIMIT}), threads)
+    sent = count_requests(enforcers)
 
-    count = call_concurrently(enforcers, caller, "finance__run_forecast", 3 * LIMIT, threads)
+    count = call_concurrently(enforcers, caller, TOOL, 3 * LIMIT, threads)
 
     assert count == LIMIT
-    assert writes == {"TransactWriteItems": 3 * LIMIT}
+    assert 3 * LIMIT <= sent["UpdateItem"] <= 2 * 3 * LIMIT
+    assert sent["Query"] == threads  # each instance reads the month's total once a day
 
 
 @pytest.mark.parametrize(("lease_units", "requests"), [(1, 100), (LEASE, 10)], ids=["exact", "leases-of-10"])
@@ -413,11 +451,11 @@ def test_a_hundred_calls_cost_one_write_each_or_one_per_lease_of_ten(
     lease_units: int,
     requests: int,
 ) -> None:
-    limits = {"per_minute": 10_000, "per_day": 100_000, "per_month": 1_000_000}
+    limits = {"per_day": 100_000, "per_month": 1_000_000}
     (enforcer,) = instances(quota_config(limits, lease_units=lease_units), 1)
     sent = count_requests([enforcer])
 
-    calls = [admitted(enforcer, caller, "finance__run_forecast") for _ in range(100)]
+    calls = [admitted(enforcer, caller, TOOL) for _ in range(100)]
 
     assert all(calls)
-    assert sent == {"TransactWriteItems": requests}
+    assert sent == {"Query": 1, "UpdateItem": requests}

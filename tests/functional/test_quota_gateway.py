@@ -3,7 +3,7 @@
 The gateway app runs in-process (Starlette TestClient) with dev-issuer tokens, in front of two
 real upstreams on 127.0.0.1: the demo finance server (`finance__*`) and a recording server
 (`rec__echo`) that remembers every request, so a test can tell whether a call reached it.
-The quota clock is frozen half a minute into a minute; usage records keep the real date.
+The quota clock is frozen half a minute into a minute of 2026-03-14; usage is recorded on that day.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from tollway.http import create_app
 from tollway.policy import quota
 from tollway.spec import RATE_LIMITED
 from tollway.store import Stores
-from tollway.store.counters import DynamoCounterStore, MemoryCounterStore
+from tollway.store.ledger import DynamoLedger, MemoryLedger
 from tollway.store.sessions import MemorySessionStore
-from tollway.store.usage import MemoryUsageStore, UsageRow, UsageStore
+from tollway.store.usage import UsageReader, UsageRow
 
 from tests.fixtures.recording_upstream import Caller, RecordingUpstream
 from tests.unit.wire import assert_http_error
@@ -54,11 +54,14 @@ class FrozenClock:
 
 
 class ThrottledDynamoDB:
-    """A DynamoDB client whose every write is throttled, as a hot partition is."""
+    """A DynamoDB client whose every request is throttled, as a hot partition is."""
 
-    def transact_write_items(self, **_: Any) -> None:
-        error = {"Code": "ProvisionedThroughputExceededException", "Message": "Rate of requests exceeds throughput"}
-        raise ClientError({"Error": error}, "TransactWriteItems")
+    def __getattr__(self, operation: str) -> Any:
+        def throttled(**_: Any) -> None:
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "Rate of requests exceeds throughput"}
+            raise ClientError({"Error": error}, operation)
+
+        return throttled
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +78,10 @@ class Gateway:
 
     def caller(self, tenant: str, subject: str = "alice") -> Caller:
         return Caller(self.client, dev.mint(self.key, subject=subject, tenant=tenant, audience=RESOURCE))
+
+    def flush(self) -> None:
+        """What the server writes when it stops: usage counters still waiting for a write."""
+        self.client.app.state.quota.flush_all()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -200,14 +207,14 @@ def test_a_caller_of_a_free_tool_gets_its_result_not_an_internal_error(
 
 
 # --- the counter store fails ---------------------------------------------------------------------
-def failing_memory_store() -> MemoryCounterStore:
-    store = MemoryCounterStore()
+def failing_memory_store() -> MemoryLedger:
+    store = MemoryLedger()
     store.fail_with = ConnectionError("DynamoDB endpoint unreachable")
     return store
 
 
-def throttled_dynamodb_store() -> DynamoCounterStore:
-    return DynamoCounterStore("tollway", ThrottledDynamoDB())
+def throttled_dynamodb_store() -> DynamoLedger:
+    return DynamoLedger("tollway", ThrottledDynamoDB())
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -215,8 +222,8 @@ def throttled_dynamodb_store() -> DynamoCounterStore:
 def test_when_the_quota_store_fails_a_closed_gateway_answers_503_retryable_and_calls_nothing(
     start: Callable[..., Gateway], recorder: RecordingUpstream, era: str, failing: Callable[[], Any]
 ) -> None:
-    usage = MemoryUsageStore()
-    stores = Stores(MemorySessionStore(), failing(), usage)
+    ledger = failing()
+    stores = Stores(MemorySessionStore(), ledger)
     gateway = start({"plans": {"basic": {"tenant": {"per_minute": 100}}}, "default_plan": "basic"}, stores=stores)
     call = call_in(era, gateway.caller("acme"))
 
@@ -226,17 +233,16 @@ def test_when_the_quota_store_fails_a_closed_gateway_answers_503_retryable_and_c
     assert error["data"] == {"retryable": True}
     assert response.headers["retry-after"] == "1"
     assert recorder.calls("tools/call") == []
-    assert usage.records == []
+    assert getattr(ledger, "items", {}) == {}
 
 
 def test_a_tenant_whose_policy_fails_open_gets_through_when_the_quota_store_fails(
     start: Callable[..., Gateway], recorder: RecordingUpstream
 ) -> None:
-    counters = failing_memory_store()
-    usage = MemoryUsageStore()
+    ledger = failing_memory_store()
     gateway = start(
         {"plans": {"basic": {"tenant": {"per_minute": 100}}}, "default_plan": "basic", "failure_policy": "closed"},
-        stores=Stores(MemorySessionStore(), counters, usage),
+        stores=Stores(MemorySessionStore(), ledger),
         tenants={"acme": {}, "globex": {"failure_policy": "open"}},
     )
 
@@ -246,18 +252,19 @@ def test_a_tenant_whose_policy_fails_open_gets_through_when_the_quota_store_fail
     assert succeeded(open_tenant)
     assert_http_error(closed_tenant, 503, c.INTERNAL_ERROR, message=UNAVAILABLE, request_id=2)
     assert len(recorder.calls("tools/call")) == 1
-    assert [(r["tenant"], r["tool"], r["units"], r["error"]) for r in usage.records] == [
-        ("globex", "rec__echo", 1, False)
+    ledger.fail_with = None  # the store is back: the open tenant's call is written with the next write
+    gateway.flush()
+    assert [(r.tenant, r.tool, r.calls, r.units, r.errors) for r in UsageReader(ledger).month("2026-03")] == [
+        ("globex", "rec__echo", 1, 1, 0)
     ]
 
 
 def test_a_tenant_may_fail_closed_where_the_gateway_fails_open(
     start: Callable[..., Gateway], recorder: RecordingUpstream
 ) -> None:
-    counters = failing_memory_store()
     gateway = start(
         {"plans": {"basic": {"tenant": {"per_minute": 100}}}, "default_plan": "basic", "failure_policy": "open"},
-        stores=Stores(MemorySessionStore(), counters, MemoryUsageStore()),
+        stores=Stores(MemorySessionStore(), failing_memory_store()),
         tenants={"acme": {}, "bank": {"failure_policy": "closed"}},
     )
 
@@ -289,7 +296,7 @@ def totals(rows: list[UsageRow]) -> dict[tuple[str, str], tuple[int, int, int, i
 def test_usage_in_dynamodb_matches_admitted_failed_and_refused_calls_to_the_unit(
     start: Callable[..., Gateway], recorder: RecordingUpstream, fresh_dynamodb: Any
 ) -> None:
-    stores = Stores(MemorySessionStore(), DynamoCounterStore(TABLE, fresh_dynamodb), UsageStore(TABLE, fresh_dynamodb))
+    stores = Stores(MemorySessionStore(), DynamoLedger(TABLE, fresh_dynamodb))
     quotas = {
         "plans": {"metered": {"tenant": {"per_day": 20}}},
         "default_plan": "metered",
@@ -297,7 +304,6 @@ def test_usage_in_dynamodb_matches_admitted_failed_and_refused_calls_to_the_unit
     }
     gateway = start(quotas, stores=stores)
     initech, umbrella = gateway.caller("initech"), gateway.caller("umbrella")
-    first_day = datetime.now(UTC).strftime("%Y-%m-%d")
 
     answers = {
         "fetch x2 (10 units)": [initech.modern("tools/call", FETCH) for _ in range(2)],
@@ -321,7 +327,6 @@ def test_usage_in_dynamodb_matches_admitted_failed_and_refused_calls_to_the_unit
         initech.legacy("ping", session=session),
     ]
     answers["another tenant"] = [umbrella.modern("tools/call", VALIDATE)]
-    last_day = datetime.now(UTC).strftime("%Y-%m-%d")
 
     outcome = {step: [r.status_code for r in responses] for step, responses in answers.items()}
     assert outcome == {
@@ -341,7 +346,8 @@ def test_usage_in_dynamodb_matches_admitted_failed_and_refused_calls_to_the_unit
     assert "error" in answers["echo refused by the upstream (16)"][0].json()
     assert all("result" in r.json() for r in answers["not metered"])
 
-    month = first_day[:7]
+    gateway.flush()
+    month = "2026-03"
     expected = {
         ("initech", "finance__download_statement"): (1, 1, 1, 0),
         ("initech", "finance__fetch_revenue_data"): (2, 10, 0, 1),
@@ -352,10 +358,8 @@ def test_usage_in_dynamodb_matches_admitted_failed_and_refused_calls_to_the_unit
     every_row = stores.usage.month(month)  # type: ignore[attr-defined]
     assert totals(initech_rows) == expected
     assert totals(every_row) == {**expected, ("umbrella", "finance__validate_transaction"): (1, 1, 0, 0)}
-    assert {r.day for r in every_row} <= {first_day, last_day}
+    assert {r.day for r in every_row} == {"2026-03-14"}
     assert sum(r.units for r in initech_rows) == 20
-    counter = fresh_dynamodb.get_item(
-        TableName=TABLE, Key={"pk": {"S": "LIMIT#initech"}, "sk": {"S": "per_day#2026-03-14"}}
-    )
-    assert counter["Item"]["used"] == {"N": "20"}
+    item = fresh_dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "USAGE#initech"}, "sk": {"S": "2026-03-14"}})
+    assert (item["Item"]["day_units"], item["Item"]["month_units"]) == ({"N": "20"}, {"N": "20"})
     assert len(recorder.calls("tools/call")) == 2

@@ -7,7 +7,7 @@
 - the loopback allow-list of `tollway dev` accepts `[::1]` and refuses other hosts and origins,
   and its `[` is a bracket, never a character class;
 - the IP detector masks addresses only, and digits outside ASCII neither match nor crash it;
-- the blocking store calls of a whole request (sessions, pins, counters, usage) run off the
+- the blocking store calls of a whole request (sessions, pins, ledger) run off the
   event loop.
 
 The gateway runs in-process in front of real MCP servers on 127.0.0.1.
@@ -395,8 +395,7 @@ def test_every_store_call_of_a_session_and_of_a_stateless_call_runs_off_the_even
     memory = Stores.memory()
     stores = Stores(
         sessions=OffLoop("sessions", memory.sessions, calls, on_loop),
-        counters=OffLoop("counters", memory.counters, calls, on_loop),
-        usage=OffLoop("usage", memory.usage, calls, on_loop),
+        ledger=OffLoop("ledger", memory.ledger, calls, on_loop),
         pins=OffLoop("pins", memory.pins, calls, on_loop),
     )
     config = parse_config(
@@ -441,7 +440,6 @@ def test_every_store_call_of_a_session_and_of_a_stateless_call_runs_off_the_even
         "sessions.put_principal_upstream",
         "pins.get_all",
         "pins.pin",
-        "counters.consume",
-        "usage.record",
+        "ledger.charge",
     } <= set(calls)
     assert on_loop == []

@@ -3,13 +3,13 @@ an error in usage, like a call the upstream answers with an error.
 
 With `definitions.result_injection: block`, a tool result carrying instructions aimed at the
 model is withheld (the agent gets an error instead); its admitted units are still charged and
-the call is recorded with `error=True`, as a result with `isError: true` is. An ordinary result
-is recorded with `error=False`. A call admitted by the quota that fails before it reaches the
+the call is recorded as an error, as a result with `isError: true` is. An ordinary result
+is recorded without one. A call admitted by the quota that fails before it reaches the
 upstream (its arguments cannot be masked) keeps its units in usage, as an error. Every call here
 is metered: the tenant is on a quota plan.
 
-The gateway app runs in-process (Starlette TestClient, in-memory stores, whose usage recorder
-keeps every record) in front of a `MemoryUpstream` (tests/fixtures/memory_upstream.py),
+The gateway app runs in-process (Starlette TestClient, in-memory stores: the usage of a tenant's
+day per tool, as finance reads it) in front of a `MemoryUpstream` (tests/fixtures/memory_upstream.py),
 injected (`memory`) or served on 127.0.0.1 (`http`); both protocol eras are driven. The masking
 failure is shown in front of the recording upstream (`recorder`).
 """
@@ -74,11 +74,11 @@ def call(agent: Agent, name: str) -> Any:
     return agent.send("tools/call", {"name": f"mem__{name}", "arguments": {}})
 
 
-def recorded(stores: Stores) -> list[tuple[str, int, bool]]:
-    """(tool, units, error) of every usage record; none of them a refusal by a limit."""
-    records: list[dict[str, Any]] = stores.usage.records  # type: ignore[attr-defined]
-    assert not any(r.get("rejected") for r in records), records
-    return [(r["tool"], r["units"], r["error"]) for r in records]
+def recorded(stores: Stores) -> list[tuple[str, int, int, int]]:
+    """(tool, calls, units, errors) of the day's usage per tool; no call refused by a limit."""
+    rows = stores.usage.month(datetime.now(UTC).strftime("%Y-%m"))
+    assert not any(r.rejected for r in rows), rows
+    return [(r.tool, r.calls, r.units, r.errors) for r in rows]
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -93,7 +93,7 @@ def test_a_result_withheld_for_instructions_aimed_at_the_model_is_recorded_in_us
     assert "Ignore previous instructions" not in response.text
     assert "hidden_instructions" in error["data"]["findings"]
     assert len(upstream.calls("tools/call")) == 1  # the upstream did the work: the units are charged
-    assert recorded(stores) == [("mem__read_page", 1, True)]
+    assert recorded(stores) == [("mem__read_page", 1, 1, 1)]
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -104,7 +104,7 @@ def test_an_ordinary_call_is_recorded_in_usage_as_a_success(metered: Metered, er
 
     assert response.status_code == 200, response.text
     assert response.json()["result"]["content"] == [{"type": "text", "text": "Lisbon: 21 C, clear sky"}]
-    assert recorded(stores) == [("mem__get_weather", 1, False)]
+    assert recorded(stores) == [("mem__get_weather", 1, 1, 0)]
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -119,21 +119,20 @@ def test_a_result_the_tool_marks_as_an_error_reaches_the_agent_and_is_recorded_i
     result = response.json()["result"]
     assert result["isError"] is True
     assert result["content"] == [{"type": "text", "text": "The card was declined."}]
-    assert recorded(stores) == [("mem__charge_card", 1, True)]
+    assert recorded(stores) == [("mem__charge_card", 1, 1, 1)]
 
 
 @pytest.mark.parametrize("era", ERAS)
-def test_calls_in_a_row_are_each_recorded_with_their_own_outcome(metered: Metered, era: str) -> None:
+def test_calls_in_a_row_each_add_their_own_outcome_to_their_tools_usage(metered: Metered, era: str) -> None:
     agent, stores, _ = metered(era)
 
     for name in ("get_weather", "read_page", "get_weather", "charge_card"):
         call(agent, name)
 
     assert recorded(stores) == [
-        ("mem__get_weather", 1, False),
-        ("mem__read_page", 1, True),
-        ("mem__get_weather", 1, False),
-        ("mem__charge_card", 1, True),
+        ("mem__charge_card", 1, 1, 1),
+        ("mem__get_weather", 2, 2, 0),
+        ("mem__read_page", 1, 1, 1),
     ]
 
 

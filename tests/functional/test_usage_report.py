@@ -1,6 +1,7 @@
 """Finance reads a month's usage from the gateway's own table: `tollway usage report` and
 GET /admin/usage, over a DynamoDB table built from template.yaml (moto) and filled by
-`UsageStore.record` exactly as the pipeline records calls.
+the ledger's writes exactly as the quota policy makes them (a charge per admitted call, its
+outcome added after; a refusal's count added).
 
 Two tenants whose names share a prefix (acme, acme-labs) call two tools over several days,
 with errors and refused calls, plus calls on the last day before and the first day after the
@@ -29,9 +30,10 @@ from tollway.config import GatewayConfig, parse_config
 from tollway.finance.report import CSV_COLUMNS
 from tollway.http import create_app
 from tollway.store import Stores
-from tollway.store.counters import MemoryCounterStore
+from tollway.store.ledger import Charge, DynamoLedger, Ledger, Scope
 from tollway.store.sessions import MemorySessionStore
-from tollway.store.usage import UsageStore
+from tollway.store.table import key
+from tollway.store.usage import UsageReader
 
 from tests.unit.wire import assert_http_error
 
@@ -96,14 +98,19 @@ def table_name() -> str:
 @pytest.fixture(scope="module")
 def dynamodb(moto_dynamodb: Any) -> Any:
     """The module's moto DynamoDB, its table holding CALLS (read-only below)."""
-    record_calls(UsageStore(TABLE, moto_dynamodb))
+    record_calls(DynamoLedger(TABLE, moto_dynamodb))
     return moto_dynamodb
 
 
-def record_calls(store: UsageStore) -> None:
+def record_calls(ledger: Ledger) -> None:
     for tenant, tool, day, units, error, rejected, latency in CALLS:
-        when = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
-        store.record(tenant, tool, units=units, error=error, rejected=rejected, latency_ms=latency, now=when)
+        scope = Scope(key("USAGE", tenant), tenant=tenant)
+        if rejected:
+            ledger.add(scope, day, {f"r:{tool}": 1})
+            continue
+        when = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC).timestamp()
+        ledger.charge(Charge(scope, 1, units, {f"c:{tool}": 1, f"u:{tool}": units}), when)
+        ledger.add(scope, day, {f"l:{tool}": round(latency), **({f"e:{tool}": 1} if error else {})})
 
 
 @pytest.fixture
@@ -276,7 +283,7 @@ def test_the_command_reads_a_local_dynamodb_named_by_aws_endpoint_url_dynamodb(
     """As beside `tollway dev`: its embedded DynamoDB is a moto server on 127.0.0.1, and the
     command runs from a fresh shell, with no AWS credentials or region of its own."""
     _, client = dynamodb_server
-    record_calls(UsageStore("TollwayTable", client))
+    record_calls(DynamoLedger("TollwayTable", client))
 
     done = tollway_in_a_fresh_shell("usage", "report", "--month", MONTH, "--format", "csv")
 
@@ -299,7 +306,7 @@ def admin_config(**finance: Any) -> GatewayConfig:
 
 @pytest.fixture
 def admin(dynamodb: Any, dev_key: ec.EllipticCurvePrivateKey) -> Iterator[TestClient]:
-    stores = Stores(MemorySessionStore(), MemoryCounterStore(), UsageStore(TABLE, dynamodb))
+    stores = Stores(MemorySessionStore(), DynamoLedger(TABLE, dynamodb))
     app = create_app(admin_config(), stores=stores, streaming=False, dev_keys=jwk_set(dev_key))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
@@ -407,7 +414,7 @@ def test_a_month_given_twice_answers_400(admin: TestClient, dev_key: ec.Elliptic
 
 
 def test_the_admin_scope_is_the_one_the_config_names(dynamodb: Any, dev_key: ec.EllipticCurvePrivateKey) -> None:
-    stores = Stores(MemorySessionStore(), MemoryCounterStore(), UsageStore(TABLE, dynamodb))
+    stores = Stores(MemorySessionStore(), DynamoLedger(TABLE, dynamodb))
     app = create_app(admin_config(admin_scope="billing:read"), stores=stores, dev_keys=jwk_set(dev_key))
     with TestClient(app, raise_server_exceptions=False) as client:
         refused = client.get("/admin/usage", params={"month": MONTH}, headers=bearer(dev_key, "tollway:admin"))
@@ -422,7 +429,7 @@ def test_an_unauthenticated_gateway_never_serves_usage(dynamodb: Any) -> None:
     config = parse_config(
         {"resource": RESOURCE, "auth": {"allow_anonymous": True}, "upstreams": [{"name": "s", "url": "http://x/mcp"}]}
     )
-    stores = Stores(MemorySessionStore(), MemoryCounterStore(), UsageStore(TABLE, dynamodb))
+    stores = Stores(MemorySessionStore(), DynamoLedger(TABLE, dynamodb))
     with TestClient(create_app(config, stores=stores), raise_server_exceptions=False) as client:
         response = client.get("/admin/usage", params={"month": MONTH})
 
@@ -431,7 +438,7 @@ def test_an_unauthenticated_gateway_never_serves_usage(dynamodb: Any) -> None:
 
 def test_a_gateway_with_in_memory_usage_reports_what_it_recorded(dev_key: ec.EllipticCurvePrivateKey) -> None:
     stores = Stores.memory()
-    stores.usage.record("acme", "finance__run_forecast", units=10, now=datetime(2026, 11, 3, tzinfo=UTC))
+    record_calls(stores.ledger)
     app = create_app(admin_config(), stores=stores, dev_keys=jwk_set(dev_key))
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/admin/usage", params={"month": MONTH, "format": "json"}, headers=bearer(dev_key))
@@ -442,7 +449,7 @@ def test_a_gateway_with_in_memory_usage_reports_what_it_recorded(dev_key: ec.Ell
 
 def test_a_usage_store_failure_answers_503_without_detail(dynamodb: Any, dev_key: ec.EllipticCurvePrivateKey) -> None:
     # No such table: DynamoDB answers ResourceNotFoundException.
-    stores = Stores(MemorySessionStore(), MemoryCounterStore(), UsageStore("missing", dynamodb))
+    stores = Stores(MemorySessionStore(), DynamoLedger("missing", dynamodb))
     app = create_app(admin_config(), stores=stores, dev_keys=jwk_set(dev_key))
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/admin/usage", params={"month": MONTH}, headers=bearer(dev_key))
@@ -472,7 +479,7 @@ def test_a_one_tenant_report_queries_the_tenants_own_partition(
 
 
 def test_a_tenant_whose_name_prefixes_another_never_receives_its_rows(dynamodb: Any) -> None:
-    store = UsageStore(TABLE, dynamodb)
+    store = UsageReader(DynamoLedger(TABLE, dynamodb))
 
     assert {row.tenant for row in store.month(MONTH, "acme")} == {"acme"}
     assert {row.tenant for row in store.month(MONTH, "acme-labs")} == {"acme-labs"}

@@ -11,10 +11,10 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from tollway.context import Session, UpstreamSession
 from tollway.errors import ServiceUnavailable, StorageError, answer_for
+from tollway.store.ledger import Charge, DynamoLedger, Scope
 from tollway.store.pins import DynamoPinStore
 from tollway.store.sessions import DynamoSessionStore
 from tollway.store.table import DynamoTable
-from tollway.store.usage import UsageStore
 
 TABLE = "TollwayTable"
 
@@ -39,7 +39,16 @@ def session(id: str = "s-1") -> Session:
         (DynamoSessionStore, lambda s: s.renew("s-1", 1), "Session store unavailable"),
         (DynamoPinStore, lambda s: s.get_all("weather"), "Pin store unavailable"),
         (DynamoPinStore, lambda s: s.pin("weather", "tool", "t", "a" * 64, "alice"), "Pin store unavailable"),
-        (UsageStore, lambda s: s.record("acme", "t"), "Usage store unavailable"),
+        (
+            DynamoLedger,
+            lambda s: s.charge(Charge(Scope("USAGE#acme", tenant="acme"), 1, 1), time.time()),
+            "Usage store unavailable",
+        ),
+        (
+            DynamoLedger,
+            lambda s: s.add(Scope("USAGE#acme", tenant="acme"), "2026-05-03", {"e:t": 1}),
+            "Usage store unavailable",
+        ),
     ],
 )
 def test_each_store_names_itself_when_dynamodb_cannot_be_reached(store: Any, attempt: Any, message: str) -> None:
@@ -63,7 +72,16 @@ def test_each_store_names_itself_when_dynamodb_cannot_be_reached(store: Any, att
             "Session store unavailable",
         ),
         (DynamoPinStore, lambda s: s.mark_drift("weather", "tool", "t", "a" * 64), "Pin store unavailable"),
-        (UsageStore, lambda s: s.record("acme", "t"), "Usage store unavailable"),
+        (
+            DynamoLedger,
+            lambda s: s.charge(Charge(Scope("USAGE#acme", tenant="acme"), 1, 1), time.time()),
+            "Usage store unavailable",
+        ),
+        (
+            DynamoLedger,
+            lambda s: s.add(Scope("USAGE#acme", tenant="acme"), "2026-05-03", {"e:t": 1}),
+            "Usage store unavailable",
+        ),
     ],
 )
 def test_a_missing_table_is_unavailable_even_for_conditional_writes(

@@ -3,9 +3,9 @@
 Keys join their parts with `#`. Before parts were escaped, a tenant `a#S#b` with subject `c` and
 a tenant `a` with subject `b#S#c` both counted calls in `LIMIT#a#S#b#S#c`: one could spend the
 other's quota. Each test below builds such pairs, shows that the old joining made their keys
-equal (`old_*`), and that today's keys differ, in the quota windows, the legacy upstream
+equal (`old_*`), and that today's keys differ, in the quota scopes, the legacy upstream
 sessions kept per principal and the usage items. Ordinary values (no `#`, no `%`) keep exactly
-the keys they had, so existing items are still found.
+the keys they had where items outlive a release (sessions, usage), so existing items are still found.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from tollway.config import GatewayConfig, parse_config
 from tollway.context import Principal, UpstreamSession
 from tollway.errors import QuotaExceeded
 from tollway.policy.quota import QuotaEnforcer
-from tollway.store.counters import DynamoCounterStore, MemoryCounterStore
+from tollway.store.ledger import Charge, DynamoLedger, MemoryLedger, Scope
 from tollway.store.sessions import DynamoSessionStore
 from tollway.store.table import key
-from tollway.store.usage import UsageStore
+from tollway.store.usage import UsageReader
 
 TABLE = "tollway-store-keys"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -65,10 +65,10 @@ EVERY_SCOPE = {
 
 
 def _pks(principal: Principal) -> dict[str, set[str]]:
-    """Scope -> the partition keys of the windows a call by `principal` touches."""
+    """Scope -> the partition keys of the items a call by `principal` is charged to."""
     found: dict[str, set[str]] = {"tenant": set(), "subject": set(), "tool": set()}
-    for window, _ in QuotaEnforcer(_config(EVERY_SCOPE), MemoryCounterStore()).windows(principal, "rec__echo", AT):
-        found[window.name.split(" ")[0]].add(window.pk)
+    for scope in QuotaEnforcer(_config(EVERY_SCOPE), MemoryLedger()).scopes(principal, "rec__echo"):
+        found[scope.limits[0].name.split(" ")[0]].add(scope.pk)
     return found
 
 
@@ -118,7 +118,7 @@ def test_a_tenant_named_like_another_tenants_tool_window_no_longer_shares_it() -
 def test_one_principal_spending_its_subject_quota_leaves_the_colliding_principal_untouched(fresh_dynamodb: Any) -> None:
     first, second = COLLIDING_SUBJECTS[0]
     config = _config({"subject": {"per_minute": 1}})
-    quota = QuotaEnforcer(config, DynamoCounterStore(TABLE, client=fresh_dynamodb))
+    quota = QuotaEnforcer(config, DynamoLedger(TABLE, client=fresh_dynamodb))
 
     quota.admit(first, "rec__echo")
     with pytest.raises(QuotaExceeded):
@@ -131,27 +131,17 @@ def test_a_tenant_spending_its_quota_leaves_the_colliding_subject_untouched(fres
     tenant = Principal(subject="anyone", tenant="a#S#b")
     subject = Principal(subject="b", tenant="a")
     config = _config({"tenant": {"per_minute": 1}, "subject": {"per_minute": 1}})
-    quota = QuotaEnforcer(config, DynamoCounterStore(TABLE, client=fresh_dynamodb))
+    quota = QuotaEnforcer(config, DynamoLedger(TABLE, client=fresh_dynamodb))
 
     quota.admit(tenant, "rec__echo")
 
     assert quota.admit(subject, "rec__echo").units == 1
 
 
-def test_an_ordinary_principal_keeps_the_exact_window_keys_it_had() -> None:
-    windows = QuotaEnforcer(_config(EVERY_SCOPE), MemoryCounterStore()).windows(ALICE, "rec__echo", AT)
+def test_an_ordinary_principal_is_charged_to_plainly_named_items() -> None:
+    scopes = QuotaEnforcer(_config(EVERY_SCOPE), MemoryLedger()).scopes(ALICE, "rec__echo")
 
-    assert sorted((w.name, w.pk, w.sk) for w, _ in windows) == sorted(
-        [
-            ("tenant per_minute", "LIMIT#acme", "per_minute#1777803600"),
-            ("tenant per_day", "LIMIT#acme", "per_day#2026-05-03"),
-            ("subject per_minute", "LIMIT#acme#S#alice", "per_minute#1777803600"),
-            ("subject per_day", "LIMIT#acme#S#alice", "per_day#2026-05-03"),
-            ("tool rec__* per_second", "LIMIT#acme#T#rec__*", "per_second#1777803630"),
-            ("tool rec__* per_month", "LIMIT#acme#T#rec__*", "per_month#2026-05"),
-        ]
-    )
-    assert {w.pk for w, _ in windows} == set(old_limit_keys(ALICE).values())
+    assert [s.pk for s in scopes] == ["LIMIT#acme#S#alice", "LIMIT#acme#T#rec__*", "USAGE#acme"]
 
 
 # --- legacy upstream sessions per principal -------------------------------------------------------
@@ -211,10 +201,17 @@ def test_an_existing_item_under_the_old_key_of_an_ordinary_principal_is_still_re
 
 
 # --- usage --------------------------------------------------------------------------------------
+def record(ledger: DynamoLedger, tenant: str, tool: str, units: int) -> None:
+    """A call's charge on its tenant's own scope (no limits): what a metered call writes."""
+    ledger.charge(
+        Charge(Scope(key("USAGE", tenant), tenant=tenant), 1, units, {f"c:{tool}": 1, f"u:{tool}": units}), AT
+    )
+
+
 def _usage_items(client: Any) -> list[dict[str, str]]:
     items = client.scan(TableName=TABLE)["Items"]
     return sorted(
-        ({k: item[k]["S"] for k in ("pk", "sk", "gsi1pk", "gsi1sk", "tenant", "tool")} for item in items),
+        ({k: item[k]["S"] for k in ("pk", "sk", "gsi1pk", "gsi1sk", "tenant")} for item in items),
         key=lambda i: (i["pk"], i["sk"]),
     )
 
@@ -223,10 +220,11 @@ def test_two_tenants_whose_old_usage_index_keys_were_equal_keep_their_own_items_
     day = MOMENT.strftime("%Y-%m-%d")
     first, second = ("a#2026-05-03#x", "y"), ("a", "x#2026-05-03#y")
     assert old_usage_gsi1sk(first[0], day, first[1]) == old_usage_gsi1sk(second[0], day, second[1])
-    usage = UsageStore(TABLE, client=fresh_dynamodb)
+    ledger = DynamoLedger(TABLE, client=fresh_dynamodb)
+    usage = UsageReader(ledger)
 
-    usage.record(*first, units=2, now=MOMENT)
-    usage.record(*second, units=5, now=MOMENT)
+    record(ledger, *first, units=2)
+    record(ledger, *second, units=5)
 
     items = _usage_items(fresh_dynamodb)
     assert len(items) == 2
@@ -237,29 +235,53 @@ def test_two_tenants_whose_old_usage_index_keys_were_equal_keep_their_own_items_
 
 
 def test_a_tenant_with_a_hash_and_one_with_its_escape_have_separate_usage(fresh_dynamodb: Any) -> None:
-    usage = UsageStore(TABLE, client=fresh_dynamodb)
+    ledger = DynamoLedger(TABLE, client=fresh_dynamodb)
+    usage = UsageReader(ledger)
 
-    usage.record("acme#x", "rec__echo", units=1, now=MOMENT)
-    usage.record("acme%23x", "rec__echo", units=7, now=MOMENT)
+    record(ledger, "acme#x", "rec__echo", units=1)
+    record(ledger, "acme%23x", "rec__echo", units=7)
 
     assert {i["pk"] for i in _usage_items(fresh_dynamodb)} == {"USAGE#acme%23x", "USAGE#acme%2523x"}
     assert [(r.tenant, r.units) for r in usage.month("2026-05", tenant="acme#x")] == [("acme#x", 1)]
     assert [(r.tenant, r.units) for r in usage.month("2026-05", tenant="acme%23x")] == [("acme%23x", 7)]
 
 
-def test_an_ordinary_tenant_keeps_the_exact_usage_keys_it_had(fresh_dynamodb: Any) -> None:
-    UsageStore(TABLE, client=fresh_dynamodb).record("acme", "rec__echo", units=3, now=MOMENT)
+def test_an_ordinary_tenant_keeps_its_usage_partition_and_index_key(fresh_dynamodb: Any) -> None:
+    record(DynamoLedger(TABLE, client=fresh_dynamodb), "acme", "rec__echo", units=3)
 
     assert _usage_items(fresh_dynamodb) == [
         {
             "pk": "USAGE#acme",
-            "sk": "2026-05-03#rec__echo",
+            "sk": "2026-05-03",
             "gsi1pk": "USAGE#2026-05",
-            "gsi1sk": "acme#2026-05-03#rec__echo",
+            "gsi1sk": "acme#2026-05-03",
             "tenant": "acme",
-            "tool": "rec__echo",
         }
     ]
+
+
+def test_usage_written_per_tool_before_the_ledger_is_still_reported(fresh_dynamodb: Any) -> None:
+    """Items of the earlier layout (one per tenant, day and tool) sit in the same partitions."""
+    old = {
+        "pk": {"S": "USAGE#acme"},
+        "sk": {"S": "2026-05-02#rec__echo"},
+        "gsi1pk": {"S": "USAGE#2026-05"},
+        "gsi1sk": {"S": "acme#2026-05-02#rec__echo"},
+        "tenant": {"S": "acme"},
+        "tool": {"S": "rec__echo"},
+        "day": {"S": "2026-05-02"},
+        **{
+            k: {"N": v}
+            for k, v in {"calls": "4", "units": "8", "errors": "1", "rejected": "2", "latency_ms": "90"}.items()
+        },
+    }
+    fresh_dynamodb.put_item(TableName=TABLE, Item=old)
+    ledger = DynamoLedger(TABLE, client=fresh_dynamodb)
+    record(ledger, "acme", "rec__echo", units=3)
+
+    expected = [("2026-05-02", 4, 8, 1, 2, 90), ("2026-05-03", 1, 3, 0, 0, 0)]
+    for rows in (UsageReader(ledger).month("2026-05", "acme"), UsageReader(ledger).month("2026-05")):
+        assert [(r.day, r.calls, r.units, r.errors, r.rejected, r.latency_ms) for r in rows] == expected
 
 
 # --- the joining rule itself ----------------------------------------------------------------------

@@ -56,7 +56,7 @@ from tollway.protocol.endpoint import SESSION_ID
 from tollway.routing.router import Router, UpstreamStatus
 from tollway.store.pins import Pin, PinStore, pin_counts
 from tollway.store.sessions import MAX_PAGE, InvalidCursor, SessionStore
-from tollway.store.usage import UsageRecorder
+from tollway.store.usage import UsageReader
 from tollway.telemetry import logger
 from tollway.telemetry.audit import admin_action
 
@@ -216,7 +216,7 @@ class UpstreamsAdmin:
 class UsageReportEndpoint:
     """`handle` is the Starlette endpoint; `store` is the gateway's usage store."""
 
-    def __init__(self, config: GatewayConfig, store: UsageRecorder) -> None:
+    def __init__(self, config: GatewayConfig, store: UsageReader) -> None:
         self.config = config
         self.store = store
 

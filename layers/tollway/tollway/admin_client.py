@@ -294,9 +294,10 @@ class DirectBackend:
 
     def usage_report(self, month: str, tenant: str | None, format: str) -> str:
         from tollway.finance.report import render, summarize
-        from tollway.store.usage import UsageStore
+        from tollway.store.ledger import DynamoLedger
+        from tollway.store.usage import UsageReader
 
-        rows = self._read(lambda: UsageStore(self.table).month(month, tenant))
+        rows = self._read(lambda: UsageReader(DynamoLedger(self.table)).month(month, tenant))
         model = self._cost_model()
         return render(summarize(rows, month, tenant=tenant, model=model), format)  # type: ignore[arg-type]
 

@@ -9,12 +9,14 @@ routes     /mcp -> McpEndpoint (protocol, sessions, pipeline); /admin/*; public:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -72,7 +74,7 @@ def create_app(
     """The gateway as an ASGI app.
 
     `stores`: DynamoDB by default; tests pass `Stores.memory()` (or just `store=` a session
-    store, which implies in-memory counters and usage too). `dev_keys` (trusted for `auth.issuer`)
+    store, which implies an in-memory ledger too). `dev_keys` (trusted for `auth.issuer`)
     and `public_routes` (their JWKS and issuer metadata) are passed only by `tollway dev`.
     `upstreams`: the clients of the upstreams by name (default: streamable HTTP to their URLs;
     tests pass stand-ins).
@@ -80,7 +82,9 @@ def create_app(
     `previous`: the app this one replaces (a live config change, `tollway.live`); the parts
     whose settings did not change are kept with their state: the token verifier and its JWKS
     cache, each upstream's client (circuit breaker, credentials), the definition gate (pins
-    and verdicts read), the audit log. Pass the same `stores`: sessions, counters and pins live there."""
+    and verdicts read), the audit log, and the usage counters still waiting for a write (never
+    its quota leases: the limits may have changed). Pass the same `stores`: sessions, the ledger
+    and pins live there."""
     if streaming is None:
         streaming = config.http.streaming if config.http.streaming is not None else not _on_lambda()
     kept = previous.state if previous is not None else None
@@ -105,8 +109,10 @@ def create_app(
     exposure = Exposure(config, router, gate, masking)
     server = GatewayServer(config, exposure, router)
     approvals = Approvals(config, stores.approvals)
-    quota = QuotaEnforcer(config, stores.counters)
-    pipeline = Pipeline(config, exposure, router, quota, stores.usage, masking, approvals)
+    quota = QuotaEnforcer(config, stores.ledger)
+    if kept is not None and getattr(kept, "quota", None) is not None:
+        quota.take_pending(kept.quota)
+    pipeline = Pipeline(config, exposure, router, quota, masking, approvals)
     endpoint = McpEndpoint(config, stores.sessions, server, pipeline, streaming=streaming)
     definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
     approvals_admin = ApprovalsAdmin(config, approvals)
@@ -153,7 +159,14 @@ def create_app(
             AuthMiddleware, config=config, verifier=verifier, public_paths=frozenset(route.path for route in public)
         ),
     ]
-    app = Starlette(routes=routes, middleware=middleware)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # The local server stops: usage counters still waiting for a write are written now.
+        await anyio.to_thread.run_sync(quota.flush_all)
+
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.config = config
     app.state.endpoint = endpoint
     app.state.audit = audit
@@ -162,6 +175,7 @@ def create_app(
     app.state.dev_keys = dev_keys
     app.state.upstreams = router.clients
     app.state.gate = gate
+    app.state.quota = quota
     return app
 
 

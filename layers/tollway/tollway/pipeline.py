@@ -5,7 +5,8 @@
 
 Arguments are validated, and a call that waits for approval is answered, before the quota is
 charged: a malformed or pending call costs no units. The approval judges the masked arguments,
-what the upstream would get. Once units are charged, the call is recorded as usage whatever
+what the upstream would get. The write that admits a call also records its usage; its outcome
+(error, latency) follows whatever
 happens next.
 """
 
@@ -21,16 +22,15 @@ import anyio.to_thread
 
 from tollway.config import GatewayConfig
 from tollway.context import RequestContext
-from tollway.errors import ResultWithheld, StorageError, UpstreamError, UpstreamTimeout
+from tollway.errors import ResultWithheld, UpstreamError, UpstreamTimeout
 from tollway.masking.stage import MaskingStage
 from tollway.methods import Routed
 from tollway.policy.approvals import Approvals, without_own_state
 from tollway.policy.arguments import check_arguments
 from tollway.policy.exposure import Exposure, Target
-from tollway.policy.quota import QuotaEnforcer, QuotaExceeded
+from tollway.policy.quota import Admission, QuotaEnforcer, QuotaExceeded
 from tollway.routing.router import Router
-from tollway.store.usage import UsageRecorder
-from tollway.telemetry import count, logger, metrics
+from tollway.telemetry import metrics
 from tollway.telemetry.audit import digest
 
 
@@ -41,7 +41,6 @@ class Pipeline:
         exposure: Exposure,
         router: Router,
         quota: QuotaEnforcer,
-        usage: UsageRecorder,
         masking: MaskingStage,
         approvals: Approvals,
     ) -> None:
@@ -49,7 +48,6 @@ class Pipeline:
         self.exposure = exposure
         self.router = router
         self.quota = quota
-        self.usage = usage
         self.masking = masking
         self.approvals = approvals
 
@@ -77,10 +75,10 @@ class Pipeline:
             if verdict is not None and not verdict.proceed:
                 yield {"jsonrpc": "2.0", "id": request_id, "result": self.approvals.answer(ctx, verdict, params)}
                 return
-        units = await anyio.to_thread.run_sync(self._admit, ctx, target.public_name) if route.metered else None
-        facts.units = units or 0
+        admission = await self._admit(ctx, target.public_name) if route.metered else None
+        facts.units = admission.units if admission else 0
         called = time.perf_counter()
-        try:  # from here on, admitted units are recorded as usage whatever fails
+        try:  # from here on, the admitted call's outcome is recorded whatever fails
             retry_safe = route.safe or self._idempotent(target)
             call = self.router.call(
                 ctx, target.upstream, route.method, upstream_params, request_id, retry_safe=retry_safe
@@ -103,8 +101,8 @@ class Pipeline:
                 facts.upstream_ms = _ms_since(called)
             raise
         finally:
-            if units is not None:
-                await anyio.to_thread.run_sync(self._record, ctx, target.public_name, units, started)
+            if admission is not None and self._record(ctx, target.public_name, admission, started):
+                await anyio.to_thread.run_sync(self.quota.flush_due)
 
     async def relay(self, ctx: RequestContext, message: dict[str, Any]) -> None:
         """A 2025-era client's answer to a server request relayed to it: masked, then passed on."""
@@ -128,38 +126,34 @@ class Pipeline:
         return any(fnmatch.fnmatchcase(own, p) for p in self.router.upstream(target.upstream).idempotent_tools)
 
     # --- quota and usage ---------------------------------------------------------------------------
-    def _admit(self, ctx: RequestContext, tool: str) -> int:
+    async def _admit(self, ctx: RequestContext, tool: str) -> Admission:
+        """Admission and the call's usage record: one write (`policy/quota.py`), off the event loop;
+        none at all for a tenant without a plan when usage is not recorded."""
         try:
-            return self.quota.admit(ctx.principal, tool).units
+            if not self.quota.blocking(ctx.principal):
+                return self.quota.admit(ctx.principal, tool)
+            return await anyio.to_thread.run_sync(self.quota.admit, ctx.principal, tool)
         except QuotaExceeded as refused:
             ctx.audit.decision, ctx.audit.rule = "rate_limited", str((refused.data or {}).get("limit", ""))
-            self._safely(lambda: self.usage.record(ctx.principal.tenant, tool, rejected=True))
             raise
 
-    def _record(self, ctx: RequestContext, tool: str, units: int, started: float) -> None:
-        """Usage for finance (durable) and metrics. Calls that fail upstream still consume their
-        units: the upstream may have done the work, and a retry storm must not be free."""
+    def _record(self, ctx: RequestContext, tool: str, admission: Admission, started: float) -> bool:
+        """The call's outcome for finance and metrics (in memory); whether a usage write is due.
+        Calls that fail upstream still consume their units: the upstream may have done the work,
+        and a retry storm must not be free."""
         facts, latency_ms = ctx.audit, _ms_since(started)
         failed = facts.outcome != "ok"  # an error, a withheld result, or no answer at all
         tenant = ctx.principal.tenant
-        self._safely(lambda: self.usage.record(tenant, tool, units=units, error=failed, latency_ms=latency_ms))
+        due = self.quota.settle(ctx.principal, tool, admission, error=failed, latency_ms=latency_ms)
         metrics.tool_call(
             self.config.metric_tenant(tenant),
             tool,
             latency_ms=latency_ms,
             upstream_ms=facts.upstream_ms,
             error=failed,
-            units=units,
+            units=admission.units,
         )
-
-    @staticmethod
-    def _safely(write: Any) -> None:
-        # The call already happened: a usage write that fails is logged and counted, not answered.
-        try:
-            write()
-        except StorageError:
-            logger.error("usage record lost")
-            count("UsageWriteFailures", 1)
+        return due
 
 
 def _ms_since(started: float) -> float:

@@ -1,6 +1,6 @@
 """The monthly usage report: per tenant, per tool, per day, with an estimated AWS cost.
 
-Pure functions over the `UsageRow`s that `UsageStore.month` returns (one per tenant, UTC day
+Pure functions over the `UsageRow`s that `UsageReader.month` returns (one per tenant, UTC day
 and tool) and a `CostModel`; no I/O. `summarize` adds them up, `render` writes them out.
 
 Counts, as the gateway records them

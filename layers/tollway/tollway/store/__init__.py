@@ -5,30 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tollway.store.approvals import ApprovalStore, DynamoApprovalStore, MemoryApprovalStore
-from tollway.store.counters import CounterStore, DynamoCounterStore, MemoryCounterStore
+from tollway.store.ledger import DynamoLedger, Ledger, MemoryLedger
 from tollway.store.pins import DynamoPinStore, MemoryPinStore, PinStore
 from tollway.store.sessions import DynamoSessionStore, MemorySessionStore, SessionStore
-from tollway.store.usage import MemoryUsageStore, UsageRecorder, UsageStore
+from tollway.store.usage import UsageReader
 
 
 @dataclass
 class Stores:
     sessions: SessionStore
-    counters: CounterStore
-    usage: UsageRecorder
+    ledger: Ledger
+    """Quotas and the usage record of each call, in one write (`store/ledger.py`)."""
     pins: PinStore = field(default_factory=MemoryPinStore)
     """Defaults to memory for hand-built test stores; `dynamo()` sets the DynamoDB one."""
     approvals: ApprovalStore = field(default_factory=MemoryApprovalStore)
+
+    @property
+    def usage(self) -> UsageReader:
+        return UsageReader(self.ledger)
 
     @classmethod
     def dynamo(cls) -> Stores:
         """The deployed stores; boto3 clients are created on first use, so requests that need
         no DynamoDB never import boto3."""
-        return cls(DynamoSessionStore(), DynamoCounterStore(), UsageStore(), DynamoPinStore(), DynamoApprovalStore())
+        return cls(DynamoSessionStore(), DynamoLedger(), DynamoPinStore(), DynamoApprovalStore())
 
     @classmethod
     def memory(cls, sessions: SessionStore | None = None) -> Stores:
-        return cls(sessions or MemorySessionStore(), MemoryCounterStore(), MemoryUsageStore(), MemoryPinStore())
+        return cls(sessions or MemorySessionStore(), MemoryLedger(), MemoryPinStore())
 
 
 __all__ = ["Stores"]

@@ -1,0 +1,483 @@
+"""The ledger: a call's admission and its finance record in ONE conditional write per scope.
+
+One small item per scope (a tenant; a subject or a tool limit within it) and UTC day:
+
+  pk <scope key>   sk <YYYY-MM-DD>
+  day_units                     units charged today
+  month_units                   units charged this month, through today (carried from the day before)
+  tat:<period>:<max>            a rate's state (GCRA): the theoretical arrival time of the next call,
+                                in steps of period/(max x SUBSTEPS) since the epoch: whole numbers
+  sealed                        the next day's item has taken this month's total over
+  c:<tool> u:<tool>             tenant scope: calls and units per tool (the finance record)
+  e:<tool> r:<tool> l:<tool>    tenant scope: errors, rejected calls, latency ms per tool
+  tenant, day, gsi1pk, gsi1sk   tenant scope: the record's own keys (index ByMonth)
+  expires_at                    subject and tool scopes: kept 40 days
+
+A charge is one UpdateItem whose condition holds every limit of the scope (day and month units,
+each rate), and whose update adds the units, advances each rate and adds the finance counters.
+A refused condition returns the item as it was (`ALL_OLD`), from which the one rule below
+(`_refusal`) names the limit; no transaction, no read on the path of a call.
+
+A month's total is carried: the first charge of a day on an instance reads the scope's latest
+earlier item of the month (one Query, once per scope, day and instance) and seals it, so no write
+lands on it afterwards; its `month_units` is then final and becomes the new day's base. A charge
+that meets a sealed item (a clock a moment behind midnight) goes to the next day's item.
+
+Rates are GCRA: `max` calls per period, at most `max` at once, refilled continuously. Exact
+while the instances' clocks agree; a clock ahead by d admits at most d x rate more.
+"""
+
+from __future__ import annotations
+
+import calendar
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from tollway.errors import StorageError
+from tollway.store.table import DynamoTable, key
+
+Period = Literal["second", "minute", "day", "month"]
+RATE_SECONDS = {"second": 1, "minute": 60}
+SCOPE_TTL_SECONDS = 40 * 86400
+SUBSTEPS = 1000
+"""A call advances a rate by SUBSTEPS steps: time is counted finely enough that rounding it to a
+step never moves a call by more than a thousandth of its share of the period."""
+MAX_ATTEMPTS = 8
+"""Conditional writes that lose a race (a rate's state moved) are retried; past this, StorageError."""
+USAGE_FIELDS = ("c", "u", "e", "r", "l")
+"""calls, units, errors, rejected, latency ms: the per-tool counters of a tenant's day."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    """As a caller sees it: `tenant per_minute`, `subject per_day`, `tool finance__* per_second`."""
+    period: Period
+    max: int
+
+    @property
+    def rate(self) -> bool:
+        return self.period in RATE_SECONDS
+
+    @property
+    def attribute(self) -> str:
+        """A rate's state attribute; its scale (`max`) is in the name, so a changed limit starts afresh."""
+        return f"tat:{self.period}:{self.max}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    pk: str
+    limits: tuple[Limit, ...] = ()
+    tenant: str | None = None
+    """Set on a tenant's own scope: its items carry the finance record."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one write adds to a scope's day: rate tokens (calls), quota units, finance counters."""
+
+    scope: Scope
+    calls: int
+    units: int
+    usage: dict[str, int] = field(default_factory=dict)
+    """Finance counters (`usage_attribute(field, tool)` -> amount), tenant scopes only."""
+
+
+class LimitReached(Exception):
+    def __init__(self, limit: Limit, retry_after: float, resets_at: float) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        """Seconds until the refused charge would fit."""
+        self.resets_at = resets_at
+        super().__init__(limit.name)
+
+
+def usage_attribute(field_name: str, tool: str) -> str:
+    return f"{field_name}:{tool}"
+
+
+def day_of(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+
+
+def next_day(day: str) -> str:
+    return (datetime.strptime(day, "%Y-%m-%d") + timedelta(days=1)).strftime("%Y-%m-%d")
+
+
+# --- the one rule --------------------------------------------------------------------------------
+def _steps(limit: Limit, at: float) -> int:
+    """`at` in the rate's steps since the epoch, rounded down (integer arithmetic: exact)."""
+    return round(at * 1_000_000) * limit.max * SUBSTEPS // (RATE_SECONDS[limit.period] * 1_000_000)
+
+
+def _moment(limit: Limit, steps: int) -> float:
+    """The epoch seconds of a rate's step."""
+    return steps * RATE_SECONDS[limit.period] / (limit.max * SUBSTEPS)
+
+
+def _refusal(state: dict[str, Any], charge: Charge, at: float, base: int) -> LimitReached | None:
+    """The first limit of the scope that `charge` would break, given the item as it is (`state`:
+    attribute -> number; empty for a new item), or None if it fits."""
+    day, month = state.get("day_units", 0), state.get("month_units", base + state.get("day_units", 0))
+    for limit in charge.scope.limits:
+        if limit.rate:
+            now = _steps(limit, at)
+            after = max(state.get(limit.attribute, 0), now) + charge.calls * SUBSTEPS
+            if after - now > limit.max * SUBSTEPS:
+                fits = _moment(limit, after - limit.max * SUBSTEPS)
+                return LimitReached(limit, fits - at, fits)
+        elif (day if limit.period == "day" else month) + charge.units > limit.max:
+            resets = _period_end(limit.period, at)
+            return LimitReached(limit, resets - at, resets)
+    return None
+
+
+def _period_end(period: Period, at: float) -> float:
+    moment = datetime.fromtimestamp(at, UTC)
+    if period == "day":
+        return float(int(at) // 86400 * 86400 + 86400)
+    days = calendar.monthrange(moment.year, moment.month)[1]
+    return datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp() + days * 86400
+
+
+def _apply(state: dict[str, Any], charge: Charge, at: float, base: int) -> None:
+    """`state` after `charge` (the in-memory ledger's write; DynamoDB's is `_update`)."""
+    if "month_units" not in state:
+        state["month_units"] = base + state.get("day_units", 0)
+    state["day_units"] = state.get("day_units", 0) + charge.units
+    state["month_units"] += charge.units
+    for limit in charge.scope.limits:
+        if limit.rate:
+            state[limit.attribute] = max(state.get(limit.attribute, 0), _steps(limit, at)) + charge.calls * SUBSTEPS
+    for name, amount in charge.usage.items():
+        state[name] = state.get(name, 0) + amount
+
+
+# --- the stores ----------------------------------------------------------------------------------
+class Ledger(Protocol):
+    def charge(self, charge: Charge, at: float) -> None:
+        """Admit and record `charge` at `at` (epoch seconds), or raise LimitReached."""
+        ...
+
+    def add(self, scope: Scope, day: str, usage: dict[str, int]) -> None:
+        """Finance counters only (errors, rejections, latency): no limit, no condition."""
+        ...
+
+    def refund(self, charge: Charge, day: str) -> None:
+        """Give back units of a charge whose call was not admitted after all (a later scope refused)."""
+        ...
+
+    def days(self, pk: str, month: str) -> list[dict[str, Any]]:
+        """Every item of scope `pk` in `month` (YYYY-MM), as attribute -> value."""
+        ...
+
+    def month(self, month: str) -> list[dict[str, Any]]:
+        """Every tenant's items of `month` (the index ByMonth)."""
+        ...
+
+
+class MemoryLedger:
+    """In-process ledger for tests and `Stores.memory()`: the same rule, applied under a lock."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.fail_with: Exception | None = None
+        self._lock = threading.Lock()
+
+    def charge(self, charge: Charge, at: float) -> None:
+        self._check()
+        day = day_of(at)
+        with self._lock:
+            while self.items.get((charge.scope.pk, day), {}).get("sealed"):
+                day = next_day(day)
+            base = self._base(charge.scope.pk, day)
+            state = self.items.get((charge.scope.pk, day)) or _keys(charge.scope, day)
+            refused = _refusal(state, charge, at, base)
+            if refused is not None:
+                raise refused
+            _apply(state, charge, at, base)
+            self.items[(charge.scope.pk, day)] = state
+
+    def add(self, scope: Scope, day: str, usage: dict[str, int]) -> None:
+        self._check()
+        with self._lock:
+            state = self.items.setdefault((scope.pk, day), _keys(scope, day))
+            for name, amount in usage.items():
+                state[name] = state.get(name, 0) + amount
+
+    def refund(self, charge: Charge, day: str) -> None:
+        with self._lock:
+            state = self.items.get((charge.scope.pk, day))
+            if state is not None:
+                state["day_units"] -= charge.units
+                state["month_units"] -= charge.units
+
+    def days(self, pk: str, month: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(v) for (p, d), v in sorted(self.items.items()) if p == pk and d.startswith(month)]
+
+    def month(self, month: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(v) for (_, d), v in sorted(self.items.items()) if d.startswith(month) and "tenant" in v]
+
+    def _base(self, pk: str, day: str) -> int:
+        earlier = [d for (p, d) in self.items if p == pk and d[:7] == day[:7] and d < day]
+        if not earlier:
+            return 0
+        latest = self.items[(pk, max(earlier))]
+        latest["sealed"] = True
+        return int(latest.get("month_units", 0))
+
+    def _check(self) -> None:
+        if self.fail_with is not None:
+            raise StorageError("Usage store unavailable") from self.fail_with
+
+
+def _keys(scope: Scope, day: str) -> dict[str, Any]:
+    if scope.tenant is None:
+        return {}
+    return {"tenant": scope.tenant, "day": day}
+
+
+class DynamoLedger(DynamoTable):
+    unavailable = "Usage store unavailable"
+    """Admission maps any ledger failure to its own answer (the failure policy); this one is what
+    a reader of usage (finance) is told."""
+
+    def __init__(self, table_name: str | None = None, client: Any = None) -> None:
+        super().__init__(table_name, client)
+        self._bases: dict[tuple[str, str], int] = {}
+        """(scope, day) -> the month's units before that day (sealed, so final)."""
+        self._seen: dict[tuple[str, str], dict[str, Any]] = {}
+        """(scope, day) -> the rates' state this instance last saw: which write to try first."""
+        self._lock = threading.Lock()
+
+    def charge(self, charge: Charge, at: float) -> None:
+        day = day_of(at)
+        for _ in range(MAX_ATTEMPTS):
+            base = self._base(charge.scope.pk, day)
+            impossible = _refusal({}, charge, at, base)  # larger than a limit, or than the month's room
+            if impossible is not None:
+                raise impossible
+            seen = self._seen.get((charge.scope.pk, day), {})
+            try:
+                answer = self._call(
+                    "update_item",
+                    conditional=True,
+                    **_update(charge, day, at, base, seen),
+                    ReturnValues="UPDATED_NEW",
+                )
+            except _Refused as refused:
+                old = refused.item
+                if old.get("sealed"):
+                    day = next_day(day)  # this instance's clock is a moment behind midnight
+                    continue
+                reason = _refusal(old, charge, at, base)
+                if reason is not None:
+                    raise reason from None
+                self._remember(charge.scope.pk, day, old)  # a rate moved on: write the other form
+                continue
+            self._remember(charge.scope.pk, day, _numbers(answer.get("Attributes", {})))
+            return
+        raise StorageError(self.unavailable)
+
+    def add(self, scope: Scope, day: str, usage: dict[str, int]) -> None:
+        names, values, adds = {}, {}, []
+        for i, (name, amount) in enumerate(usage.items()):
+            names[f"#a{i}"], values[f":a{i}"] = name, {"N": str(amount)}
+            adds.append(f"#a{i} :a{i}")
+        sets = _record_keys(scope, day, values, names)
+        self._call(
+            "update_item",
+            Key=_key(scope.pk, day),
+            UpdateExpression=" ".join(
+                filter(None, [f"SET {', '.join(sets)}" if sets else "", "ADD " + ", ".join(adds)])
+            ),
+            **_expression(names, values),
+        )
+
+    def refund(self, charge: Charge, day: str) -> None:
+        self._call(
+            "update_item",
+            Key=_key(charge.scope.pk, day),
+            UpdateExpression="ADD day_units :minus, month_units :minus",
+            ExpressionAttributeValues={":minus": {"N": str(-charge.units)}},
+        )
+
+    def days(self, pk: str, month: str) -> list[dict[str, Any]]:
+        return self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :month)",
+            ExpressionAttributeValues={":pk": {"S": pk}, ":month": {"S": month}},
+        )
+
+    def month(self, month: str) -> list[dict[str, Any]]:
+        return self._query(
+            IndexName="ByMonth",
+            KeyConditionExpression="gsi1pk = :gpk",
+            ExpressionAttributeValues={":gpk": {"S": key("USAGE", month)}},
+        )
+
+    def _query(self, **query: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._call("query", **query)
+            items.extend(_plain(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _base(self, pk: str, day: str) -> int:
+        """The month's units before `day`: the latest earlier item of the month, sealed first."""
+        cached = self._bases.get((pk, day))
+        if cached is not None:
+            return cached
+        base = 0
+        if not day.endswith("-01"):
+            page = self._call(
+                "query",
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :first AND :before",
+                ExpressionAttributeValues={
+                    ":pk": {"S": pk},
+                    ":first": {"S": day[:8] + "01"},
+                    ":before": {"S": (datetime.strptime(day, "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")},
+                },
+                ScanIndexForward=False,
+                Limit=1,
+                ConsistentRead=True,
+            )
+            for item in page.get("Items", []):
+                sealed = self._call(
+                    "update_item",
+                    Key={"pk": item["pk"], "sk": item["sk"]},
+                    UpdateExpression="SET sealed = :yes",
+                    ExpressionAttributeValues={":yes": {"BOOL": True}},
+                    ReturnValues="ALL_NEW",
+                )
+                base = int(_numbers(sealed.get("Attributes", {})).get("month_units", 0))
+        with self._lock:
+            self._bases[(pk, day)] = base
+            if len(self._bases) > 10_000:  # days long gone; an instance rarely lives that long
+                self._bases = {k: v for k, v in self._bases.items() if k[1] >= day}
+        return base
+
+    def _remember(self, pk: str, day: str, attributes: dict[str, Any]) -> None:
+        with self._lock:
+            self._seen[(pk, day)] = {k: v for k, v in attributes.items() if k.startswith("tat:")}
+
+    def _call(self, operation: str, *, conditional: bool = False, **kwargs: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        try:
+            return super()._call(operation, **kwargs)
+        except StorageError as exc:
+            cause = exc.__cause__
+            if (
+                conditional
+                and isinstance(cause, ClientError)
+                and cause.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+            ):
+                raise _Refused(_numbers(cause.response.get("Item", {}))) from None
+            raise
+
+
+class _Refused(Exception):
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.item = item
+
+
+def _update(charge: Charge, day: str, at: float, base: int, seen: dict[str, Any]) -> dict[str, Any]:
+    """The UpdateItem of one charge: `_refusal` and `_apply` as DynamoDB expressions."""
+    values: dict[str, Any] = {":units": {"N": str(charge.units)}, ":base": {"N": str(base)}}
+    names: dict[str, str] = {}
+    sets = ["month_units = if_not_exists(month_units, :base) + :units"]
+    adds = ["day_units :units"]
+    conditions = ["attribute_not_exists(sealed)"]
+    for i, limit in enumerate(charge.scope.limits):
+        if limit.rate:
+            now = _steps(limit, at)
+            names[f"#t{i}"] = limit.attribute
+            values[f":now{i}"] = {"N": str(now)}
+            values[f":calls{i}"] = {"N": str(charge.calls * SUBSTEPS)}
+            if seen.get(limit.attribute, 0) <= now:  # idle since: the rate starts from now
+                sets.append(f"#t{i} = :now{i} + :calls{i}")
+                conditions.append(f"(attribute_not_exists(#t{i}) OR #t{i} <= :now{i})")
+            else:  # busy: the rate moves on from where it is
+                values[f":room{i}"] = {"N": str(now + (limit.max - charge.calls) * SUBSTEPS)}
+                sets.append(f"#t{i} = #t{i} + :calls{i}")
+                conditions.append(f"(#t{i} > :now{i} AND #t{i} <= :room{i})")
+        else:
+            counter = "day_units" if limit.period == "day" else "month_units"
+            values[f":room{i}"] = {"N": str(limit.max - charge.units)}
+            conditions.append(f"(attribute_not_exists({counter}) OR {counter} <= :room{i})")
+    for i, (name, amount) in enumerate(charge.usage.items()):
+        names[f"#u{i}"], values[f":u{i}"] = name, {"N": str(amount)}
+        adds.append(f"#u{i} :u{i}")
+    sets += _record_keys(charge.scope, day, values, names)
+    return {
+        "Key": _key(charge.scope.pk, day),
+        "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
+        "ConditionExpression": " AND ".join(conditions),
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        **_expression(names, values),
+    }
+
+
+def _record_keys(scope: Scope, day: str, values: dict[str, Any], names: dict[str, str]) -> list[str]:
+    """SET clauses that every write of a scope's day repeats: the finance record's keys, or a TTL."""
+    if scope.tenant is None:
+        values[":ttl"] = {"N": str(int(time.time()) + SCOPE_TTL_SECONDS)}
+        return ["expires_at = :ttl"]
+    names["#d"] = "day"
+    values.update(
+        {
+            ":tenant": {"S": scope.tenant},
+            ":day": {"S": day},
+            ":gpk": {"S": key("USAGE", day[:7])},
+            ":gsk": {"S": key(scope.tenant, day)},
+        }
+    )
+    return ["tenant = :tenant", "#d = :day", "gsi1pk = :gpk", "gsi1sk = :gsk"]
+
+
+def _key(pk: str, day: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": day}}
+
+
+def _expression(names: dict[str, str], values: dict[str, Any]) -> dict[str, Any]:
+    return {"ExpressionAttributeValues": values, **({"ExpressionAttributeNames": names} if names else {})}
+
+
+def _numbers(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (int(v["N"]) if "N" in v else v.get("BOOL", True)) for k, v in attributes.items() if "N" in v or "BOOL" in v
+    }
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: int(v["N"]) if "N" in v else v.get("S", v.get("BOOL")) for k, v in item.items()}
+
+
+_EARLIER_FIELDS = {"calls": "c", "units": "u", "errors": "e", "rejected": "r", "latency_ms": "l"}
+"""Items of the earlier usage layout (one per tenant, day and tool, in the same partitions)."""
+
+
+def usage_rows(items: Iterable[dict[str, Any]]) -> list[tuple[str, str, str, dict[str, int]]]:
+    """(tenant, day, tool, {field: amount}) for each tool of each tenant item."""
+    rows = []
+    for item in items:
+        if "tool" in item:  # written before the ledger
+            counts = {short: int(item.get(name, 0)) for name, short in _EARLIER_FIELDS.items()}
+            rows.append((item["tenant"], item["day"], item["tool"], counts))
+            continue
+        tools: dict[str, dict[str, int]] = {}
+        for name, value in item.items():
+            kind, sep, tool = name.partition(":")
+            if sep and kind in USAGE_FIELDS:
+                tools.setdefault(tool, {})[kind] = int(value)
+        rows += [(item["tenant"], item["day"], tool, counts) for tool, counts in sorted(tools.items())]
+    return rows
