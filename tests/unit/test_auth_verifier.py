@@ -334,3 +334,45 @@ def test_an_issuer_wins_over_allow_anonymous() -> None:
     config = _config({"issuer": ISSUER, "jwks_url": f"{ISSUER}jwks", "allow_anonymous": True})
 
     assert isinstance(build_verifier(config, None), TokenVerifier)
+
+
+# --- tokens that passed are remembered ---------------------------------------------------------
+def test_a_token_that_passed_is_remembered_and_one_that_failed_is_not(key: ec.EllipticCurvePrivateKey) -> None:
+    verifier = _verifier(key)
+    good, expired = _sign(key), _sign(key, exp=int(time.time()) - 120)
+
+    assert verifier.remembered(good) is None
+    claims = verifier.verify(good)
+    with pytest.raises(InvalidToken):
+        verifier.verify(expired)
+
+    assert verifier.remembered(good) == claims
+    assert verifier.remembered(expired) is None
+    assert verifier.remembered(good + "x") is None  # another token, even one character off
+
+
+def test_a_remembered_token_is_forgotten_when_it_expires_or_the_jwks_cache_would_have(
+    key: ec.EllipticCurvePrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = _verifier(key, jwks_cache_seconds=60)
+    soon, later = _sign(key, exp=int(time.time()) + 30), _sign(key, exp=int(time.time()) + 3600)
+    verifier.verify(soon)
+    verifier.verify(later)
+    now = time.time()
+
+    monkeypatch.setattr(time, "time", lambda: now + 31)
+    assert (verifier.remembered(soon), verifier.remembered(later) is not None) == (None, True)
+    monkeypatch.setattr(time, "time", lambda: now + 61)
+    assert verifier.remembered(later) is None
+
+
+def test_remembered_tokens_are_bounded(key: ec.EllipticCurvePrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tollway.auth import verifier as module
+
+    monkeypatch.setattr(module, "REMEMBERED_TOKENS", 3)
+    verifier = _verifier(key)
+    tokens = [_sign(key, sub=f"agent-{i}") for i in range(4)]
+    for token in tokens:
+        verifier.verify(token)
+
+    assert [verifier.remembered(t) is not None for t in tokens] == [False, True, True, True]

@@ -225,15 +225,17 @@ def test_an_admission_records_the_call_and_a_failed_outcome_adds_its_error_at_on
     quota_ = enforcer({"costs": {"finance__x": 3}})
 
     admission = quota_.admit(ALICE, "finance__x")
-    quota_.settle(ALICE, "finance__x", admission, error=True, latency_ms=12.4)
+    due = quota_.settle(ALICE, "finance__x", admission, error=True, latency_ms=12.4)
+    quota_.flush_due()
 
+    assert due is True
     assert rows(quota_) == [("acme", "finance__x", 1, 3, 1, 0)]
 
 
 def test_latency_and_refusals_ride_on_the_tenants_next_write(clock: Clock) -> None:
     quota_ = enforcer(plan(tenant={"per_minute": 1}))
     first = quota_.admit(ALICE, "finance__x")
-    quota_.settle(ALICE, "finance__x", first, error=False, latency_ms=40)
+    assert quota_.settle(ALICE, "finance__x", first, error=False, latency_ms=40) is False
     admits(quota_)  # refused
     reader = UsageReader(quota_.ledger)
     assert [(r.latency_ms, r.rejected) for r in reader.month("2026-03")] == [(0, 0)]  # not written yet
@@ -251,7 +253,8 @@ def test_counters_waiting_longer_than_the_flush_interval_get_their_own_write(clo
 
     clock.now += FLUSH_SECONDS
     bob = Principal("bob", "globex")
-    quota_.settle(bob, "finance__y", quota_.admit(bob, "finance__y"), error=False, latency_ms=1)
+    assert quota_.settle(bob, "finance__y", quota_.admit(bob, "finance__y"), error=False, latency_ms=1) is True
+    quota_.flush_due()
 
     # acme's latency waited a whole interval: written; globex's own is still waiting for a write.
     assert {(r.tenant, r.latency_ms) for r in UsageReader(quota_.ledger).month("2026-03")} == {
@@ -303,3 +306,16 @@ def test_scopes_with_a_rate_are_charged_per_call_even_with_leases() -> None:
     quota_ = enforcer({**plan(tenant={"per_minute": 5, "per_day": 10_000}), "lease_units": 10})
 
     assert [admits(quota_) for _ in range(6)] == [True] * 5 + [False]
+
+
+def test_without_usage_records_a_tenant_without_a_plan_costs_no_write() -> None:
+    config = enforcer({}).config.model_copy(
+        update={"finance": enforcer({}).config.finance.model_copy(update={"record_usage": False})}
+    )
+    quota_ = QuotaEnforcer(config, MemoryLedger())
+
+    admission = quota_.admit(ALICE, "finance__x")
+
+    assert quota_.blocking(ALICE) is False
+    assert quota_.settle(ALICE, "finance__x", admission, error=True, latency_ms=5) is False
+    assert quota_.ledger.items == {}  # type: ignore[attr-defined]

@@ -268,6 +268,9 @@ class FinanceConfig(Strict):
     admin_scope: str = "tollway:admin"
     """Scope a token needs for the admin API (usage reports)."""
     cost_model: CostModel = Field(default_factory=CostModel)
+    record_usage: bool = True
+    """Record each metered call's usage (calls, units, errors, latency per tenant, tool and day)
+    in the write that admits it. Off: a tenant without a plan costs no DynamoDB write at all."""
 
 
 class FieldRule(Strict):

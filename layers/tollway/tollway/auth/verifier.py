@@ -4,10 +4,19 @@ Checks, in order: size, header shape, algorithm allow-list, key by `kid` (JWKS c
 warm invocations; an unknown `kid` refreshes it at most once per cooldown, so a flood of random
 `kid`s cannot hammer the issuer), signature, `iss`, `aud`, `exp`/`nbf`/`iat` with leeway, and
 required claims. Every failure is one `InvalidToken` whose reason is for the log only.
+
+A token that passed is remembered (`remembered`: a bounded LRU keyed by its SHA-256) until it
+expires or `auth.jwks_cache_seconds` pass, whichever is first: an agent sends the same token on
+every call, and checking a signature again costs more CPU than the rest of an admission. A key
+removed from the JWKS stops its tokens within the same bound as the JWKS cache itself.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from tollway.config import AuthConfig
@@ -15,6 +24,7 @@ from tollway.config import AuthConfig
 if TYPE_CHECKING:
     from jwt import PyJWKClient, PyJWKSet
 
+REMEMBERED_TOKENS = 1024
 JWKS_TIMEOUT_SECONDS = 5
 """A slow issuer must not hold requests past API Gateway's 29 s (lookups share one lock)."""
 
@@ -35,8 +45,34 @@ class TokenVerifier:
         self.audience = audience
         self._static = jwks
         self._client: PyJWKClient | None = None
+        self._passed: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remembered(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token that passed `verify` recently and has not expired since."""
+        fingerprint = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            entry = self._passed.get(fingerprint)
+            if entry is None:
+                return None
+            if entry[0] <= time.time():
+                del self._passed[fingerprint]
+                return None
+            self._passed.move_to_end(fingerprint)
+            return entry[1]
 
     def verify(self, token: str) -> dict[str, Any]:
+        claims = self._verify(token)
+        exp = claims.get("exp")
+        if isinstance(exp, int | float):
+            until = min(float(exp), time.time() + self.auth.jwks_cache_seconds)
+            with self._lock:
+                self._passed[hashlib.sha256(token.encode()).digest()] = (until, claims)
+                if len(self._passed) > REMEMBERED_TOKENS:
+                    self._passed.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any]:
         import jwt  # on the first token, not at cold start: healthz and 401s never need it
 
         if len(token) > self.auth.max_token_bytes:

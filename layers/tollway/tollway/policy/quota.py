@@ -97,7 +97,8 @@ class QuotaEnforcer:
                 if fnmatch.fnmatchcase(tool, pattern) and (limits := _limits(tool_limits, f"tool {pattern}")):
                     scopes.append(Scope(key("LIMIT", tenant, "T", pattern), limits))
         own = _limits(plan.tenant, "tenant") if plan is not None else ()
-        scopes.append(Scope(key("USAGE", tenant), own, tenant=tenant))
+        if own or self.config.finance.record_usage:
+            scopes.append(Scope(key("USAGE", tenant), own, tenant=tenant))
         return scopes
 
     # --- before the call ---------------------------------------------------------------------------
@@ -106,7 +107,11 @@ class QuotaEnforcer:
         at = time.time()
         units = self.cost(tool)
         day = day_of(at)
-        usage = {usage_attribute("c", tool): 1, usage_attribute("u", tool): units}
+        usage = (
+            {usage_attribute("c", tool): 1, usage_attribute("u", tool): units}
+            if self.config.finance.record_usage
+            else {}
+        )
         charged: list[Charge] = []
         try:
             for scope in self.scopes(principal, tool):
@@ -204,16 +209,27 @@ class QuotaEnforcer:
         raise ServiceUnavailable("Quota service unavailable, retry shortly")
 
     # --- after the call ----------------------------------------------------------------------------
-    def settle(self, principal: Principal, tool: str, admission: Admission, *, error: bool, latency_ms: float) -> None:
-        """The outcome of an admitted call: an error is written now (a second write, only for
-        failures); latency rides on the tenant's next write."""
+    def blocking(self, principal: Principal) -> bool:
+        """Whether admitting a call of `principal` writes to the store (else `admit` returns at once
+        and need not leave the event loop)."""
+        return self.config.finance.record_usage or self.plan(principal.tenant) is not None
+
+    def settle(self, principal: Principal, tool: str, admission: Admission, *, error: bool, latency_ms: float) -> bool:
+        """The outcome of an admitted call, kept in memory: latency rides on the tenant's next
+        write. Returns whether a write is due now (`flush_due`): an error (a second write, only for
+        failures) or counters that waited `FLUSH_SECONDS`."""
+        if not self.config.finance.record_usage:
+            return False
         at = time.time()
         self._add_pending(principal.tenant, admission.day, {usage_attribute("l", tool): round(latency_ms)}, at)
         if error:
-            self._add_pending(principal.tenant, admission.day, {usage_attribute("e", tool): 1}, at)
-            self.flush(principal.tenant, admission.day)
-        else:
-            self._flush_stale(at)
+            self._add_pending(principal.tenant, admission.day, {usage_attribute("e", tool): 1}, at, due=True)
+        with self._lock:
+            return any(at - p.since >= FLUSH_SECONDS for p in self._pending.values())
+
+    def flush_due(self) -> None:
+        """Write the counters that are due (blocking: call off the event loop)."""
+        self._flush_stale(time.time())
 
     def flush(self, tenant: str, day: str) -> None:
         """Write the tenant's pending counters of `day` now (kept for the next write if that fails)."""
@@ -248,10 +264,13 @@ class QuotaEnforcer:
         for tenant, day in stale:
             self.flush(tenant, day)
 
-    def _add_pending(self, tenant: str, day: str, counts: dict[str, int], at: float) -> None:
+    def _add_pending(self, tenant: str, day: str, counts: dict[str, int], at: float, due: bool = False) -> None:
+        """`due`: written at the next `flush_due`, however recent."""
         with self._lock:
             pending = self._pending.setdefault((tenant, day), _Pending(since=at))
             pending.counts.update(counts)
+            if due:
+                pending.since = min(pending.since, at - FLUSH_SECONDS)
 
     def _take_pending(self, tenant: str, day: str) -> dict[str, int]:
         with self._lock:
