@@ -319,3 +319,18 @@ def test_without_usage_records_a_tenant_without_a_plan_costs_no_write() -> None:
     assert quota_.blocking(ALICE) is False
     assert quota_.settle(ALICE, "finance__x", admission, error=True, latency_ms=5) is False
     assert quota_.ledger.items == {}  # type: ignore[attr-defined]
+
+
+def test_a_successor_enforcer_writes_the_counters_its_predecessor_still_held() -> None:
+    """A live config change replaces the enforcer: latency and refusals still waiting go on."""
+    before = enforcer(plan(tenant={"per_minute": 1}))
+    admission = before.admit(ALICE, "finance__x")
+    before.settle(ALICE, "finance__x", admission, error=False, latency_ms=40)
+    admits(before)  # refused
+
+    after = QuotaEnforcer(enforcer({}).config, before.ledger)
+    after.take_pending(before)
+    after.flush_all()
+    before.flush_all()  # nothing left there: written once
+
+    assert [(r.calls, r.rejected, r.latency_ms) for r in UsageReader(after.ledger).month("2026-03")] == [(1, 1, 40)]
