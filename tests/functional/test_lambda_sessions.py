@@ -1,5 +1,9 @@
 """The Lambda handler with 2025-era clients: sessions minted by the gateway, kept in DynamoDB,
-and every method routed to the demo upstreams under their prefixes."""
+and every method routed to the demo upstreams under their prefixes.
+
+Most tests change session items in the table behind the gateway's back, so this module's
+gateway reads its session on every request (`sessions.cache_seconds: 0`); the last tests show
+what an instance that remembers sessions does."""
 
 from __future__ import annotations
 
@@ -26,6 +30,11 @@ def _key(session: str) -> dict[str, Any]:
 
 def _item(client: Any, session: str) -> dict[str, Any] | None:
     return client.get_item(TableName=TABLE, Key=_key(session), ConsistentRead=True).get("Item")
+
+
+@pytest.fixture(scope="module")
+def gateway_sections() -> dict[str, Any]:
+    return {"sessions": {"cache_seconds": 0}}
 
 
 @pytest.fixture
@@ -414,3 +423,28 @@ def test_a_session_item_with_both_upstream_sessions_stays_under_one_write_unit(
     assert set(item["ups"]["M"]) == {"support", "finance"}
     # JSON of the typed item over-counts DynamoDB's size rules, so this bounds the real size.
     assert len(json.dumps(item)) < 1024
+
+
+# --- an instance that remembers the sessions it read ---------------------------------------------
+@pytest.fixture(scope="module")
+def remembering(start_gateway: Any, make_config: Any, demo_upstreams: dict[str, str]) -> LambdaGateway:
+    return start_gateway(make_config(demo_upstreams, sessions={"cache_seconds": 60}))
+
+
+def test_an_instance_reads_a_session_once_and_answers_its_calls_from_memory(remembering: LambdaGateway) -> None:
+    session = remembering.initialize()
+    remembering.dynamodb_calls.clear()
+
+    answers = [remembering.legacy("tools/list", session=session) for _ in range(3)]
+
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert "GetItem" not in remembering.dynamodb_calls
+
+
+def test_a_session_ended_through_this_instance_is_gone_at_once(remembering: LambdaGateway, moto_dynamodb: Any) -> None:
+    session = remembering.initialize()
+    assert remembering.legacy("tools/list", session=session).status == 200
+
+    assert remembering.delete(session).status == 204
+    assert remembering.legacy("tools/list", session=session).status == 404
+    assert _item(moto_dynamodb, session) is None

@@ -408,6 +408,7 @@ def test_every_store_call_of_a_session_and_of_a_stateless_call_runs_off_the_even
             ],
             "quotas": {"plans": {"p": {"tenant": {"per_minute": 100}}}, "default_plan": "p"},
             "definitions": {"pinning": True},
+            "sessions": {"cache_seconds": 0},  # every session read reaches the store
         }
     )
     app = create_app(config, stores=stores, streaming=False)

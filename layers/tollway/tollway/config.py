@@ -171,6 +171,9 @@ class HttpConfig(Strict):
 class SessionsConfig(Strict):
     ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
     """Lifetime of a 2025-era session; a session in use is renewed once half of it has passed."""
+    cache_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
+    """How long an instance reuses a session it read (0: read it on every request). A session
+    ended through another instance still answers on this one for up to this long."""
 
 
 class DevConfig(Strict):

@@ -44,7 +44,7 @@ from tollway.routing.router import Router
 from tollway.routing.upstream import UpstreamClient
 from tollway.secrets import field_hash_key
 from tollway.store import Stores
-from tollway.store.sessions import SessionStore
+from tollway.store.sessions import CachedSessionStore, SessionStore
 from tollway.telemetry import count, logger, metric
 from tollway.telemetry.audit import (
     SCOPE_LOG,
@@ -100,7 +100,13 @@ def create_app(
             else UpstreamClient(u)
             for u in config.upstreams
         }
-    router = Router(config, stores.sessions, upstreams)
+    sessions = stores.sessions
+    if config.sessions.cache_seconds > 0:
+        if kept is not None and isinstance(kept.sessions, CachedSessionStore) and kept.sessions.inner is sessions:
+            sessions = kept.sessions  # a live config change keeps what this instance has read
+        else:
+            sessions = CachedSessionStore(sessions, config.sessions.cache_seconds)
+    router = Router(config, sessions, upstreams)
     if kept is not None and kept.config.definitions == config.definitions and kept.gate.store is stores.pins:
         gate = kept.gate
     else:
@@ -113,13 +119,13 @@ def create_app(
     if kept is not None and getattr(kept, "quota", None) is not None:
         quota.take_pending(kept.quota)
     pipeline = Pipeline(config, exposure, router, quota, masking, approvals)
-    endpoint = McpEndpoint(config, stores.sessions, server, pipeline, streaming=streaming)
+    endpoint = McpEndpoint(config, sessions, server, pipeline, streaming=streaming)
     definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
     approvals_admin = ApprovalsAdmin(config, approvals)
     # The same sink across a swap, so an invocation's batch of records spans it.
     same_audit = kept is not None and kept.config.audit == config.audit
     audit = kept.audit if same_audit else AuditLog.create(config.audit.file)
-    sessions_admin = SessionsAdmin(config, stores.sessions, router)
+    sessions_admin = SessionsAdmin(config, sessions, router)
     upstreams_admin = UpstreamsAdmin(config, router, stores.pins)
 
     resource_metadata = protected_resource_metadata(config)
@@ -176,6 +182,7 @@ def create_app(
     app.state.upstreams = router.clients
     app.state.gate = gate
     app.state.quota = quota
+    app.state.sessions = sessions
     return app
 
 

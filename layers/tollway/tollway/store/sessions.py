@@ -16,9 +16,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import re
+import threading
 import time
+from collections import OrderedDict
 from typing import Any, Protocol
 
 from tollway.context import Principal, Session, UpstreamSession
@@ -83,6 +86,76 @@ class SessionStore(Protocol):
 
     def get_principal_upstream(self, principal: Principal, upstream: str) -> UpstreamSession | None: ...
     def put_principal_upstream(self, principal: Principal, upstream: str, value: UpstreamSession, ttl: int) -> None: ...
+
+
+class CachedSessionStore:
+    """A session store that remembers the sessions it read for `seconds`, so a 2025-era call does
+    not read its session on every request. Writes go through and keep the copy current; a lost
+    `add_upstream` race forgets it (the caller re-reads). Bound: a session ended through another
+    instance still answers here for up to `seconds`."""
+
+    MAX_SESSIONS = 10_000
+
+    def __init__(self, inner: SessionStore, seconds: float) -> None:
+        self.inner = inner
+        self.seconds = seconds
+        self._seen: OrderedDict[str, tuple[float, Session]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # listings and principal upstreams: as they are
+
+    def get(self, session_id: str) -> Session | None:
+        now = time.time()
+        with self._lock:
+            entry = self._seen.get(session_id)
+            if entry is not None and now - entry[0] < self.seconds and entry[1].expires_at > now:
+                return _copy(entry[1])
+        session = self.inner.get(session_id)
+        if session is not None:
+            self._keep(session, now)
+        return session
+
+    def create(self, session: Session) -> None:
+        self.inner.create(session)
+        self._keep(session, time.time())
+
+    def renew(self, session_id: str, expires_at: int) -> None:
+        self.inner.renew(session_id, expires_at)
+        with self._lock:
+            entry = self._seen.get(session_id)
+            if entry is not None:
+                entry[1].expires_at, entry[1].used_at = expires_at, int(time.time())
+
+    def delete(self, session_id: str) -> None:
+        self._forget(session_id)
+        self.inner.delete(session_id)
+
+    def add_upstream(self, session_id: str, upstream: str, value: UpstreamSession, replacing: str | None) -> bool:
+        recorded = self.inner.add_upstream(session_id, upstream, value, replacing)
+        with self._lock:
+            entry = self._seen.get(session_id)
+            if entry is not None and recorded:
+                entry[1].upstreams[upstream] = value
+            elif entry is not None:
+                del self._seen[session_id]
+        return recorded
+
+    def _keep(self, session: Session, at: float) -> None:
+        with self._lock:
+            self._seen[session.id] = (at, _copy(session))
+            self._seen.move_to_end(session.id)
+            while len(self._seen) > self.MAX_SESSIONS:
+                self._seen.popitem(last=False)
+
+    def _forget(self, session_id: str) -> None:
+        with self._lock:
+            self._seen.pop(session_id, None)
+
+
+def _copy(session: Session) -> Session:
+    """A copy a request may change (`upstreams`) without changing the remembered one."""
+    return dataclasses.replace(session, upstreams=dict(session.upstreams))
 
 
 class MemorySessionStore:

@@ -1,0 +1,119 @@
+"""An instance remembers the 2025-era sessions it read (`CachedSessionStore`) for
+`sessions.cache_seconds`, and keeps its copy current with its own writes."""
+
+from __future__ import annotations
+
+import pytest
+from tollway.context import Session, UpstreamSession
+from tollway.store import sessions as module
+from tollway.store.sessions import CachedSessionStore, MemorySessionStore
+
+NOW = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def time(self) -> float:
+        return self.now
+
+
+class Counting(MemorySessionStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, session_id: str) -> Session | None:
+        self.reads += 1
+        return super().get(session_id)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(module, "time", clock)
+    return clock
+
+
+@pytest.fixture
+def stores(clock: Clock) -> tuple[Counting, CachedSessionStore]:
+    inner = Counting()
+    return inner, CachedSessionStore(inner, seconds=10)
+
+
+def session(id: str = "s-1", expires_at: int = int(NOW) + 600) -> Session:
+    return Session(id, "acme", "alice", "2025-11-25", {"name": "agent"}, {}, expires_at)
+
+
+def test_a_session_is_read_once_per_interval(clock: Clock, stores: tuple[Counting, CachedSessionStore]) -> None:
+    inner, cached = stores
+    inner.create(session())
+
+    first = [cached.get("s-1") is not None for _ in range(3)]
+    clock.now += 10
+    later = cached.get("s-1")
+
+    assert first == [True] * 3 and later is not None
+    assert inner.reads == 2
+
+
+def test_a_session_created_or_renewed_here_is_known_without_a_read(
+    clock: Clock, stores: tuple[Counting, CachedSessionStore]
+) -> None:
+    inner, cached = stores
+    cached.create(session())
+    cached.renew("s-1", int(NOW) + 9000)
+
+    remembered = cached.get("s-1")
+
+    assert inner.reads == 0
+    assert remembered is not None and remembered.expires_at == int(NOW) + 9000
+
+
+def test_a_deleted_session_is_gone_at_once(stores: tuple[Counting, CachedSessionStore]) -> None:
+    _, cached = stores
+    cached.create(session())
+
+    cached.delete("s-1")
+
+    assert cached.get("s-1") is None
+
+
+def test_an_expired_session_is_not_served_from_memory(
+    clock: Clock, stores: tuple[Counting, CachedSessionStore]
+) -> None:
+    _, cached = stores
+    cached.create(session(expires_at=int(NOW) + 5))
+
+    clock.now += 6
+
+    assert cached.get("s-1") is None
+
+
+def test_an_upstream_session_recorded_here_is_remembered_and_a_lost_race_is_read_again(
+    stores: tuple[Counting, CachedSessionStore],
+) -> None:
+    inner, cached = stores
+    cached.create(session())
+    mine, theirs = UpstreamSession("mine", "2025-11-25"), UpstreamSession("theirs", "2025-11-25")
+
+    assert cached.add_upstream("s-1", "support", mine, None) is True
+    assert cached.get("s-1").upstreams == {"support": mine}  # type: ignore[union-attr]
+    inner.sessions["s-1"].upstreams["finance"] = theirs  # another instance recorded one first
+    assert cached.add_upstream("s-1", "finance", mine, None) is False
+
+    assert cached.get("s-1").upstreams["finance"] == theirs  # type: ignore[union-attr]
+    assert inner.reads == 1
+
+
+def test_a_request_changing_its_copy_does_not_change_what_is_remembered(
+    stores: tuple[Counting, CachedSessionStore],
+) -> None:
+    _, cached = stores
+    cached.create(session())
+
+    copy = cached.get("s-1")
+    copy.upstreams["support"] = UpstreamSession("unrecorded", "2025-11-25")  # type: ignore[union-attr]
+
+    assert cached.get("s-1").upstreams == {}  # type: ignore[union-attr]
