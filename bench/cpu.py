@@ -143,7 +143,7 @@ def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
 def _moto() -> Iterator[str]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    with _process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], url, f"{url}/moto-api/"):
+    with _process([sys.executable, "-m", "bench.emulator", str(port)], url, f"{url}/moto-api/"):
         yield url
 
 

@@ -68,9 +68,9 @@ class Pipeline:
         masked = self.masking.request(tenant, route.method, target.public_name, target.params)
         upstream_params = without_own_state(masked)  # the gateway's own approval round trip stays here
         facts.arguments_sha256 = digest(upstream_params.get("arguments", _without_meta(upstream_params)))
-        if route.method == "tools/call":
-            check = self.approvals.check
-            arguments = upstream_params.get("arguments")
+        arguments = upstream_params.get("arguments")
+        if route.method == "tools/call" and self.approvals.rule(tenant, target.public_name, arguments) is not None:
+            check = self.approvals.check  # a rule applies: the store decides, off the event loop
             verdict = await anyio.to_thread.run_sync(check, ctx, target.public_name, arguments, facts.arguments_sha256)
             if verdict is not None and not verdict.proceed:
                 yield {"jsonrpc": "2.0", "id": request_id, "result": self.approvals.answer(ctx, verdict, params)}
