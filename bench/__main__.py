@@ -52,10 +52,11 @@ def main() -> None:
         LocalIssuer(Path(tmp) / "key.pem") as issuer,
     ):
         os.environ["TOLLWAY_AUDIT_FILE"] = str(Path(tmp) / "audit.jsonl")  # not stdout, not the work tree
-        config_path = Path(tmp) / "gateway.yaml"
-        config_path.write_text(bench_config(issuer, finance_url, lease_units=1))
-        lease_config = Path(tmp) / "gateway-lease.yaml"
-        lease_config.write_text(bench_config(issuer, finance_url, lease_units=100))
+        configs = {}
+        for name in ("off", "exact", "leases"):
+            configs[name] = Path(tmp) / f"gateway-{name}.yaml"
+            configs[name].write_text(bench_config(issuer, finance_url, name))
+        config_path, lease_config = configs["exact"], configs["leases"]
         os.environ["BENCH_TOKEN"] = issuer.token()
         os.environ["TOLLWAY_CONFIG"] = str(config_path)
         print("Tollway bench (one run; compare ratios, absolute times are machine-dependent)\n")
@@ -63,12 +64,22 @@ def main() -> None:
         from bench.handler import bench_handler
 
         bench_handler(args.calls, config_path, lease_config)
+        from bench.cpu import bench_cpu
+
+        bench_cpu(
+            finance_url,
+            {
+                "Tollway, every feature off": configs["off"],
+                "Tollway, fully on (exact quotas)": configs["exact"],
+                "Tollway, fully on + quota leases": configs["leases"],
+            },
+            os.environ["BENCH_TOKEN"],
+            args.calls,
+        )
         from bench.throughput import bench_throughput
 
-        routing_only = Path(tmp) / "gateway-routing.yaml"
-        routing_only.write_text(bench_config(issuer, finance_url, lease_units=1, quotas=False))
-        configs = {"no quotas:": routing_only, "exact quotas:": config_path, "quota leases:": lease_config}
-        asyncio.run(bench_throughput(finance_url, configs, args.throughput_requests, args.concurrency))
+        by_label = {"every feature off:": configs["off"], "exact quotas:": config_path, "quota leases:": lease_config}
+        asyncio.run(bench_throughput(finance_url, by_label, args.throughput_requests, args.concurrency))
         issuer.bench_verify()
         from bench.masking import bench_masking
 
@@ -81,27 +92,43 @@ def main() -> None:
         bench_audit()
 
 
-def bench_config(issuer: object, upstream_url: str, lease_units: int, quotas: bool = True) -> str:
-    """Auth on, one upstream, a quota plan (limits far above the bench's traffic)."""
+BENCH_CONFIGS = {
+    # Every feature off: no token, no quota, no usage record, no masking, no pinning or guard.
+    "off": (
+        "auth: {allow_anonymous: true}\n"
+        "finance: {record_usage: false}\n"
+        "masking: {enabled: false}\n"
+        "definitions: {pinning: false, result_injection: 'off'}\n"
+    ),
+    # Fully on: JWT, masking, pinning, result guard, audit, and exact quotas with every window
+    # per tenant (one ledger write per call; a subject or tool limit adds one each).
+    "exact": (
+        "quotas:\n  default_plan: bench\n  plans:\n    bench:\n"
+        "      tenant: {per_minute: 1000000, per_day: 100000000, per_month: 1000000000}\n"
+    ),
+    # Fully on with quota leases: day and month quotas leased 100 units at a time (rates are
+    # always charged per call, so this plan has none).
+    "leases": (
+        "quotas:\n  default_plan: bench\n  lease_units: 100\n  plans:\n    bench:\n"
+        "      tenant: {per_day: 100000000, per_month: 1000000000}\n"
+    ),
+}
+
+
+def bench_config(issuer: object, upstream_url: str, name: str) -> str:
+    """One upstream, limits far above the bench's traffic; `name` from BENCH_CONFIGS."""
     from bench.issuer import AUDIENCE
 
-    base = (
-        "resource: http://127.0.0.1:8080/mcp\n"
+    auth = (
         # The audience named: `tollway dev` moves a loopback resource to the port it serves.
         f"auth: {{issuer: {issuer.issuer}, jwks_url: {issuer.jwks_url}, "  # type: ignore[attr-defined]
         f"audience: {AUDIENCE}}}\n"
-        f"upstreams:\n  - name: finance\n    url: {upstream_url}\n"
     )
-    if not quotas:
-        return base
-    return base + (
-        "quotas:\n"
-        "  default_plan: bench\n"
-        f"  lease_units: {lease_units}\n"
-        "  plans:\n"
-        "    bench:\n"
-        "      tenant: {per_minute: 1000000, per_day: 100000000}\n"
-        "      subject: {per_minute: 1000000}\n"
+    return (
+        "resource: http://127.0.0.1:8080/mcp\n"
+        f"upstreams:\n  - name: finance\n    url: {upstream_url}\n"
+        + ("" if name == "off" else auth)
+        + BENCH_CONFIGS[name]
     )
 
 

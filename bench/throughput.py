@@ -18,11 +18,11 @@ MODERN = "2026-07-28"
 
 
 async def bench_throughput(upstream_url: str, configs: dict[str, Path], requests: int, concurrency: int) -> None:
-    """DynamoDB is moto's server in its own process (as DynamoDB is its own service), not the
-    thread `tollway dev` would embed, so its work does not share the gateway's GIL."""
+    """DynamoDB is moto in its own process (as DynamoDB is its own service; `bench.emulator`), not
+    the thread `tollway dev` would embed, so its work does not share the gateway's GIL."""
     moto_port = _free_port()
     moto = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+        [sys.executable, "-m", "bench.emulator", str(moto_port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
