@@ -66,7 +66,9 @@ def main(create_app: Callable[[], ASGIApp], *, prog: str, argv: Sequence[str] | 
 async def serve(app: ASGIApp, *, port: int, lifetime: float = 0.0, log_level: str = "warning") -> None:
     """Run `app` until signalled (or `lifetime` elapses); print `ready <url>` once listening.
     A port already in use ends the process with one line saying so."""
-    sock = socket.socket()
+    # IPPROTO_TCP named: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose protocol says
+    # TCP, and with Nagle on every kept-alive response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((HOST, port))

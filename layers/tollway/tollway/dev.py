@@ -176,7 +176,9 @@ def banner(config: GatewayConfig, dev: RunningDev, dynamodb: str, audit: str) ->
 
 def listen(port: int, what: str, how: str) -> socket.socket:
     """A socket bound to HOST:port, or a one-line CommandError naming the port and what to do."""
-    sock = socket.socket()
+    # IPPROTO_TCP named: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose protocol says
+    # TCP, and with Nagle on every kept-alive response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((HOST, port))
