@@ -53,7 +53,7 @@ def bench_arguments(runs: int = 2000) -> None:
     ]
     ok = _timed(runs, lambda: arguments.check_arguments("finance__validate_transaction", schema, valid))
     bad = _timed(runs, refuse)
-    print("8. tools/call argument validation (finance__validate_transaction's inputSchema, jsonschema 2020-12)")
+    print("9. tools/call argument validation (finance__validate_transaction's inputSchema, jsonschema 2020-12)")
     print(f"   importing jsonschema in a fresh process (once per instance): median {statistics.median(imports):.0f} ms")
     print(f"   first call of a schema (compiled once per schema per instance): {first:.1f} ms")
     for label, times in (("valid arguments", ok), ("refused arguments", bad)):

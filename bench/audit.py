@@ -84,7 +84,7 @@ def bench_audit(runs: int = 20000) -> None:
 
     ingested = len(allowed) + EVENT_OVERHEAD_BYTES
     dollars_per_million = ingested * 1e6 / 1e9 * INGEST_DOLLARS_PER_GB
-    print("9. audit record per call (tollway.telemetry.audit; CPU time, this host)")
+    print("10. audit record per call (tollway.telemetry.audit; CPU time, this host)")
     print(f"   allowed tools/call record: {len(allowed)} bytes; denied: {len(denied)} bytes")
     print(
         f"   CloudWatch Logs ingestion: {ingested} bytes per call -> ${dollars_per_million:.3f} per million calls "

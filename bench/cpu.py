@@ -46,7 +46,7 @@ def bench_cpu(upstream_url: str, configs: dict[str, Path], token: str, calls: in
         with _fastmcp(upstream_url) as url:
             results["FastMCP proxy"] = {era: _cpu_per_call(url, era, TOOL, {}, calls) for era in (MODERN, LEGACY)}
     peer = results["FastMCP proxy"]
-    print(f"6. CPU per warm tools/call, gateway process only ({calls} sequential calls; DynamoDB in its own process)")
+    print(f"5. CPU per warm tools/call, gateway process only ({calls} sequential calls; DynamoDB in its own process)")
     print(f"   {'':<34} {MODERN:>22} {LEGACY:>22}")
     for label, by_era in results.items():
         cells = [f"{by_era[era]:6.2f} ms ({by_era[era] / peer[era]:4.2f}x)" for era in (MODERN, LEGACY)]

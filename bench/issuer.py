@@ -57,5 +57,5 @@ class LocalIssuer:
             start = time.perf_counter()
             verifier.verify(token)
             times.append((time.perf_counter() - start) * 1000)
-        print(f"6. token validation on a warm instance (ES256, JWKS cached), {runs} runs")
+        print(f"7. token validation on a warm instance (ES256, JWKS cached), {runs} runs")
         print(f"   p50 {statistics.median(times):.3f} ms  p99 {statistics.quantiles(times, n=100)[98]:.3f} ms")

@@ -46,7 +46,7 @@ def bench_masking(runs: int = 500) -> None:
         start = time.perf_counter()
         stage.message("acme", "tools/call", "a__orders", message)
         times.append((time.perf_counter() - start) * 1000)
-    print(f"7. masking a typical {size / 1024:.1f} KB tools/call result (text + structuredContent, 3 PII values)")
+    print(f"8. masking a typical {size / 1024:.1f} KB tools/call result (text + structuredContent, 3 PII values)")
     print(
         f"   p50 {statistics.median(times):.3f} ms  p99 {statistics.quantiles(times, n=100)[98]:.3f} ms  ({runs} runs)"
     )

@@ -41,7 +41,7 @@ async def bench_throughput(upstream_url: str, configs: dict[str, Path], requests
         moto.terminate()
         moto.wait(timeout=10)
     direct = results.pop("direct to upstream")
-    print(f"5. throughput on the local server, 2026-07-28 tools/call, {requests} requests, {concurrency} concurrent")
+    print(f"6. throughput on the local server, 2026-07-28 tools/call, {requests} requests, {concurrency} concurrent")
     print(f"   direct to upstream:            {direct:6.0f} calls/s")
     for label, rate in results.items():
         print(f"   through gateway, {label:<13} {rate:6.0f} calls/s  ({rate / direct:.2f}x of direct)")

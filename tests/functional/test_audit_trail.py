@@ -279,6 +279,22 @@ def test_admin_actions_are_recorded_with_the_admin_the_action_its_target_and_out
     assert records[0]["request_id"] == listed.headers["x-request-id"]
 
 
+def test_a_refused_admin_request_is_recorded_by_its_route_without_the_identifier_it_named(
+    start: Callable[..., TestClient], dev_key: Any, audit_trail: AuditTrail
+) -> None:
+    client = start()
+    user = dev.mint(dev_key, subject="alice", tenant="acme", audience=RESOURCE)
+    session_id = "Zq3-secret_session_id_of_someone_else_0123456"
+
+    refused = client.delete(f"/admin/sessions/{session_id}", headers={"authorization": f"Bearer {user}"})
+    anonymous = client.post("/admin/approvals/3f2a9c4e1b7d/approve")
+
+    assert (refused.status_code, anonymous.status_code) == (403, 401)
+    records = audit_trail.since()
+    assert [r["action"] for r in records] == ["DELETE /admin/sessions/{id}", "POST /admin/approvals/{id}/approve"]
+    assert all(session_id not in json.dumps(r) and "3f2a9c4e1b7d" not in json.dumps(r) for r in records)
+
+
 # --- no payload, PII or token in any record ----------------------------------------------------------
 @pytest.mark.parametrize("era", ERAS)
 def test_no_seeded_pii_or_token_reaches_an_audit_record(

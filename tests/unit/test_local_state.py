@@ -291,3 +291,22 @@ def test_the_console_format_is_one_readable_line_per_record() -> None:
 
     assert line.endswith(" INFO  request  path=/mcp status=200")
     assert len(line.split(" ")[0]) == len("20:51:23")
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["frobnicate"], "tollway: argument command: invalid choice: 'frobnicate'"),
+        (["sessions", "list"], "tollway sessions list: the following arguments are required: --tenant"),
+        (["usage", "report", "--month", "2026-11", "--bogus"], "tollway: unrecognized arguments: --bogus"),
+    ],
+)
+def test_a_usage_error_is_one_line_with_status_2(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.count("\n") == 1 and err.startswith(line), err

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from tollway.admin_client import TOKEN_ENV, URL_ENV, AdminClientError, Backend, backend
 from tollway.config import config_source, load_config
@@ -28,8 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(lambda: run(args), debug=debug)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other failure of the CLI (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tollway", description="Tollway MCP gateway")
+    parser = _Parser(prog="tollway", description="Tollway MCP gateway")
     parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -51,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--config", help="gateway.yaml whose resource is the audience (default: the running dev's)")
 
     # The admin commands: the gateway's admin API given --url and --token, else DynamoDB directly.
-    remote = argparse.ArgumentParser(add_help=False)
+    remote = _Parser(add_help=False)
     remote.add_argument("--url", help=f"the gateway's URL: use its admin API (or ${URL_ENV})")
     remote.add_argument("--token", help=f"a token with the admin scope, with --url (or ${TOKEN_ENV})")
     remote.add_argument("--table", help="without --url: the DynamoDB table (default $TOLLWAY_TABLE or TollwayTable)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -353,7 +354,7 @@ class TelemetryMiddleware:
             record = admin_record(
                 request_id=request_id,
                 principal=scope.get("principal"),
-                action=f"{scope.get('method')} {path}"[:128],
+                action=f"{scope.get('method')} {_route_of(path)}"[:128],
                 target=None,
                 outcome=admin_outcome(status),
                 status=status,
@@ -362,3 +363,12 @@ class TelemetryMiddleware:
         else:
             return
         self.audit.write(record)
+
+
+_ROUTE_WORD = re.compile(r"^[a-z][a-z-]{0,23}$")
+
+
+def _route_of(path: str) -> str:
+    """An admin path as its route: identifiers in it (a session's, an approval's) become `{id}`, so
+    a refused request never puts another principal's identifier in the audit trail."""
+    return "/".join(part if not part or _ROUTE_WORD.match(part) else "{id}" for part in path.split("/"))
