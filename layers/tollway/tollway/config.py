@@ -259,9 +259,10 @@ class CostModel(Strict):
     """Gateway time per call besides the upstream's (measured by `make bench`)."""
     dynamodb_per_million_writes: float = 0.625
     dynamodb_per_million_reads: float = 0.125
-    dynamodb_writes_per_call: Annotated[float, Field(ge=0)] = 2.0
-    """Billed write units per call: 1 for the usage record plus 2 per quota window charged
-    (transactions bill double), fewer with leases. `make bench` prints the measured figure."""
+    dynamodb_writes_per_call: Annotated[float, Field(ge=0)] = 1.0
+    """Billed write units per call: 1 for the tenant's ledger item (admission and usage record
+    in one write), one more per subject or tool limit, fewer with leases. `make bench` prints
+    the measured figure."""
     dynamodb_reads_per_call: Annotated[float, Field(ge=0)] = 0.0
     log_bytes_per_call: Annotated[int, Field(ge=0)] = 700
     cloudwatch_logs_per_gb: float = 0.50
