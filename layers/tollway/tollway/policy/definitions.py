@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ KIND_BY_LIST_KEY = {
 """List key -> the kind pins and findings name."""
 AUTO_APPROVER = "auto:first-seen"
 VERDICT_CACHE_SIZE = 4096
+FACTS_CACHE_SIZE = 4096
 """Definitions whose verdict a warm instance remembers (most recently used kept)."""
 
 EventType = Literal["pin", "pending", "drift"]
@@ -254,6 +256,9 @@ class DefinitionGate:
         self.store = pins
         self._pins: dict[str, tuple[float, dict[tuple[str, str], Pin]]] = {}
         self._verdicts: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        self._known: OrderedDict[int, tuple[dict[str, Any], bool, str]] = OrderedDict()
+        """id(definition) -> (the definition, valid, hash): `_facts`."""
+        self._facts_lock = threading.Lock()
 
     async def admit(self, upstream: str, list_key: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
         """For each definition of one upstream, in order: what may be published (possibly
@@ -265,9 +270,10 @@ class DefinitionGate:
     ) -> list[tuple[dict[str, Any] | None, str | None]]:
         """`admit`, with the reason of each withheld definition (`WITHHELD_REASONS`)."""
         kind = KIND_BY_LIST_KEY[list_key]
-        valid = [self._valid(upstream, list_key, item) for item in items]
+        facts = [self._facts(upstream, list_key, kind, item) for item in items]
+        valid = [ok for ok, _ in facts]
         candidates = [item for item, ok in zip(items, valid, strict=True) if ok]
-        digests = [definition_hash(kind, item) for item in candidates]
+        digests = [digest for ok, digest in facts if ok]
         pins = self._cached_pins(upstream)
         if pins is None and self.policy.pinning:
             pins = await anyio.to_thread.run_sync(self._load_pins, upstream)
@@ -307,6 +313,21 @@ class DefinitionGate:
         approved = self.store.approve(upstream, kind, name, current, approved_by)
         self.forget(upstream)
         return approved
+
+    def _facts(self, upstream: str, list_key: str, kind: str, item: dict[str, Any]) -> tuple[bool, str]:
+        """Whether `item` is valid MCP, and its hash: worked out once per definition object (a
+        catalog serves the same objects to every call until it is fetched again)."""
+        with self._facts_lock:
+            known = self._known.get(id(item))
+            if known is not None and known[0] is item:  # the object itself is kept: its id is not reused
+                return known[1], known[2]
+        valid = self._valid(upstream, list_key, item)
+        digest = definition_hash(kind, item) if valid else ""
+        with self._facts_lock:
+            self._known[id(item)] = (item, valid, digest)
+            while len(self._known) > FACTS_CACHE_SIZE:
+                self._known.popitem(last=False)
+        return valid, digest
 
     def _valid(self, upstream: str, list_key: str, item: dict[str, Any]) -> bool:
         why = definition_problem(list_key, item)
