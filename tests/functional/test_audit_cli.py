@@ -51,10 +51,21 @@ RECORDS = [
 ]
 
 
+def as_of_now(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """RECORDS with their times moved to the moment the test starts: a test run minutes after
+    this module was imported must still find the record of "10 minutes ago" within 12."""
+    shift = datetime.now(UTC) - NOW
+    moved = []
+    for r in records:
+        at = datetime.fromisoformat(r["time"].replace("Z", "+00:00")) + shift
+        moved.append({**r, "time": at.isoformat(timespec="milliseconds").replace("+00:00", "Z")})
+    return moved
+
+
 @pytest.fixture
 def audit_file(tmp_path: Path) -> Path:
     path = tmp_path / "audit.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS) + "not json\n")
+    path.write_text("".join(json.dumps(r) + "\n" for r in as_of_now(RECORDS)) + "not json\n")
     return path
 
 
@@ -137,7 +148,8 @@ def test_deployed_the_audit_log_group_is_queried_with_logs_insights(
         logs = boto3.client("logs")
         logs.create_log_group(logGroupName="/tollway/audit")
         logs.create_log_stream(logGroupName="/tollway/audit", logStreamName="s")
-        events = [{"timestamp": int(time.time() * 1000) + i, "message": json.dumps(r)} for i, r in enumerate(RECORDS)]
+        records = as_of_now(RECORDS)
+        events = [{"timestamp": int(time.time() * 1000) + i, "message": json.dumps(r)} for i, r in enumerate(records)]
         logs.put_log_events(logGroupName="/tollway/audit", logStreamName="s", logEvents=events)
         monkeypatch.setenv("TOLLWAY_AUDIT_LOG_GROUP", "/tollway/audit")
 
