@@ -218,3 +218,17 @@ def test_a_charge_is_one_update_and_a_days_first_charge_reads_the_month_once(
 
     assert first_day == {"Query": 1, "UpdateItem": 10}
     assert sent() == {"Query": 2, "UpdateItem": 21}  # the second day: one Query and one sealing write more
+
+
+def test_an_instance_forgets_the_rate_state_and_month_bases_of_days_gone_by(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tollway.store import ledger as module
+
+    monkeypatch.setattr(module, "_REMEMBERED", 2)
+    with moto_table("ledger") as client:
+        ledger = DynamoLedger("ledger", client)
+        for name in ("a", "b", "c"):
+            admitted(ledger, tenant(Limit("tenant per_second", "second", 5), name=name), [NOON])
+        admitted(ledger, tenant(Limit("tenant per_second", "second", 5), name="a"), [NOON + DAY])
+
+        assert {day for _, day in ledger._seen} == {"2026-03-15"}
+        assert {day for _, day in ledger._bases} == {"2026-03-15"}

@@ -361,13 +361,13 @@ class DynamoLedger(DynamoTable):
                 base = int(_numbers(sealed.get("Attributes", {})).get("month_units", 0))
         with self._lock:
             self._bases[(pk, day)] = base
-            if len(self._bases) > 10_000:  # days long gone; an instance rarely lives that long
-                self._bases = {k: v for k, v in self._bases.items() if k[1] >= day}
+            self._bases = _bounded(self._bases, day)
         return base
 
     def _remember(self, pk: str, day: str, attributes: dict[str, Any]) -> None:
         with self._lock:
             self._seen[(pk, day)] = {k: v for k, v in attributes.items() if k.startswith("tat:")}
+            self._seen = _bounded(self._seen, day)
 
     def _call(self, operation: str, *, conditional: bool = False, **kwargs: Any) -> dict[str, Any]:
         from botocore.exceptions import ClientError
@@ -383,6 +383,17 @@ class DynamoLedger(DynamoTable):
             ):
                 raise _Refused(_numbers(cause.response.get("Item", {}))) from None
             raise
+
+
+_REMEMBERED = 10_000
+
+
+def _bounded(remembered: dict[tuple[str, str], Any], day: str) -> dict[tuple[str, str], Any]:
+    """What an instance remembers per (scope, day), once it holds many: only today's and later
+    (one entry per scope in use today; earlier days take no more writes)."""
+    if len(remembered) <= _REMEMBERED:
+        return remembered
+    return {k: v for k, v in remembered.items() if k[1] >= day}
 
 
 class _Refused(Exception):
