@@ -12,7 +12,8 @@ from tollway.config import config_source, config_ttl
 from tollway.http import create_app
 from tollway.live import LiveGateway
 from tollway.store import Stores
-from tollway.telemetry import logger, metrics
+from tollway.telemetry import logger
+from tollway.telemetry.metrics import flush_due
 
 # Built once per instance; warm invocations reuse config, connections and caches. The config is
 # read again every TOLLWAY_CONFIG_TTL_SECONDS and a valid change applied (tollway.live); the
@@ -24,12 +25,15 @@ app = LiveGateway(
 _asgi = Mangum(app, lifespan="off")
 
 
+# Metrics are printed by the app at the end of each request (tollway.telemetry.metrics), the same
+# for this handler, the streaming entry point and the local server; once more after the batch.
 @logger.inject_lambda_context(clear_state=True)
-@metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # The invocation's audit records go to their log group in one call, before the answer leaves.
     with app.state.audit.batch():
-        return _asgi(event, context)
+        reply = _asgi(event, context)
+    flush_due()  # what the batch's write counted (AuditWriteFailures), if due
+    return reply
 
 
 if os.environ.get("TOLLWAY_TRACER") == "on":

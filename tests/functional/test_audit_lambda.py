@@ -92,4 +92,4 @@ def test_records_the_log_group_refuses_go_to_stdout_and_are_counted(
     assert [(r["method"], r["outcome"]) for r in audit] == [("tools/call", "ok")]
     failures = [line for line in lines if "AuditWriteFailures" in line]
     assert [line["AuditWriteFailures"] for line in failures] == [[1.0]]
-    metrics._shared.clear_metrics()
+    metrics.discard()

@@ -15,6 +15,7 @@ from tollway.auth.dev import DEV_ISSUER, jwk_set, mint, signing_key
 from tollway.config import parse_config
 from tollway.http import create_app
 from tollway.store import Stores
+from tollway.telemetry import logger
 
 from examples.upstreams._serve import spawn
 from tests.fixtures.recording_upstream import Caller, RecordingUpstream
@@ -106,9 +107,10 @@ def test_a_tool_allowed_a_detector_receives_that_value_unmasked(upstreams: dict[
 
 
 def test_nothing_the_gateway_logs_contains_seeded_pii_or_the_callers_token(
-    upstreams: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    upstreams: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(logger._logger, "level", logging.DEBUG)  # the gateway's DEBUG lines are scanned too
     agent, token = _agent(upstreams, tmp_path)
     session = agent.open_session()
     for customer in ("C-1001", "C-1002", "C-9999"):

@@ -30,7 +30,7 @@ PER_CALL = {"ToolCalls", "ToolErrors", "CostUnits", "ToolLatency", "UpstreamLate
 def metrics_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
     yield
-    metrics._shared.clear_metrics()  # nothing left over for another test's flush
+    metrics.discard()  # nothing left over for another test
 
 
 def emf_records(text: str) -> list[dict[str, Any]]:
@@ -157,3 +157,52 @@ def test_an_emitted_metric_outside_the_catalog_or_with_other_dimensions_is_refus
         metrics.count("Denied")  # a per-tenant metric without its Tenant
     with pytest.raises(ValueError):
         metrics.record({"Upstream": "mem"}, {"ToolCalls": 1})
+
+
+def test_with_a_window_routine_values_of_many_calls_go_out_in_one_record_and_a_refusal_flushes_at_once(
+    start: Callable[..., Agent],
+    metrics_on: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(metrics.WINDOW_ENV, "3600")
+    agent = start(tenants={"acme": {"tools": ["mem__echo"]}})
+    capsys.readouterr()
+
+    for _ in range(3):
+        assert agent.send("tools/call", {"name": "mem__echo", "arguments": {}}).status_code == 200
+    held = emf_records(capsys.readouterr().out)
+    agent.send("tools/call", {"name": "mem__secret", "arguments": {}})  # denied: alarm-worthy
+    printed = emf_records(capsys.readouterr().out)
+
+    assert held == []  # three calls, nothing printed yet: the window has not passed
+    for record in printed:
+        assert_in_catalog(record)
+    [calls] = [r for r in printed if "ToolCalls" in r]
+    assert (calls["Tenant"], calls["Tool"]) == ("acme", "mem__echo")
+    assert (calls["ToolCalls"], calls["ToolErrors"]) == ([1.0] * 3, [0.0] * 3)
+    assert len(calls["ToolLatency"]) == 3
+    [denied] = [r for r in printed if "Denied" in r]
+    assert denied["Denied"] == [1.0]
+    [service] = [r for r in printed if "Requests" in r]
+    assert service["Requests"] == [1.0] * 4
+    assert calls["_aws"]["Timestamp"] <= denied["_aws"]["Timestamp"]  # stamped with its first value's time
+
+
+def test_with_a_window_a_failed_call_is_printed_at_once(
+    start: Callable[..., Agent],
+    metrics_on: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(metrics.WINDOW_ENV, "3600")
+    agent = start(tenants={"*": {}})
+    capsys.readouterr()
+
+    agent.send("tools/call", {"name": "mem__echo", "arguments": {}})
+    assert emf_records(capsys.readouterr().out) == []
+    metrics.tool_call("other", "mem__echo", latency_ms=5.0, upstream_ms=None, error=True, units=1)
+    metrics.flush_due()  # as the middleware does at the end of the failed call's request
+
+    [calls] = [r for r in emf_records(capsys.readouterr().out) if "ToolCalls" in r]
+    assert calls["ToolErrors"] == [0.0, 1.0]

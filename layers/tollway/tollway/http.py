@@ -10,6 +10,7 @@ routes     /mcp -> McpEndpoint (protocol, sessions, pipeline); /admin/*; public:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
@@ -56,6 +57,7 @@ from tollway.telemetry.audit import (
     admin_record,
     mcp_record,
 )
+from tollway.telemetry.metrics import flush_due, flush_metrics
 
 if TYPE_CHECKING:
     from jwt import PyJWKSet
@@ -172,6 +174,7 @@ def create_app(
         yield
         # The local server stops: usage counters still waiting for a write are written now.
         await anyio.to_thread.run_sync(quota.flush_all)
+        flush_metrics()  # and metric values still held for their window
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.config = config
@@ -319,7 +322,11 @@ class TelemetryMiddleware:
             if scope.get(CLIENT_GONE):
                 status = 499  # as proxies log it: the client closed the request
             elapsed_ms = (time.perf_counter() - start) * 1000
-            logger.info(
+            audited = self._audit(scope, request_id, status, elapsed_ms, sizes)
+            # A success its audit record describes is logged at DEBUG (the record has the same facts,
+            # and log bytes are billed per call); failures and unaudited paths at INFO.
+            logger.log(
+                logging.DEBUG if audited and status < 400 else logging.INFO,
                 "request",
                 extra={
                     "request_id": request_id,
@@ -333,9 +340,10 @@ class TelemetryMiddleware:
             metric("Latency", elapsed_ms)
             if status >= 500:
                 count("Errors")
-            self._audit(scope, request_id, status, elapsed_ms, sizes)
+            flush_due()
 
-    def _audit(self, scope: Scope, request_id: str, status: int, elapsed_ms: float, sizes: list[int]) -> None:
+    def _audit(self, scope: Scope, request_id: str, status: int, elapsed_ms: float, sizes: list[int]) -> bool:
+        """Writes the request's audit record, if its path has one; whether it had."""
         path = scope.get("path", "")
         if path.startswith("/mcp"):
             ctx = scope.get(SCOPE_CONTEXT)
@@ -361,8 +369,9 @@ class TelemetryMiddleware:
                 ms=elapsed_ms,
             )
         else:
-            return
+            return bool(scope.get(SCOPE_WRITTEN))
         self.audit.write(record)
+        return True
 
 
 _ROUTE_WORD = re.compile(r"^[a-z][a-z-]{0,23}$")

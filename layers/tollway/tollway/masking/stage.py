@@ -157,7 +157,7 @@ class MaskingStage:
     @staticmethod
     def _count(where: str, item: str, findings: Any) -> None:
         if findings:
-            logger.info("masked", extra={"where": where, "item": item, "detectors": dict(findings)})
+            logger.debug("masked", extra={"where": where, "item": item, "detectors": dict(findings)})
             count("MaskedValues", sum(dict(findings).values()))
 
 

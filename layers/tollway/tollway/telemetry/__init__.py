@@ -2,8 +2,7 @@
 
 Service name and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE
 (set by the SAM template); the defaults below serve local runs and tests. Which metrics exist,
-with which units and dimensions: `tollway.telemetry.metrics.CATALOG`; `metrics.log_metrics`
-flushes the service-wide ones at the end of an invocation.
+with which units and dimensions, and when they are printed: `tollway.telemetry.metrics`.
 
 Logs are Powertools' JSON unless TOLLWAY_LOG_FORMAT=console; local commands pick the console
 format on a terminal (`use_log_format`).
