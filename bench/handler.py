@@ -123,21 +123,7 @@ def bench_handler(calls: int, config_path: Path, lease_config: Path) -> None:
         for what, (count, by_op) in run["requests"].items():
             print(f"     {what:<22} {count:5.2f}  {by_op}")
     print()
-    _cost(exact, lease)
-
-
-def _cost(exact: dict[str, Any], lease: dict[str, Any]) -> None:
-    """Estimated AWS cost per million tools/call from the default cost model, with the DynamoDB
-    requests measured above (2026-07-28 calls: no reads)."""
-    from tollway.config import CostModel
-    from tollway.finance.report import cost_per_million_calls
-
-    print("4. estimated AWS cost per million tools/call (default cost model, 10 ms of gateway Lambda time)")
-    for label, run in (("exact quotas", exact), ("quota leases", lease)):
-        units = run["requests"]["2026-07-28 tools/call"][1].get("write units", 0.0)
-        model = CostModel(dynamodb_writes_per_call=units, dynamodb_reads_per_call=0)
-        print(f"   {label:<13} {units:.2f} write units/call: ${cost_per_million_calls(model):.2f} per million calls")
-    print("   (AgentCore Gateway: $5.00 per million tool calls, before Lambda/upstream costs)\n")
+    print("4. cost per million tools/call: in the summary at the end, from the figures measured in this run\n")
 
 
 def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:

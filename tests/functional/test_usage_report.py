@@ -42,7 +42,7 @@ MONTH = "2026-11"
 RESOURCE = "https://gateway.example.com/mcp"
 CHALLENGE = 'Bearer resource_metadata="https://gateway.example.com/.well-known/oauth-protected-resource/mcp"'
 FORECAST, LOOKUP = "finance__run_forecast", "support__lookup_customer"
-PER_CALL = 2.284296901115417e-06
+PER_CALL = 2.463995487307739e-06
 """Estimated cost of one request with the default cost model (USD)."""
 
 # tenant, tool, day, units, error, rejected, latency_ms
@@ -216,7 +216,7 @@ def test_the_table_report_shows_each_tenants_totals_and_estimated_cost(
     assert status == 0
     assert lines[0] == "Tollway usage 2026-11 (all tenants, UTC days)"
     # The config's prices: API Gateway $3.50 per million, no log bytes.
-    per_million = 3.5 + 0.2 + 0.133334 + 0.625
+    per_million = 3.5 + 0.2 + 0.013 * 13.3334 + 0.625  # API, Lambda requests, 13 ms at 1 GB, one write
     assert f"Estimated AWS cost: ${per_million:.6f} per million calls" in out
     assert [line.split() for line in summary] == [
         ["Tenant", "Calls", "Units", "Errors", "Rejected", "Avg", "ms", "Est.", "USD"],

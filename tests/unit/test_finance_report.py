@@ -32,7 +32,7 @@ ROWS = [
     UsageRow("globex", "2026-11-01", FORECAST, 1, 10, 0, 0, 90),
     UsageRow("globex", "2026-11-30", LOOKUP, 4, 4, 1, 1, 40),
 ]
-PER_CALL = 2.284296901115417e-06
+PER_CALL = 2.463995487307739e-06
 """Default cost model: (1.00 + 0.20 + 0.133334 + 0.625 + 0 + 700 / 2^30 * 0.50 * 10^6) / 10^6 USD."""
 
 
@@ -117,16 +117,16 @@ def test_a_million_calls_cost_each_component_by_the_documented_formula() -> None
     assert list(cost) == [*COST_COMPONENTS, "total"]
     assert cost["api_gateway"] == pytest.approx(1.00, rel=1e-12)
     assert cost["lambda_requests"] == pytest.approx(0.20, rel=1e-12)
-    assert cost["lambda_compute"] == pytest.approx(1.0 * 0.010 * 0.0000133334 * 1_000_000, rel=1e-12)  # 1 GB x 10 ms
+    assert cost["lambda_compute"] == pytest.approx(1.0 * 0.013 * 0.0000133334 * 1_000_000, rel=1e-12)  # 1 GB x 13 ms
     assert cost["dynamodb_writes"] == pytest.approx(1 * 0.625, rel=1e-12)  # one ledger write per call
     assert cost["dynamodb_reads"] == 0.0
-    assert cost["logs"] == pytest.approx(700_000_000 / 2**30 * 0.50, rel=1e-12)  # 0.651926 GB
+    assert cost["logs"] == pytest.approx(1_000_000_000 / 2**30 * 0.50, rel=1e-12)  # 0.931323 GB
     assert cost["total"] == pytest.approx(sum(cost[name] for name in COST_COMPONENTS), rel=1e-12)
 
 
-def test_the_default_cost_per_million_calls_is_under_three_dollars() -> None:
-    assert cost_per_million_calls() == pytest.approx(2.2842969011154173, rel=1e-12)
-    assert round(cost_per_million_calls(CostModel()), 6) == 2.284297
+def test_the_default_cost_per_million_calls_is_under_two_dollars_fifty() -> None:
+    assert cost_per_million_calls() == pytest.approx(2.463995487307739, rel=1e-12)
+    assert round(cost_per_million_calls(CostModel()), 6) == 2.463995
 
 
 def test_prices_and_sizing_in_the_cost_model_change_the_estimate() -> None:
@@ -165,7 +165,7 @@ def test_the_csv_has_the_documented_header_and_one_line_per_tenant_day_and_tool(
     text = render(_report(), "csv")
 
     assert text.splitlines()[0] == "month,tenant,tool,day,calls,units,errors,rejected,avg_latency_ms,estimated_cost_usd"
-    assert text.splitlines()[1] == "2026-11,acme,finance__run_forecast,2026-11-02,3,30,1,0,100.0,0.00000685"
+    assert text.splitlines()[1] == "2026-11,acme,finance__run_forecast,2026-11-02,3,30,1,0,100.0,0.00000739"
     lines = _csv(text)
     assert [(r["tenant"], r["day"], r["tool"]) for r in lines] == sorted((r.tenant, r.day, r.tool) for r in ROWS)
     assert {r["month"] for r in lines} == {"2026-11"}
@@ -192,7 +192,7 @@ def test_a_csv_row_without_admitted_calls_has_an_empty_average_latency_and_a_cos
 
     assert refused["avg_latency_ms"] == ""
     assert refused["rejected"] == "2"
-    assert refused["estimated_cost_usd"] == "0.00000457"  # 2 x 2.284297e-06
+    assert refused["estimated_cost_usd"] == "0.00000493"  # 2 x 2.463995e-06
 
 
 def test_an_empty_month_is_a_csv_header_alone() -> None:
@@ -225,7 +225,7 @@ def test_the_json_report_has_the_documented_shape() -> None:
     assert data["version"] == 1
     assert (data["month"], data["tenant"], data["currency"]) == ("2026-11", None, "USD")
     assert data["cost_model"] == CostModel().model_dump()
-    assert data["cost_per_million_calls"] == 2.2842969
+    assert data["cost_per_million_calls"] == 2.46399549
     assert list(data["totals"]) == [*USAGE_KEYS, "estimated_cost"]
     assert list(data["totals"]["estimated_cost"]) == [*COST_COMPONENTS, "total"]
     acme = data["tenants"][0]
@@ -249,7 +249,7 @@ def test_the_json_report_carries_the_exact_totals_per_tenant_tool_and_day() -> N
         "estimated_cost_usd": round(15 * PER_CALL, 8),
         "estimated_cost": None,
     }
-    assert data["totals"]["estimated_cost"]["total"] == 3.426e-05
+    assert data["totals"]["estimated_cost"]["total"] == 3.696e-05
     assert (acme["tenant"], acme["units"], acme["calls"], acme["rejected"]) == ("acme", 33, 6, 3)
     assert (globex["tenant"], globex["units"], globex["calls"], globex["rejected"]) == ("globex", 14, 5, 1)
     assert [(t["tool"], t["units"]) for t in acme["tools"]] == [(FORECAST, 30), (LOOKUP, 3)]
@@ -281,19 +281,19 @@ def test_the_table_shows_each_tenant_by_tool_with_a_total_line_and_the_estimated
     text = render(_report(), "table")
 
     assert text.splitlines()[0] == "Tollway usage 2026-11 (all tenants, UTC days)"
-    assert "Estimated AWS cost: $2.284297 per million calls" in text
+    assert "Estimated AWS cost: $2.463995 per million calls" in text
     assert _section(text, "Tenant acme") == [
         ["Tool", "Calls", "Units", "Errors", "Rejected", "Avg", "ms", "Est.", "USD"],
-        [FORECAST, "3", "30", "1", "2", "100.0", "0.000011"],
-        [LOOKUP, "3", "3", "1", "1", "21.7", "0.000009"],
-        ["Total", "6", "33", "2", "3", "60.8", "0.000021"],
+        [FORECAST, "3", "30", "1", "2", "100.0", "0.000012"],
+        [LOOKUP, "3", "3", "1", "1", "21.7", "0.000010"],
+        ["Total", "6", "33", "2", "3", "60.8", "0.000022"],
     ]
     assert _section(text, "All tenants")[1:] == [
-        ["acme", "6", "33", "2", "3", "60.8", "0.000021"],
-        ["globex", "5", "14", "1", "1", "26.0", "0.000014"],
-        ["Total", "11", "47", "3", "4", "45.0", "0.000034"],
+        ["acme", "6", "33", "2", "3", "60.8", "0.000022"],
+        ["globex", "5", "14", "1", "1", "26.0", "0.000015"],
+        ["Total", "11", "47", "3", "4", "45.0", "0.000037"],
     ]
-    assert _section(text, "Estimated cost by component (USD)")[-1] == ["total", "0.000034"]
+    assert _section(text, "Estimated cost by component (USD)")[-1] == ["total", "0.000037"]
 
 
 def test_the_table_columns_line_up() -> None:

@@ -255,8 +255,9 @@ class CostModel(Strict):
     lambda_per_gb_second: float = 0.0000133334
     """arm64 price."""
     lambda_memory_mb: Annotated[int, Field(ge=128, le=10240)] = 1024
-    lambda_overhead_ms: Annotated[float, Field(ge=0)] = 10.0
-    """Gateway time per call besides the upstream's (measured by `make bench`)."""
+    lambda_overhead_ms: Annotated[float, Field(ge=0)] = 13.0
+    """Billed Lambda time per call besides the upstream's: the handler's CPU at this memory size
+    plus the wait on DynamoDB (`make bench` prints the figure it measured, and how)."""
     dynamodb_per_million_writes: float = 0.625
     dynamodb_per_million_reads: float = 0.125
     dynamodb_writes_per_call: Annotated[float, Field(ge=0)] = 1.0
@@ -264,7 +265,9 @@ class CostModel(Strict):
     in one write), one more per subject or tool limit, fewer with leases. `make bench` prints
     the measured figure."""
     dynamodb_reads_per_call: Annotated[float, Field(ge=0)] = 0.0
-    log_bytes_per_call: Annotated[int, Field(ge=0)] = 700
+    log_bytes_per_call: Annotated[int, Field(ge=0)] = 1000
+    """CloudWatch Logs bytes ingested per call: function logs and EMF records, the audit record
+    and API Gateway's access-log line, each with 26 bytes of event overhead (`make bench`)."""
     cloudwatch_logs_per_gb: float = 0.50
 
 
