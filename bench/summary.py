@@ -6,7 +6,7 @@ Lambda duration: what the handler measured in-process (CPU per call, on this hos
 vCPU share Lambda gives the template's memory size (1,769 MB = one vCPU), plus the time spent
 waiting on DynamoDB (an input: real DynamoDB's in-region latency, not the emulator's). The
 upstream's own time is not the gateway's and is left out (each millisecond of it adds
-`lambda_per_gb_second × memory` per call). Log bytes: the function's log lines and EMF records
+`lambda_per_gb_second x memory` per call). Log bytes: the function's log lines and EMF records
 at the template's level and metrics window, the audit record, and API Gateway's access-log line
 (rendered from the template's format), each with CloudWatch's 26-byte event overhead.
 """
@@ -155,7 +155,8 @@ def print_summary(
         inputs = out["rows"][name][MODERN]["inputs"]
         figures = handlers[name][MODERN]
         print(
-            f"     {name:<7} Lambda {inputs['lambda_ms']:5.1f} ms, {inputs['writes']:.2f} WCU, {inputs['reads']:.2f} RCU,"
+            f"     {name:<7} Lambda {inputs['lambda_ms']:5.1f} ms, {inputs['writes']:.2f} WCU,"
+            f" {inputs['reads']:.2f} RCU,"
             f" log bytes {inputs['log_bytes']:.0f} (function {figures['log_bytes']:.0f} in"
             f" {figures['log_events']:.2f} events, audit {figures['audit_bytes']:.0f}, API access"
             f" {access_log_bytes()}, +26 per event)"
