@@ -165,7 +165,12 @@ class HttpConfig(Strict):
     list_ttl_ms: Annotated[int, Field(ge=0)] = 0
     """`ttlMs` on 2026-07-28 list results: how long a client may cache a list."""
     streaming: bool | None = None
-    """Whether responses can stream (SSE as events arrive). Default: yes locally, no on Lambda."""
+    """Whether responses can stream (SSE as events arrive). Default: yes locally and on the
+    streaming deployment, no on the buffered one (`response_mode()`)."""
+    buffered_deadline_seconds: Annotated[float, Field(gt=0, le=29)] = 25.0
+    """Buffered deployment only (API Gateway HTTP API cuts an integration at 30 s, counted from
+    its side, cold start included): a request still running this long after it arrived is
+    answered with a JSON-RPC timeout error instead of the gateway's 503."""
 
 
 class SessionsConfig(Strict):
@@ -524,6 +529,23 @@ def _describe(exc: ValidationError, source: str) -> str:
         else:
             lines.append(f"  {where}: {err['msg']}")
     return "\n".join(lines)
+
+
+RESPONSE_MODE_ENV = "TOLLWAY_RESPONSE_MODE"
+ResponseMode = Literal["stream", "buffered"]
+
+
+def response_mode() -> ResponseMode:
+    """How answers leave this process, from `$TOLLWAY_RESPONSE_MODE` (set by the SAM template):
+    "buffered" behind API Gateway's HTTP API (Mangum; the whole answer at once, within 30 s),
+    "stream" behind the REST API with response streaming (Lambda Web Adapter) and under
+    `tollway dev`. Unset: "buffered" on Lambda, "stream" elsewhere."""
+    mode = os.environ.get(RESPONSE_MODE_ENV, "").strip().lower()
+    if mode == "stream" or mode == "buffered":
+        return mode
+    if mode:
+        raise ConfigError(f"{RESPONSE_MODE_ENV} must be 'stream' or 'buffered', got {mode!r}")
+    return "buffered" if "AWS_LAMBDA_FUNCTION_NAME" in os.environ else "stream"
 
 
 CONFIG_TTL_ENV = "TOLLWAY_CONFIG_TTL_SECONDS"

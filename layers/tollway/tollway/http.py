@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import time
 import uuid
@@ -30,7 +29,7 @@ from tollway.admin import ApprovalsAdmin, DefinitionsAdmin, SessionsAdmin, Upstr
 from tollway.auth import DEV_ISSUER
 from tollway.auth.middleware import AuthMiddleware
 from tollway.auth.verifier import TokenVerifier
-from tollway.config import GatewayConfig
+from tollway.config import GatewayConfig, response_mode
 from tollway.context import SCOPE_AUDIT, SCOPE_CONTEXT, AuditFacts
 from tollway.errors import SCOPE_MODERN, SCOPE_REQUEST_ID, ConfigError, answer_for, error_response
 from tollway.masking.stage import MaskingStage
@@ -88,8 +87,9 @@ def create_app(
     and verdicts read), the audit log, and the usage counters still waiting for a write (never
     its quota leases: the limits may have changed). Pass the same `stores`: sessions, the ledger
     and pins live there."""
+    mode = response_mode()
     if streaming is None:
-        streaming = config.http.streaming if config.http.streaming is not None else not _on_lambda()
+        streaming = config.http.streaming if config.http.streaming is not None else mode == "stream"
     kept = previous.state if previous is not None else None
     if kept is not None and kept.config.auth == config.auth and kept.dev_keys is dev_keys:
         verifier = kept.verifier
@@ -122,7 +122,7 @@ def create_app(
     if kept is not None and getattr(kept, "quota", None) is not None:
         quota.take_pending(kept.quota)
     pipeline = Pipeline(config, exposure, router, quota, masking, approvals)
-    endpoint = McpEndpoint(config, sessions, server, pipeline, streaming=streaming)
+    endpoint = McpEndpoint(config, sessions, server, pipeline, streaming=streaming, buffered=mode == "buffered")
     definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
     approvals_admin = ApprovalsAdmin(config, approvals)
     # The same sink across a swap, so an invocation's batch of records spans it.
@@ -228,10 +228,6 @@ def build_verifier(config: GatewayConfig, dev_keys: PyJWKSet | None) -> TokenVer
 
 CLIENT_GONE = "tollway.client_gone"
 """ASGI scope key: the client went away before an answer (logged as 499, not as a failure)."""
-
-
-def _on_lambda() -> bool:
-    return "AWS_LAMBDA_FUNCTION_NAME" in os.environ
 
 
 class ErrorMiddleware:

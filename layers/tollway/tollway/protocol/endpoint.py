@@ -10,6 +10,8 @@ Failures are raised, and answered by the one error middleware (`tollway.http`).
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 import secrets
 import time
@@ -46,19 +48,31 @@ ALLOW_LEGACY = "POST, DELETE"
 ALLOW_MODERN = "POST"
 LAMBDA_MARGIN_SECONDS = 1.0
 """On Lambda, an answer is written this long before the invocation would be cut off."""
+LAMBDA_CONTEXT_HEADER = "x-amzn-lambda-context"
+"""The Lambda Web Adapter's copy of the invocation's context (streaming deployment)."""
+_BEHIND_ADAPTER = "AWS_LWA_INVOKE_MODE" in os.environ
+"""Only the adapter's header is trusted: elsewhere a caller could send one."""
 SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 """Visible ASCII (the spec's rule), and short: anything else cannot be one of ours."""
 
 
 class McpEndpoint:
     def __init__(
-        self, config: GatewayConfig, store: SessionStore, server: GatewayServer, pipeline: Pipeline, streaming: bool
+        self,
+        config: GatewayConfig,
+        store: SessionStore,
+        server: GatewayServer,
+        pipeline: Pipeline,
+        streaming: bool,
+        buffered: bool = False,
     ) -> None:
         self.config = config
         self.store = store
         self.server = server
         self.pipeline = pipeline
         self.streaming = streaming
+        self.cap = config.http.buffered_deadline_seconds if buffered else None
+        """Buffered deployment: how long a request may take before API Gateway would cut it."""
 
     async def handle(self, request: Request) -> Response:
         if request.method == "POST":
@@ -103,7 +117,7 @@ class McpEndpoint:
 
     async def _context(self, incoming: Incoming, principal: Principal, request: Request) -> RequestContext:
         streaming = self.streaming and incoming.accepts_sse
-        deadline = _deadline(request)
+        deadline = self._deadline(request)
         if incoming.modern:
             meta = _dict(incoming.params.get("_meta"))  # a request's envelope is checked on the way in
             return _published(
@@ -174,7 +188,7 @@ class McpEndpoint:
             used_at=now,
         )
         ctx = RequestContext(
-            principal, False, version, client_info=info, deadline=_deadline(request), audit=_facts(request)
+            principal, False, version, client_info=info, deadline=self._deadline(request), audit=_facts(request)
         )
         _published(request, ctx)
         result = await self.server.initialize(ctx, version)
@@ -182,6 +196,16 @@ class McpEndpoint:
         logger.info("session started", extra={"protocol_version": version, "tenant": principal.tenant})
         body = {"jsonrpc": "2.0", "id": incoming.message["id"], "result": result}
         return json_response(body, headers={c.SESSION_ID_HEADER: session.id})
+
+    def _deadline(self, request: Request) -> float | None:
+        """When the answer must be written, as `time.monotonic()`: before the Lambda invocation
+        ends and, on the buffered deployment, before API Gateway gives up; None locally."""
+        now = time.monotonic()
+        ends = [now + self.cap] if self.cap is not None else []
+        remaining = _invocation_remaining(request)
+        if remaining is not None:
+            ends.append(now + remaining - LAMBDA_MARGIN_SECONDS)
+        return min(ends, default=None)
 
     async def _answer(self, ctx: RequestContext, incoming: Incoming, stream: AsyncIterator[dict[str, Any]]) -> Response:
         """JSON when the first thing the pipeline yields is the response; SSE when events come first."""
@@ -211,7 +235,7 @@ class McpEndpoint:
             session.protocol_version,
             client_info=session.client_info,
             session=session,
-            deadline=_deadline(request),
+            deadline=self._deadline(request),
             audit=_facts(request),
         )
         _published(request, ctx)
@@ -234,13 +258,23 @@ def _published(request: Request, ctx: RequestContext) -> RequestContext:
     return ctx
 
 
-def _deadline(request: Request) -> float | None:
-    """On Lambda (Mangum puts the invocation's context on the scope): before the invocation ends."""
+def _invocation_remaining(request: Request) -> float | None:
+    """Seconds left in this Lambda invocation; None off Lambda. Buffered (Mangum), the invocation's
+    context is on the scope; streamed, the Lambda Web Adapter sends it as a header, JSON with the
+    deadline in epoch milliseconds (the adapter sets the header itself: a caller's is replaced)."""
     context = request.scope.get("aws.context")
     remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining is None:
+    if remaining is not None:
+        return float(remaining()) / 1000
+    if not _BEHIND_ADAPTER:
         return None
-    return time.monotonic() + remaining() / 1000 - LAMBDA_MARGIN_SECONDS
+    try:
+        deadline_ms = json.loads(request.headers.get(LAMBDA_CONTEXT_HEADER, "")).get("deadline")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, int | float):
+        return None
+    return deadline_ms / 1000 - time.time()
 
 
 def _status_of(message: dict[str, Any], modern: bool) -> int:

@@ -1,0 +1,61 @@
+"""A call longer than API Gateway's HTTP API allows (30 s) on the buffered deployment: the gateway
+answers a JSON-RPC timeout error itself, at http.buffered_deadline_seconds, instead of leaving
+the caller API Gateway's bare 503/504. The streaming deployment's long calls: tests/e2e/test_long_calls_e2e.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from tollway import spec as c
+from tollway.config import GatewayConfig, parse_config
+
+from examples.upstreams import _serve
+from tests.conftest import config_data
+from tests.functional.lambda_harness import LambdaGateway
+
+CAP = 1.5  # seconds: the cap under test, short so the test is
+UPSTREAM_LIFETIME = 300.0
+
+
+@pytest.fixture(scope="module")
+def slow_url() -> Iterator[str]:
+    with _serve.spawn("tests.fixtures.slow_upstream", lifetime=UPSTREAM_LIFETIME) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def buffered(start_gateway: Callable[[GatewayConfig], LambdaGateway], slow_url: str) -> LambdaGateway:
+    # The upstream's own timeout is longer: what ends the call is the buffered deployment's cap.
+    data = config_data({"slow": slow_url}, http={"buffered_deadline_seconds": CAP})
+    data["upstreams"][0]["timeout_seconds"] = 60
+    return start_gateway(parse_config(data))
+
+
+@pytest.mark.parametrize("era", ["modern", "session"])
+def test_a_call_past_the_buffered_cap_is_answered_with_a_json_rpc_timeout_error(
+    buffered: LambdaGateway, era: str
+) -> None:
+    params = {"name": "slow__long_task", "arguments": {"seconds": 10, "every": 1}}
+    started = time.monotonic()
+    if era == "modern":
+        answer = buffered.modern("tools/call", params, request_id=7)
+    else:
+        answer = buffered.legacy("tools/call", params, session=buffered.initialize(), request_id=7)
+    elapsed = time.monotonic() - started
+
+    # The answer's last message (a 2025 client accepting SSE gets the progress sent so far first).
+    final = answer.final()
+    assert final["id"] == 7
+    assert (final["error"]["code"], final["error"]["message"]) == (c.REQUEST_TIMEOUT, "Upstream 'slow' timed out")
+    assert answer.status == (504 if era == "modern" else 200)
+    # Answered at the cap, long before the 10 s call (or API Gateway's 30 s) would have ended.
+    assert elapsed < 8
+
+
+def test_a_call_within_the_cap_is_answered_whole(buffered: LambdaGateway) -> None:
+    answer = buffered.modern("tools/call", {"name": "slow__long_task", "arguments": {"seconds": 0.3, "every": 0.1}})
+
+    assert answer.status == 200 and answer.content_type == c.CONTENT_TYPE_JSON
+    assert answer.result()["content"][0]["text"] == "done after 0.3 s"
