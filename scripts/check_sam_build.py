@@ -3,19 +3,23 @@
     python scripts/check_sam_build.py [--expect-bytecode] [.aws-sam/build]
 
 Asserts that the TollwayLayer holds the tollway package and pydantic-core compiled for the Lambda
-runtime (CPython 3.13 on aarch64), that any bytecode in it is CPython 3.13's and never checks its
-source (--expect-bytecode: every module has it), that it fits Lambda's size limit, and that the
-GatewayFunction holds its handler module. Exits 1 with one line per problem otherwise.
+runtime (CPython 3.13 on aarch64) and uvicorn (the streaming deployment's server), that any
+bytecode in it is CPython 3.13's and never checks its source (--expect-bytecode: every module has
+it), that it fits Lambda's size limit, and that each gateway function holds its entry point (the
+streaming one's run.sh executable: the Lambda Web Adapter runs it). Exits 1 with one line per
+problem otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 LAYER = "TollwayLayer"
-FUNCTIONS = {"GatewayFunction": "app.py"}
+FUNCTIONS = {"GatewayFunction": ("app.py",), "StreamingGatewayFunction": ("streaming.py", "run.sh")}
+EXECUTABLE = "run.sh"
 # Lambda: function + layers, unzipped, at most 250 MB. Leave most of it to the functions.
 LAYER_LIMIT_BYTES = 200 * 1024 * 1024
 # CPython 3.13's bytecode magic number (importlib.util.MAGIC_NUMBER) and the .pyc flags word of
@@ -104,9 +108,16 @@ def check(build_dir: Path, expect_bytecode: bool = False) -> tuple[list[str], li
         if (site / "botocore").exists():
             notes.append(f"{LAYER}: ships botocore although the Lambda runtime provides boto3 (a dependency pulls it)")
 
-    for function, handler in FUNCTIONS.items():
-        if not (build_dir / function / handler).is_file():
-            problems.append(f"{function}: {handler} is missing")
+    if site.is_dir() and not (site / "uvicorn" / "__init__.py").is_file():
+        problems.append(f"{LAYER}: python/uvicorn is missing (the streaming deployment's run.sh needs it)")
+
+    for function, files in FUNCTIONS.items():
+        for name in files:
+            path = build_dir / function / name
+            if not path.is_file():
+                problems.append(f"{function}: {name} is missing")
+            elif name == EXECUTABLE and not os.access(path, os.X_OK):
+                problems.append(f"{function}: {name} is not executable (git: chmod +x, then commit)")
     return problems, notes
 
 

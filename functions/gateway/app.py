@@ -1,4 +1,5 @@
-"""Lambda entry point for the MCP endpoint: Mangum over the same Starlette app `tollway dev` serves.
+"""Lambda entry point of the buffered deployment (API Gateway HTTP API): Mangum over the same
+Starlette app `tollway dev` serves. The streaming deployment's is streaming.py (run.sh).
 
 X-Ray: the function is traced by Lambda (`Tracing: Active`). Powertools Tracer adds subsegments
 but imports the X-Ray SDK (~0.5 s of cold start), so it is wired in only when TOLLWAY_TRACER=on.
@@ -8,20 +9,13 @@ import os
 from typing import Any
 
 from mangum import Mangum
-from tollway.config import config_source, config_ttl
-from tollway.http import create_app
-from tollway.live import LiveGateway
-from tollway.store import Stores
+from tollway.live import deployed
 from tollway.telemetry import logger
 from tollway.telemetry.metrics import flush_due
 
 # Built once per instance; warm invocations reuse config, connections and caches. The config is
-# read again every TOLLWAY_CONFIG_TTL_SECONDS and a valid change applied (tollway.live); the
-# stores (sessions, counters, pins) are the same for every config.
-_stores = Stores.dynamo()
-app = LiveGateway(
-    config_source(), lambda config, previous: create_app(config, stores=_stores, previous=previous), ttl=config_ttl()
-)
+# read again every TOLLWAY_CONFIG_TTL_SECONDS and a valid change applied (tollway.live).
+app = deployed()
 _asgi = Mangum(app, lifespan="off")
 
 

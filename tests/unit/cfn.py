@@ -88,11 +88,19 @@ class Deploy:
             return _SUB_VAR.sub(lambda m: str(self.resolve({"Ref": m.group(1)})), arg)
         return value
 
-    def environment(self) -> dict[str, str]:
-        """The gateway function's environment variables as deployed (Globals)."""
-        variables = self.tpl["Globals"]["Function"]["Environment"]["Variables"]
+    def environment(self, function: str | None = None) -> dict[str, str]:
+        """A function's environment variables as deployed: Globals, and `function`'s own over them."""
+        variables = dict(self.tpl["Globals"]["Function"]["Environment"]["Variables"])
+        if function is not None:
+            own = self.tpl["Resources"][function]["Properties"].get("Environment", {})
+            variables.update(own.get("Variables", {}))
         resolved = {name: self.resolve(value) for name, value in variables.items()}
         return {name: value for name, value in resolved.items() if isinstance(value, str)}
+
+    def created(self, resource: str) -> bool:
+        """Whether the deploy creates `resource` (its Condition, if any, holds)."""
+        condition = self.tpl["Resources"][resource].get("Condition")
+        return condition is None or self.condition(condition)
 
 
 def readme_table(heading: str) -> list[list[str]]:

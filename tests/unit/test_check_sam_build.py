@@ -18,7 +18,7 @@ _spec = importlib.util.spec_from_file_location("check_sam_build", ROOT / "script
 check_sam_build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(check_sam_build)
 
-MODULES = ("tollway/__init__.py", "tollway/http.py", "yaml/__init__.py")
+MODULES = ("tollway/__init__.py", "tollway/http.py", "yaml/__init__.py", "uvicorn/__init__.py")
 AARCH64_ELF = b"\x7fELF\x02\x01" + bytes(12) + (183).to_bytes(2, "little")
 
 
@@ -33,6 +33,11 @@ def build(tmp_path: Path) -> Path:
     core.write_bytes(AARCH64_ELF)
     (tmp_path / "GatewayFunction").mkdir()
     (tmp_path / "GatewayFunction" / "app.py").write_text("")
+    streaming = tmp_path / "StreamingGatewayFunction"
+    streaming.mkdir()
+    (streaming / "streaming.py").write_text("")
+    (streaming / "run.sh").write_text("#!/bin/bash\n")
+    (streaming / "run.sh").chmod(0o755)
     return tmp_path
 
 
@@ -65,7 +70,7 @@ def test_complete_unchecked_hash_313_bytecode_passes(build, capsys) -> None:
         _write_313_pyc(site, module)
     code, out, err = _run(build, "--expect-bytecode", capsys=capsys)
     assert (code, err) == (0, "")
-    assert "3 modules compiled for CPython 3.13" in out
+    assert "4 modules compiled for CPython 3.13" in out
     assert "OK" in out
 
 
@@ -94,4 +99,21 @@ def test_partial_bytecode_is_refused(build, capsys) -> None:
     _write_313_pyc(site, "tollway/__init__.py")
     code, _, err = _run(build, capsys=capsys)
     assert code == 1
-    assert "2 modules without bytecode" in err
+    assert "3 modules without bytecode" in err
+
+
+def test_the_streaming_function_needs_an_executable_run_sh_and_uvicorn_in_the_layer(build, capsys) -> None:
+    (build / "StreamingGatewayFunction" / "run.sh").chmod(0o644)
+    (build / "TollwayLayer" / "python" / "uvicorn" / "__init__.py").unlink()
+    code, _, err = _run(build, capsys=capsys)
+    assert code == 1
+    assert "StreamingGatewayFunction: run.sh is not executable" in err
+    assert "python/uvicorn is missing" in err
+
+
+def test_the_entry_points_in_the_repository_are_what_the_build_check_expects() -> None:
+    gateway = ROOT / "functions" / "gateway"
+    for files in check_sam_build.FUNCTIONS.values():
+        for name in files:
+            assert (gateway / name).is_file(), name
+    assert (gateway / check_sam_build.EXECUTABLE).stat().st_mode & 0o111

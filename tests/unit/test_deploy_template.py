@@ -146,3 +146,112 @@ def test_readme_lists_every_parameter_with_its_default(tpl: dict[str, Any]) -> N
 def test_readme_lists_every_output(tpl: dict[str, Any]) -> None:
     rows = readme_table("#### Outputs")
     assert [row[0] for row in rows] == list(tpl["Outputs"])
+
+
+# --- ApiMode: the buffered HTTP API (default) or the streaming REST API ------------------------------
+BASE = {"TokenIssuer": COGNITO, "JwksUrl": COGNITO_JWKS, "TokenAudience": "api://tollway"}
+FUNCTIONS = {"buffered": "GatewayFunction", "streaming": "StreamingGatewayFunction"}
+LWA_LAYER = "arn:${AWS::Partition}:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayerArm64:"
+
+
+def _streaming(value: dict[str, Any]) -> dict[str, Any]:
+    condition, when_true, _ = value["Fn::If"]
+    assert condition == "Streaming"
+    return when_true
+
+
+def _routes(tpl: dict[str, Any], function: str) -> set[tuple[str, str]]:
+    events = tpl["Resources"][function]["Properties"]["Events"].values()
+    return {(event["Properties"]["Method"], event["Properties"]["Path"]) for event in events}
+
+
+@pytest.mark.parametrize("mode", ["buffered", "streaming"])
+def test_each_api_mode_deploys_one_gateway_function_and_one_api(tpl: dict[str, Any], mode: str) -> None:
+    deploy = Deploy(tpl, **BASE) if mode == "buffered" else Deploy(tpl, ApiMode=mode, **BASE)
+    assert deploy.refusals() == []
+    created = {name for name in ("GatewayFunction", "StreamingGatewayFunction") if deploy.created(name)}
+    apis = {name for name in ("TollwayHttpApi", "TollwayRestApi") if deploy.created(name)}
+    assert created == {FUNCTIONS[mode]}
+    assert apis == {"TollwayHttpApi" if mode == "buffered" else "TollwayRestApi"}
+    # Outputs name the deployed function and API, whichever it is.
+    outputs = {name: deploy.resolve(out["Value"]) for name, out in tpl["Outputs"].items() if "Condition" not in out}
+    assert outputs["GatewayFunctionName"] == {"Ref": FUNCTIONS[mode]}
+    assert ("TollwayRestApi" in outputs["McpEndpoint"]) == (mode == "streaming")
+    assert outputs["McpEndpoint"].endswith("}/v1/mcp" if mode == "streaming" else "}/mcp")
+
+
+def test_the_buffered_deployment_is_the_default_and_keeps_its_routes(tpl: dict[str, Any]) -> None:
+    function = tpl["Resources"]["GatewayFunction"]["Properties"]
+    assert tpl["Parameters"]["ApiMode"]["Default"] == "buffered"
+    assert function["Handler"] == "app.handler" and "Timeout" not in function  # Globals: 29 s
+    assert {event["Type"] for event in function["Events"].values()} == {"HttpApi"}
+    assert Deploy(tpl, **BASE).environment("GatewayFunction")["TOLLWAY_RESPONSE_MODE"] == "buffered"
+
+
+def test_the_streaming_deployment_streams_every_route_through_the_web_adapter(tpl: dict[str, Any]) -> None:
+    function = tpl["Resources"]["StreamingGatewayFunction"]["Properties"]
+    env = Deploy(tpl, ApiMode="streaming", **BASE).environment("StreamingGatewayFunction")
+
+    assert function["Handler"] == "run.sh" and function["CodeUri"] == "functions/gateway/"
+    assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"
+    assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/healthz"
+    assert env["TOLLWAY_RESPONSE_MODE"] == "stream"
+    # The adapter layer matches the functions' architecture (Globals: arm64).
+    assert tpl["Globals"]["Function"]["Architectures"] == ["arm64"]
+    [adapter] = [layer["Fn::Sub"] for layer in function["Layers"] if "Fn::Sub" in layer]
+    assert adapter.startswith(LWA_LAYER)
+    # The adapter answers in one mode: every route streams, for as long as the function may run.
+    for event in function["Events"].values():
+        assert event["Type"] == "Api"
+        assert event["Properties"]["ResponseTransferMode"] == "RESPONSE_STREAM"
+        assert event["Properties"]["TimeoutInMillis"] == function["Timeout"] * 1000 == 900_000
+    assert _routes(tpl, "StreamingGatewayFunction") == _routes(tpl, "GatewayFunction")
+    # Same permissions, code and stores as the buffered function.
+    buffered = tpl["Resources"]["GatewayFunction"]["Properties"]
+    assert function["Policies"] == buffered["Policies"] == [{"Ref": "GatewayPolicy"}]
+    assert function["CodeUri"] == buffered["CodeUri"]
+
+
+def test_sam_turns_the_streaming_routes_into_response_streaming_integrations(
+    tpl: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from samtranslator.translator.transform import transform
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    sam = template()
+    for name in FUNCTIONS.values():
+        sam["Resources"][name]["Properties"]["CodeUri"] = "s3://bucket/gateway.zip"
+    sam["Resources"]["TollwayLayer"]["Properties"]["ContentUri"] = "s3://bucket/layer.zip"
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    resources = transform(sam, {}, NoManagedPolicies())["Resources"]
+    paths = resources["TollwayRestApi"]["Properties"]["Body"]["paths"]
+    # SAM wraps what belongs to a conditional function in Fn::If [Streaming, it, AWS::NoValue].
+    integrations = [
+        _streaming(method)["x-amazon-apigateway-integration"]
+        for path in paths.values()
+        for method in _streaming(path).values()
+    ]
+    assert len(integrations) == len(tpl["Resources"]["StreamingGatewayFunction"]["Properties"]["Events"])
+    for integration in integrations:
+        assert integration["type"] == "aws_proxy" and integration["responseTransferMode"] == "STREAM"
+        uri = _streaming(integration["uri"])["Fn::Sub"]
+        assert uri.endswith("/2021-11-15/functions/${StreamingGatewayFunction.Arn}/response-streaming-invocations")
+
+
+@pytest.mark.parametrize(("mode", "streams", "cap"), [("buffered", False, 25.0), ("streaming", True, None)])
+def test_each_deployment_starts_in_its_response_mode(
+    monkeypatch: pytest.MonkeyPatch, mode: str, streams: bool, cap: float | None
+) -> None:
+    tpl = template()
+    deploy = Deploy(tpl, ApiMode=mode, **BASE)
+    for name, value in deploy.environment(FUNCTIONS[mode]).items():
+        if name.startswith("TOLLWAY_") and name != "TOLLWAY_CONFIG":
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", FUNCTIONS[mode])
+    endpoint = create_app(load_config(str(BUNDLED_CONFIG)), stores=Stores.memory()).state.endpoint
+    assert (endpoint.streaming, endpoint.cap) == (streams, cap)

@@ -215,7 +215,7 @@ def test_the_templates_config_source_takes_a_file_a_parameter_or_an_appconfig_pr
 def test_the_template_passes_the_config_ttl_and_lets_an_appconfig_source_be_read() -> None:
     template = _template()
     env = template["Globals"]["Function"]["Environment"]["Variables"]
-    statements = template["Resources"]["GatewayFunction"]["Properties"]["Policies"][0]["Statement"]
+    statements = template["Resources"]["GatewayPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     appconfig = [s["Fn::If"] for s in statements if "Fn::If" in s and s["Fn::If"][0] == "ConfigFromAppConfig"]
 
     assert env["TOLLWAY_CONFIG_TTL_SECONDS"] == {"Ref": "ConfigTtlSeconds"}

@@ -30,7 +30,7 @@ def test_template_loads_with_short_form_tags() -> None:
     template = load_template(TEMPLATE)
     outputs = template["Outputs"]
     assert outputs["TableName"]["Value"] == {"Ref": "TollwayTable"}
-    assert "Fn::Sub" in outputs["ApiUrl"]["Value"]
+    assert [list(url) for url in outputs["ApiUrl"]["Value"]["Fn::If"][1:]] == [["Fn::Sub"], ["Fn::Sub"]]
     assert outputs["McpEndpoint"]["Value"]["Fn::If"][0] == "HasCustomDomain"
 
 

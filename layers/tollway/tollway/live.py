@@ -26,7 +26,7 @@ from typing import Any
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tollway.config import GatewayConfig, config_from_text, read_source
+from tollway.config import GatewayConfig, config_from_text, config_source, config_ttl, read_source
 from tollway.errors import ConfigError
 from tollway.telemetry import count, logger
 
@@ -100,3 +100,17 @@ class LiveGateway:
             extra={"source": self.source, "problem": problem},
         )
         count("ConfigRejected")
+
+
+def deployed() -> LiveGateway:
+    """The gateway as a deployed function serves it, buffered (`functions/gateway/app.py`) or
+    streamed (`functions/gateway/streaming.py`): the config from `$TOLLWAY_CONFIG`, read again
+    every `$TOLLWAY_CONFIG_TTL_SECONDS`; DynamoDB stores (sessions, counters, pins), the same for
+    every config. Built once per instance: warm invocations reuse config, connections and caches."""
+    from tollway.http import create_app
+    from tollway.store import Stores
+
+    stores = Stores.dynamo()
+    return LiveGateway(
+        config_source(), lambda config, previous: create_app(config, stores=stores, previous=previous), ttl=config_ttl()
+    )

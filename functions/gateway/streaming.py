@@ -1,0 +1,46 @@
+"""Lambda entry point of the streaming deployment (API Gateway REST API, response streaming).
+
+Python has no streaming Lambda handler, so `run.sh` serves this module with uvicorn and the AWS
+Lambda Web Adapter layer (AWS_LAMBDA_EXEC_WRAPPER=/opt/bootstrap, AWS_LWA_INVOKE_MODE=
+response_stream) turns each invocation into an HTTP request to it and streams the answer back
+as it is written: SSE events reach the client as they happen. The app is the one app.py serves
+(same config, stores and audit log); the invocation's deadline arrives as the adapter's
+x-amzn-lambda-context header (tollway.protocol.endpoint).
+
+What app.py's handler does around each invocation is done here around each request (one at a
+time per instance on Lambda): audit records held and written in one call, then the metrics that
+are due printed. Both happen before the answer's last byte leaves: the invocation ends with the
+response, and a frozen instance must not hold a record back.
+"""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from starlette.types import Message, Receive, Scope, Send
+from tollway.live import deployed
+from tollway.telemetry.metrics import flush_due
+
+gateway = deployed()
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":  # lifespan: the local server's shutdown writes pending usage
+        await gateway(scope, receive, send)
+        return
+    last: list[Message] = []
+
+    async def send_all_but_the_end(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            last.append(message)
+        else:
+            await send(message)
+
+    audit = gateway.state.audit
+    try:
+        with audit.batch():
+            await gateway(scope, receive, send_all_but_the_end)
+            await anyio.to_thread.run_sync(audit.sink.flush)
+    finally:
+        flush_due()  # what the batch's write counted (AuditWriteFailures), if due
+    for message in last:
+        await send(message)
