@@ -4,16 +4,22 @@ the caller API Gateway's bare 503/504. The streaming deployment's long calls: te
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from tollway import spec as c
 from tollway.config import GatewayConfig, parse_config
 
 from examples.upstreams import _serve
 from tests.conftest import config_data
-from tests.functional.lambda_harness import LambdaGateway
+from tests.functional.lambda_harness import REPO_ROOT, LambdaGateway, _environment
 
 CAP = 1.5  # seconds: the cap under test, short so the test is
 UPSTREAM_LIFETIME = 300.0
@@ -59,3 +65,56 @@ def test_a_call_within_the_cap_is_answered_whole(buffered: LambdaGateway) -> Non
 
     assert answer.status == 200 and answer.content_type == c.CONTENT_TYPE_JSON
     assert answer.result()["content"][0]["text"] == "done after 0.3 s"
+
+
+# --- the streaming deployment's entry point (functions/gateway/streaming.py) --------------------------
+STREAMING_PATH = REPO_ROOT / "functions" / "gateway" / "streaming.py"
+
+
+def test_the_streaming_entry_point_writes_the_audit_record_before_the_answer_ends(
+    moto_dynamodb: Any, table_name: str, tmp_path: Path
+) -> None:
+    """Lambda may freeze the instance once the streamed answer is complete: the invocation's audit
+    records must be written (one flush) before its last byte is sent, not after."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(config_data({"slow": "http://127.0.0.1:9/mcp"})))  # never reached
+    env = {"TOLLWAY_CONFIG": str(config), "TOLLWAY_TABLE": table_name, "AWS_LAMBDA_FUNCTION_NAME": "streaming"}
+    spec = importlib.util.spec_from_file_location("tollway_streaming_entry_point", STREAMING_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with _environment({**env, "TOLLWAY_RESPONSE_MODE": "stream"}):
+        spec.loader.exec_module(module)
+    events: list[str] = []
+
+    class Sink:
+        def write(self, line: str, at_ms: int) -> None:
+            events.append(f"record {json.loads(line)['status']}")
+
+        def flush(self) -> None:
+            events.append("flush")
+
+    module.gateway.state.audit.sink = Sink()
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {'  # cut short: a 400
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/mcp",
+        "raw_path": b"/mcp",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"accept", b"application/json")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+        "scheme": "http",
+        "http_version": "1.1",
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            events.append("end of answer")
+
+    asyncio.run(module.app(scope, receive, send))
+
+    assert events.index("record 400") < events.index("flush") < events.index("end of answer")
