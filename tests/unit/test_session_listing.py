@@ -95,3 +95,11 @@ def test_renewing_a_session_records_when_it_was_last_used(store: SessionStore) -
 
     assert renewed.created_at == long_ago
     assert renewed.used_at >= int(time.time()) - 5
+
+
+def test_minted_ids_never_start_with_a_dash_so_the_cli_takes_them_as_arguments() -> None:
+    from tollway.context import new_id
+
+    ids = [new_id(12) for _ in range(2000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert len(set(ids)) == len(ids) and all(len(i) == 17 for i in ids)  # 1 + 16 URL-safe characters

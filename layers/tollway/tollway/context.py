@@ -3,9 +3,19 @@ below reads (principal, era, session, deadline). Plain data, no behaviour beyond
 
 from __future__ import annotations
 
+import secrets
+import string
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+_LEAD = string.ascii_letters + string.digits
+
+
+def new_id(nbytes: int) -> str:
+    """A random URL-safe identifier (`nbytes` of randomness) that never starts with `-`: people
+    pass session and approval ids to `tollway` as arguments, where a leading `-` reads as an option."""
+    return secrets.choice(_LEAD) + secrets.token_urlsafe(nbytes)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tollway.config import ApprovalRule, Condition, GatewayConfig
-from tollway.context import Principal, RequestContext
+from tollway.context import Principal, RequestContext, new_id
 from tollway.errors import ApprovalNotPending, Forbidden, NotFound, StorageError
 from tollway.store.approvals import Approval, ApprovalStore, Status
 from tollway.telemetry import logger, metrics
@@ -140,7 +139,7 @@ class Approvals:
                         return Verdict(current, proceed=True)
                     continue  # another retry used it first: read again
             fresh = Approval(
-                id=secrets.token_urlsafe(12),
+                id=new_id(12),
                 tenant=principal.tenant,
                 subject=principal.subject,
                 tool=tool,

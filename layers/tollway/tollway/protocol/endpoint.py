@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,7 +23,16 @@ from starlette.responses import Response, StreamingResponse
 
 from tollway import spec as c
 from tollway.config import GatewayConfig
-from tollway.context import ANONYMOUS, SCOPE_AUDIT, SCOPE_CONTEXT, AuditFacts, Principal, RequestContext, Session
+from tollway.context import (
+    ANONYMOUS,
+    SCOPE_AUDIT,
+    SCOPE_CONTEXT,
+    AuditFacts,
+    Principal,
+    RequestContext,
+    Session,
+    new_id,
+)
 from tollway.errors import (
     MalformedParams,
     MethodNotAllowed,
@@ -177,7 +185,7 @@ class McpEndpoint:
         version = requested if requested in c.HANDSHAKE_VERSIONS else c.LATEST_HANDSHAKE_VERSION
         now = int(time.time())
         session = Session(
-            id=secrets.token_urlsafe(32),
+            id=new_id(32),
             tenant=principal.tenant,
             subject=principal.subject,
             protocol_version=version,
