@@ -8,25 +8,47 @@ as it is written: SSE events reach the client as they happen. The app is the one
 x-amzn-lambda-context header (tollway.protocol.endpoint).
 
 What app.py's handler does around each invocation is done here around each request (one at a
-time per instance on Lambda): audit records held and written in one call, then the metrics that
-are due printed. Both happen before the answer's last byte leaves: the invocation ends with the
-response, and a frozen instance must not hold a record back.
+time per instance on Lambda): log lines carry the invocation's keys (Powertools'
+`inject_lambda_context` ones, from the adapter's header); audit records are held and written in
+one call, then the metrics that are due printed, both before the answer's last byte leaves: the
+invocation ends with the response, and a frozen instance must not hold a record back.
 """
 
 from __future__ import annotations
 
+import os
+
 import anyio.to_thread
+from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 from tollway.live import deployed
+from tollway.protocol.endpoint import adapter_context
+from tollway.telemetry import logger
 from tollway.telemetry.metrics import flush_due
 
 gateway = deployed()
+_cold = [True]
+
+
+def _log_keys(scope: Scope) -> None:
+    """The keys Powertools' inject_lambda_context(clear_state=True) gives app.py's log lines."""
+    context = adapter_context(Request(scope))
+    logger.clear_state()
+    logger.append_keys(
+        cold_start=_cold[0],
+        function_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME"),
+        function_memory_size=os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+        function_arn=context.get("invoked_function_arn"),
+        function_request_id=context.get("request_id"),
+    )
+    _cold[0] = _cold[0] and not context  # the adapter's readiness check carries no context
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":  # lifespan: the local server's shutdown writes pending usage
         await gateway(scope, receive, send)
         return
+    _log_keys(scope)
     last: list[Message] = []
 
     async def send_all_but_the_end(message: Message) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import io
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,8 @@ import pytest
 import yaml
 from tollway import spec as c
 from tollway.config import GatewayConfig, parse_config
+from tollway.protocol import endpoint
+from tollway.telemetry import logger
 
 from examples.upstreams import _serve
 from tests.conftest import config_data
@@ -72,10 +76,11 @@ STREAMING_PATH = REPO_ROOT / "functions" / "gateway" / "streaming.py"
 
 
 def test_the_streaming_entry_point_writes_the_audit_record_before_the_answer_ends(
-    moto_dynamodb: Any, table_name: str, tmp_path: Path
+    moto_dynamodb: Any, table_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Lambda may freeze the instance once the streamed answer is complete: the invocation's audit
-    records must be written (one flush) before its last byte is sent, not after."""
+    records must be written (one flush) before its last byte is sent, not after. Its log lines
+    carry the invocation's request id, from the Lambda Web Adapter's header."""
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(config_data({"slow": "http://127.0.0.1:9/mcp"})))  # never reached
     env = {"TOLLWAY_CONFIG": str(config), "TOLLWAY_TABLE": table_name, "AWS_LAMBDA_FUNCTION_NAME": "streaming"}
@@ -101,7 +106,11 @@ def test_the_streaming_entry_point_writes_the_audit_record_before_the_answer_end
         "path": "/mcp",
         "raw_path": b"/mcp",
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"accept", b"application/json")],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json"),
+            (b"x-amzn-lambda-context", json.dumps({"request_id": "invocation-1", "deadline": 0}).encode()),
+        ],
         "client": ("127.0.0.1", 5000),
         "server": ("127.0.0.1", 8080),
         "scheme": "http",
@@ -115,6 +124,17 @@ def test_the_streaming_entry_point_writes_the_audit_record_before_the_answer_end
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             events.append("end of answer")
 
-    asyncio.run(module.app(scope, receive, send))
+    monkeypatch.setattr(endpoint, "_BEHIND_ADAPTER", True)  # as under the adapter (AWS_LWA_INVOKE_MODE)
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(logger.registered_formatter)  # the function log's JSON lines
+    logger.addHandler(handler)
+    try:
+        asyncio.run(module.app(scope, receive, send))
+    finally:
+        logger.handlers.remove(handler)
 
     assert events.index("record 400") < events.index("flush") < events.index("end of answer")
+    logged = [json.loads(line) for line in lines.getvalue().splitlines()]
+    [access] = [line for line in logged if line.get("message") == "request"]
+    assert (access["status"], access["function_request_id"]) == (400, "invocation-1")

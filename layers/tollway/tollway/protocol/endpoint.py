@@ -266,20 +266,27 @@ def _published(request: Request, ctx: RequestContext) -> RequestContext:
     return ctx
 
 
+def adapter_context(request: Request) -> dict[str, Any]:
+    """The Lambda invocation's context as the Lambda Web Adapter sends it (streaming deployment):
+    JSON with `request_id`, `deadline` (epoch milliseconds), `invoked_function_arn`. The adapter
+    sets the header itself, replacing a caller's; elsewhere the header is ignored: {}."""
+    if not _BEHIND_ADAPTER:
+        return {}
+    try:
+        context = json.loads(request.headers.get(LAMBDA_CONTEXT_HEADER, ""))
+    except ValueError:
+        return {}
+    return context if isinstance(context, dict) else {}
+
+
 def _invocation_remaining(request: Request) -> float | None:
     """Seconds left in this Lambda invocation; None off Lambda. Buffered (Mangum), the invocation's
-    context is on the scope; streamed, the Lambda Web Adapter sends it as a header, JSON with the
-    deadline in epoch milliseconds (the adapter sets the header itself: a caller's is replaced)."""
+    context is on the scope; streamed, it comes from the adapter (`adapter_context`)."""
     context = request.scope.get("aws.context")
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is not None:
         return float(remaining()) / 1000
-    if not _BEHIND_ADAPTER:
-        return None
-    try:
-        deadline_ms = json.loads(request.headers.get(LAMBDA_CONTEXT_HEADER, "")).get("deadline")
-    except (ValueError, AttributeError):
-        return None
+    deadline_ms = adapter_context(request).get("deadline")
     if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, int | float):
         return None
     return deadline_ms / 1000 - time.time()
