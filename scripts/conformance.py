@@ -111,6 +111,7 @@ def run_set(url: str, revision: str, timeout_ms: int, run_timeout: float) -> dic
                 "not_scored_reason": not_scored.get(name),
                 "status": status,
                 "checks": dict(Counter(c.get("status", "?") for c in checks or [])),
+                "check_results": {str(c.get("id", "?")): str(c.get("status", "?")) for c in checks or []},
                 "failures": failures,
             }
         )

@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from tollway import spec
 from tollway.config import GatewayConfig
 from tollway.context import RequestContext
 from tollway.errors import ResultWithheld, UpstreamError, UpstreamTimeout
@@ -81,7 +82,7 @@ class Pipeline:
         try:  # from here on, the admitted call's outcome is recorded whatever fails
             retry_safe = route.safe or self._idempotent(target)
             call = self.router.call(
-                ctx, target.upstream, route.method, upstream_params, request_id, retry_safe=retry_safe
+                ctx, target.upstream, route.method, upstream_params, request_id, retry_safe=retry_safe, cancellable=True
             )
             async with contextlib.aclosing(call):
                 async for message in call:
@@ -93,7 +94,7 @@ class Pipeline:
                             message = {**message, "result": self._guard(message["result"], target)}
                         facts.result_sha256 = digest(message["result"])
                     elif "method" not in message and "error" in message:
-                        facts.upstream_ms, facts.outcome = _ms_since(called), "upstream_error"
+                        facts.upstream_ms, facts.outcome = _ms_since(called), _error_outcome(message["error"])
                     yield message
         except BaseException as exc:
             facts.outcome = facts.outcome if facts.outcome and facts.outcome != "ok" else _outcome_of(exc)
@@ -103,6 +104,13 @@ class Pipeline:
         finally:
             if admission is not None and self._record(ctx, target.public_name, admission, started):
                 await anyio.to_thread.run_sync(self.quota.flush_due)
+
+    async def cancel(self, ctx: RequestContext, params: dict[str, Any]) -> None:
+        """A 2025-era client's `notifications/cancelled`: passed on to the upstream request it names
+        (`Router.cancel`). Its free-text reason stays here."""
+        request_id = params.get("requestId")
+        if isinstance(request_id, str | int) and not isinstance(request_id, bool):
+            await self.router.cancel(ctx, request_id)
 
     async def relay(self, ctx: RequestContext, message: dict[str, Any]) -> None:
         """A 2025-era client's answer to a server request relayed to it: masked, then passed on."""
@@ -162,6 +170,11 @@ def _ms_since(started: float) -> float:
 
 def _without_meta(params: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in params.items() if key != "_meta"}
+
+
+def _error_outcome(error: dict[str, Any]) -> str:
+    """The audit outcome of an upstream's error answer: its answer to a cancelled call, or an error."""
+    return "cancelled" if error.get("code") == spec.REQUEST_CANCELLED else "upstream_error"
 
 
 def _outcome_of(error: BaseException) -> str:

@@ -49,6 +49,8 @@ MISSING_REQUIRED_CLIENT_CAPABILITY: Final = -32021
 UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
 RATE_LIMITED: Final = -32029
 """A call refused by a rate limit or quota (server-defined range)."""
+REQUEST_CANCELLED: Final = -32800
+"""A 2025-era server's answer to a request its client cancelled (the SDK's code)."""
 
 LOG_LEVELS: Final = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 """`logging/setLevel` levels (RFC 5424 severities), quietest first."""

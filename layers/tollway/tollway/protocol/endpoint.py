@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -60,6 +61,8 @@ LAMBDA_CONTEXT_HEADER = "x-amzn-lambda-context"
 """The Lambda Web Adapter's copy of the invocation's context (streaming deployment)."""
 _BEHIND_ADAPTER = "AWS_LWA_INVOKE_MODE" in os.environ
 """Only the adapter's header is trusted: elsewhere a caller could send one."""
+CLIENT_CLOSED = 499
+"""The status recorded for a request whose client went away before its answer (nginx's)."""
 SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 """Visible ASCII (the spec's rule), and short: anything else cannot be one of ours."""
 
@@ -99,11 +102,14 @@ class McpEndpoint:
             return await self._initialize(incoming, principal, request)
         ctx = await self._context(incoming, principal, request)
         if incoming.kind == "notification":
+            # 2026-07-28 defines no client notifications over HTTP: closing the response cancels.
+            if incoming.method == "notifications/cancelled" and not ctx.modern:
+                await self.pipeline.cancel(ctx, incoming.params)
             return Response(status_code=202)
         if incoming.kind == "response":
             await self.pipeline.relay(ctx, incoming.message)
             return Response(status_code=202)
-        return await self._answer(ctx, incoming, self._dispatch(ctx, incoming.message))
+        return await self._answer(ctx, incoming, self._dispatch(ctx, incoming.message), request)
 
     async def _dispatch(self, ctx: RequestContext, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The gateway's own methods, or the pipeline for routed ones; the final result framed for the era."""
@@ -215,9 +221,13 @@ class McpEndpoint:
             ends.append(now + remaining - LAMBDA_MARGIN_SECONDS)
         return min(ends, default=None)
 
-    async def _answer(self, ctx: RequestContext, incoming: Incoming, stream: AsyncIterator[dict[str, Any]]) -> Response:
+    async def _answer(
+        self, ctx: RequestContext, incoming: Incoming, stream: AsyncIterator[dict[str, Any]], request: Request
+    ) -> Response:
         """JSON when the first thing the pipeline yields is the response; SSE when events come first."""
-        first = await anext(stream)
+        first = await self._first(stream, request)
+        if first is None:
+            return Response(status_code=CLIENT_CLOSED)
         request_id = incoming.message["id"]
         if _is_final(first, request_id):
             await drain(stream)  # let the upstream exchange finish and release its connection
@@ -230,6 +240,32 @@ class McpEndpoint:
             media_type=c.CONTENT_TYPE_SSE,
             headers={"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"},
         )
+
+    async def _first(self, stream: AsyncIterator[dict[str, Any]], request: Request) -> dict[str, Any] | None:
+        """The stream's first message; None when the client went away before it (the call is then
+        cancelled: its upstream exchange closed, a 2025-era upstream told). Once an SSE answer
+        has started, Starlette watches for the disconnect itself. Served buffered (Lambda behind
+        an HTTP API), nobody can see a disconnect: the call runs to its end."""
+        if not self.streaming:
+            return await anext(stream)
+        first: dict[str, Any] | None = None
+        failure: Exception | None = None
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                while (await request.receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            try:
+                first = await anext(stream)
+            except Exception as exc:  # raised as itself below, not in the task group's ExceptionGroup
+                failure = exc
+            group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return first  # None: the disconnect cancelled the call, and the stream ended with it
 
     # --- DELETE ---------------------------------------------------------------------------------
     async def delete(self, request: Request) -> Response:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -26,7 +27,7 @@ import anyio
 
 from tollway import spec
 from tollway.config import GatewayConfig, UpstreamConfig
-from tollway.context import Deadline, RequestContext, Session
+from tollway.context import Deadline, RequestContext, Session, UpstreamSession
 from tollway.errors import UpstreamAuthError, UpstreamError, UpstreamInvalidResponse, UpstreamUnavailable
 from tollway.routing import publish
 from tollway.routing.catalog import Catalog, log_skip
@@ -38,6 +39,8 @@ from tollway.store.sessions import SessionStore
 from tollway.telemetry import logger
 
 SERVER_REQUEST_ID_PREFIX = "tw:"
+CANCEL_NOTICE_SECONDS = 2.0
+"""How long telling an upstream that a call was abandoned may take."""
 _ENVELOPE_KEYS = (spec.META_PROTOCOL_VERSION, spec.META_CLIENT_INFO, spec.META_CLIENT_CAPABILITIES)
 _LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
 
@@ -148,14 +151,19 @@ class Router:
         request_id: Any,
         *,
         retry_safe: bool = False,
+        cancellable: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
         """Send one request to upstream `name`; yield its notifications and relayed server
-        requests, then the response (carrying the caller's `request_id`, names made public)."""
+        requests, then the response (carrying the caller's `request_id`, names made public).
+        `cancellable`: the caller's own request, which its 2025-era client may cancel by id
+        (`cancel`); the gateway's own requests are not."""
         deadline = self.deadline(ctx, name)
+        upstream_id = upstream_request_id(ctx, request_id) if cancellable else None
         for attempt in range(self.upstream(name).retries + 1):
             relayed = answered = False
             try:
-                async with contextlib.aclosing(self._call(ctx, name, method, params, request_id, deadline)) as items:
+                call = self._call(ctx, name, method, params, request_id, deadline, upstream_id)
+                async with contextlib.aclosing(call) as items:
                     async for item in items:
                         relayed = True
                         answered = answered or ("method" not in item and item.get("id") == request_id)
@@ -184,12 +192,19 @@ class Router:
         await anyio.sleep(pause)
 
     async def _call(
-        self, ctx: RequestContext, name: str, method: str, params: dict[str, Any], request_id: Any, deadline: Deadline
+        self,
+        ctx: RequestContext,
+        name: str,
+        method: str,
+        params: dict[str, Any],
+        request_id: Any,
+        deadline: Deadline,
+        upstream_id: str | None,
     ) -> AsyncIterator[dict[str, Any]]:
         info = await self.info(name, ctx)
         if not (ctx.modern and info.modern) and info.legacy is not False:
             try:
-                legacy = self._call_legacy(ctx, name, info, method, params, request_id, deadline)
+                legacy = self._call_legacy(ctx, name, info, method, params, request_id, deadline, upstream_id)
                 async with contextlib.aclosing(legacy):
                     async for item in legacy:
                         yield item
@@ -243,11 +258,12 @@ class Router:
         params: dict[str, Any],
         request_id: Any,
         deadline: Deadline,
+        upstream_id: str | None,
     ) -> AsyncIterator[dict[str, Any]]:
         meta = {k: v for k, v in (params.get("_meta") or {}).items() if k not in _ENVELOPE_KEYS}
         message: dict[str, Any] = {
             "jsonrpc": "2.0",
-            "id": next_request_id(),
+            "id": upstream_id or next_request_id(),
             "method": method,
             "params": {k: v for k, v in params.items() if k not in ("_meta", "inputResponses", "requestState")},
         }
@@ -261,9 +277,11 @@ class Router:
             info.legacy = True
             wire = {"session": session.session_id, "protocol_version": session.protocol_version}
             exchange = client.exchange(message, deadline=deadline, extra_headers=self._identity(ctx, name), **wire)
+            answered = False
             try:
                 async with contextlib.aclosing(exchange):
                     async for item in exchange:
+                        answered = answered or "method" not in item
                         if "method" in item and "id" in item:
                             if not ctx.relays:
                                 await client.decline(item, deadline=deadline, **wire)
@@ -285,6 +303,12 @@ class Router:
                 stale = session
                 if attempt == 2:
                     raise UpstreamUnavailable(name, f"Upstream '{name}' keeps losing its session") from None
+            except (GeneratorExit, asyncio.CancelledError):
+                # The caller went away mid-call (disconnect, cancelled task): closing the exchange
+                # is not a cancellation in the 2025 era, the notification is.
+                if not answered:
+                    await self._cancel_upstream(name, session, message["id"])
+                raise
 
     def _to_client(self, name: str, item: dict[str, Any], upstream_id: Any, client_id: Any) -> dict[str, Any]:
         if "method" in item or item.get("id") != upstream_id:
@@ -322,6 +346,34 @@ class Router:
             protocol_version=session.protocol_version,
         )
 
+    async def cancel(self, ctx: RequestContext, request_id: Any) -> None:
+        """A 2025-era client cancels its request `request_id`: `notifications/cancelled` to each
+        upstream session of its session, naming the id the request carries there. That id is
+        derived from the client's (`upstream_request_id`), and the session's upstream sessions
+        are in its record, so any instance can forward it, whichever runs the call; an upstream
+        ignores a cancellation of a request it does not have."""
+        if ctx.session is None:
+            return
+        upstream_id = upstream_request_id(ctx, request_id)
+        opened = [(n, s) for n, s in ctx.session.upstreams.items() if n in self.clients]
+        await asyncio.gather(*(self._cancel_upstream(n, s, upstream_id) for n, s in opened))
+
+    async def _cancel_upstream(self, name: str, session: UpstreamSession, upstream_id: Any) -> None:
+        """Tell upstream `name` its request `upstream_id` is abandoned (2025 era); bounded and
+        shielded, since it runs while the caller's own task is being cancelled; failures logged."""
+        notice = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": upstream_id}}
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_NOTICE_SECONDS):
+            try:
+                await self.clients[name].notify(
+                    notice,
+                    deadline=Deadline(time.monotonic() + CANCEL_NOTICE_SECONDS),
+                    session=session.session_id,
+                    protocol_version=session.protocol_version,
+                )
+                logger.info("upstream call cancelled", extra={"upstream": name})
+            except (UpstreamError, SessionLost):
+                logger.info("upstream cancellation not delivered", extra={"upstream": name})
+
     async def broadcast(self, ctx: RequestContext, method: str, params: dict[str, Any], capability: str) -> None:
         """Send a request to every upstream that has `capability`; failures are logged, not raised."""
         infos = await self.reachable(ctx)
@@ -350,6 +402,16 @@ class Router:
             failures=breaker.failures,
             tools=self.catalog.known_count(name, "tools"),
         )
+
+
+def upstream_request_id(ctx: RequestContext, request_id: Any) -> str:
+    """The id a caller's request carries upstream. In a 2025-era session it is derived from the
+    session and the client's id (unique per session), so a cancellation naming the client's id
+    can be forwarded by any instance without a lookup; a digest, so neither is shown upstream."""
+    if ctx.session is None:
+        return next_request_id()
+    key = f"{ctx.session.id}\0{json.dumps(request_id)}".encode()
+    return f"tw-c-{hashlib.sha256(key).hexdigest()[:32]}"
 
 
 def _envelope(ctx: RequestContext) -> dict[str, Any]:
