@@ -31,6 +31,7 @@ from tollway.policy import quota
 from tollway.policy.quota import QuotaEnforcer, QuotaExceeded
 from tollway.store.ledger import DynamoLedger
 from tollway.store.tables import ensure_tables, find_template
+from tollway.store.usage import UsageReader
 
 NOON = datetime(2026, 3, 14, 12, 0, 30, tzinfo=UTC).timestamp()
 """The frozen instant: half a minute into a minute, noon of a day, mid-month."""
@@ -49,14 +50,14 @@ class FrozenClock:
 
 
 def quota_config(
-    limits: dict[str, int], *, costs: dict[str, int] | None = None, lease_units: int = 1
+    limits: dict[str, int], *, costs: dict[str, int] | None = None, lease_units: int = 1, shards: int = 1
 ) -> dict[str, Any]:
     return {
         "resource": "https://gateway.example.com/mcp",
         "auth": {"allow_anonymous": True},
         "upstreams": [{"name": "finance", "url": "http://127.0.0.1:9/mcp"}],
         "quotas": {
-            "plans": {"plan": {"tenant": limits}},
+            "plans": {"plan": {"tenant": limits, "shards": shards}},
             "default_plan": "plan",
             "costs": costs or {},
             "lease_units": lease_units,
@@ -459,3 +460,148 @@ def test_a_hundred_calls_cost_one_write_each_or_one_per_lease_of_ten(
 
     assert all(calls)
     assert sent == {"Query": 1, "UpdateItem": requests}
+
+
+# --- a hot tenant spread over several items ----------------------------------------------------------
+SHARDS = 4
+HOT_RATE = 40
+"""Calls per second of the hot tenant: 10 per item."""
+MOMENTS = [NOON, NOON + 0.05, NOON + 0.3, NOON + 0.35, NOON + 1.0, NOON + 2.61]
+"""The clock stands still at each moment while every admitter calls until it is refused: the
+tenant's demand far above its rate, at instants that leave the items fractions of a token."""
+
+
+def _until_refused(enforcer: QuotaEnforcer, principal: Principal) -> int:
+    count = 0
+    while admitted(enforcer, principal, TOOL):
+        count += 1
+    return count
+
+
+def _saturate(enforcers: list[QuotaEnforcer], clock: FrozenClock, principal: Principal, start: Any) -> list[list[int]]:
+    """Each enforcer in a thread of its own: at each of MOMENTS, call until refused. Returns the
+    admissions of each thread at each moment. `start`: a barrier of every admitter (all processes)."""
+
+    def thread(enforcer: QuotaEnforcer) -> list[int]:
+        counts = []
+        for moment in MOMENTS:
+            clock.now = moment  # every thread of the process sets the same moment
+            start.wait(timeout=60)
+            counts.append(_until_refused(enforcer, principal))
+            start.wait(timeout=60)  # nobody moves the clock on before all are refused
+        return counts
+
+    with ThreadPoolExecutor(len(enforcers)) as pool:
+        return list(pool.map(thread, enforcers))
+
+
+def _hot_instances(endpoint: str, table: str, tenant: str, threads: int, start: Any, out: Any) -> None:
+    """A process of `threads` Lambda instances (one boto3 client each) of the hot tenant."""
+    clock = FrozenClock(NOON)
+    quota.time = clock  # type: ignore[assignment]  # this process only
+    config = parse_config(quota_config({"per_second": HOT_RATE}, shards=SHARDS))
+    session = boto3.session.Session()
+    enforcers = [QuotaEnforcer(config, DynamoLedger(table, dynamodb(endpoint, session))) for _ in range(threads)]
+    counts = _saturate(enforcers, clock, Principal(subject="agent-7", tenant=tenant), start)
+    for enforcer in enforcers:
+        enforcer.flush_all()
+    out.put(counts)
+
+
+def _one_exact_item(moments: list[float]) -> list[int]:
+    """What one item (no shards) admits at each moment under the same demand: the exact rule."""
+    from tollway.store.ledger import Charge, Limit, LimitReached, MemoryLedger, Scope
+
+    ledger, scope = MemoryLedger(), Scope("USAGE#exact", (Limit("tenant per_second", "second", HOT_RATE),))
+    counts = []
+    for moment in moments:
+        count = 0
+        while True:
+            try:
+                ledger.charge(Charge(scope, 1, 1), moment)
+            except LimitReached:
+                break
+            count += 1
+        counts.append(count)
+    return counts
+
+
+@pytest.mark.parametrize(("processes", "threads"), [(0, 16), (3, 4)], ids=["16-threads", "3-processes-of-4-threads"])
+def test_a_hot_tenant_on_four_items_never_admits_more_than_one_item_would_and_at_most_three_calls_fewer(
+    endpoint: str,
+    clients: list[Any],
+    table: str,
+    instances: Callable[..., list[QuotaEnforcer]],
+    clock: FrozenClock,
+    caller: Principal,
+    processes: int,
+    threads: int,
+) -> None:
+    """The stated bound, at every moment: one exact item's admissions minus (shards - 1) <= the
+    sharded tenant's <= one exact item's; and its usage record sums to what it admitted."""
+    if processes == 0:
+        enforcers = instances(quota_config({"per_second": HOT_RATE}, shards=SHARDS), threads)
+        per_admitter = _saturate(enforcers, clock, caller, threading.Barrier(threads))
+        for enforcer in enforcers:
+            enforcer.flush_all()
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        start, out = spawn.Barrier(processes * threads), spawn.Queue()
+        workers = [
+            spawn.Process(
+                target=_hot_instances, args=(endpoint, table, caller.tenant, threads, start, out), daemon=True
+            )
+            for _ in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            per_admitter = [counts for _ in workers for counts in out.get(timeout=120)]
+        finally:
+            for worker in workers:
+                worker.join(timeout=10)
+                if worker.is_alive():
+                    worker.kill()
+
+    sharded = [sum(counts[k] for counts in per_admitter) for k in range(len(MOMENTS))]
+    exact = _one_exact_item(MOMENTS)
+    for k in range(len(MOMENTS)):
+        so_far, exact_so_far = sum(sharded[: k + 1]), sum(exact[: k + 1])
+        assert exact_so_far - (SHARDS - 1) <= so_far <= exact_so_far, (k, sharded, exact)
+    assert sum(1 for counts in per_admitter if sum(counts)) > 1  # the load was spread
+    usage = UsageReader(DynamoLedger(table, clients[0])).month("2026-03", caller.tenant)
+    assert [(row.calls, row.rejected) for row in usage] == [(sum(sharded), len(per_admitter) * len(MOMENTS))]
+    shard_keys = [f"USAGE#{caller.tenant}"] + [f"USAGE#{caller.tenant}#{i}" for i in range(1, SHARDS)]
+    items = [
+        clients[0].get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": "2026-03-14"}})["Item"]
+        for pk in shard_keys
+    ]
+    assert sum(int(item[f"c:{TOOL}"]["N"]) for item in items) == sum(sharded)  # every item took calls
+    assert [item["gsi1pk"]["S"] for item in items] == ["USAGE#2026-03"] + [
+        f"USAGE#2026-03#{i}" for i in range(1, SHARDS)
+    ]
+
+
+@pytest.mark.parametrize(("cost", "admitted_units"), [(1, 200), (3, (200 - SHARDS * 2, 198))], ids=["cost-1", "cost-3"])
+def test_a_hot_tenants_day_quota_on_four_items_is_exact_for_unit_calls_and_within_the_bound_for_costly_ones(
+    instances: Callable[..., list[QuotaEnforcer]],
+    clients: list[Any],
+    table: str,
+    clock: FrozenClock,
+    caller: Principal,
+    cost: int,
+    admitted_units: Any,
+) -> None:
+    """A call costing c is refused only when every item has less than c units left: at most
+    shards x (c - 1) units of the day unused; none for calls costing 1."""
+    enforcers = instances(quota_config({"per_day": 200}, costs={"finance__*": cost}, shards=SHARDS), 16)
+
+    count = call_concurrently(enforcers, caller, TOOL, 3 * 200 // cost, 16)
+
+    if cost == 1:
+        assert count == admitted_units
+    else:
+        low, high = admitted_units
+        assert low <= count * cost <= high
+    usage = UsageReader(DynamoLedger(table, clients[0])).month("2026-03", caller.tenant)
+    assert [(row.calls, row.units) for row in usage] == [(count, count * cost)]

@@ -193,6 +193,55 @@ def test_a_refund_gives_the_units_back(ledger: Ledger) -> None:
     assert admitted(ledger, scope, [NOON, NOON]) == [True, False]
 
 
+# --- a hot tenant spread over several items --------------------------------------------------------
+def hot(*limits: Limit, shards: int = 4) -> Scope:
+    return Scope("USAGE#acme", limits, tenant="acme", shards=shards)
+
+
+def test_a_sharded_scope_splits_every_limit_into_shares_that_sum_to_it_and_never_into_zero() -> None:
+    items = hot(Limit("tenant per_minute", "minute", 10), Limit("tenant per_day", "day", 1001)).items()
+    capped = hot(Limit("tenant per_second", "second", 3), shards=10).items()
+
+    assert [s.pk for s in items] == ["USAGE#acme", "USAGE#acme#1", "USAGE#acme#2", "USAGE#acme#3"]
+    assert [[limit.max for limit in s.limits] for s in items] == [[3, 251], [3, 250], [2, 250], [2, 250]]
+    assert [[limit.max for limit in s.limits] for s in capped] == [[1], [1], [1]]
+    assert hot(shards=1).items() == [hot(shards=1)]
+
+
+def test_a_sharded_quota_of_cost_one_calls_admits_exactly_the_limit_and_its_usage_sums(ledger: Ledger) -> None:
+    scope = hot(Limit("tenant per_day", "day", 10))
+
+    assert admitted(ledger, scope, [NOON] * 14) == [True] * 10 + [False] * 4
+    assert refusal(ledger, scope, NOON).limit == Limit("tenant per_day", "day", 10)  # the tenant's, not a share
+    assert admitted(ledger, scope, [NOON + DAY] * 11) == [True] * 10 + [False]
+    rows = UsageReader(ledger).month("2026-03", "acme")
+    assert [(r.day, r.calls, r.units) for r in rows] == [("2026-03-14", 10, 10), ("2026-03-15", 10, 10)]
+    assert UsageReader(ledger).month("2026-03") == rows
+
+
+def test_a_sharded_quota_leaves_less_than_the_cost_of_a_call_on_each_item(ledger: Ledger) -> None:
+    scope = hot(Limit("tenant per_day", "day", 10))  # shares 3, 3, 2, 2
+
+    units = 2 * sum(admitted(ledger, scope, [NOON] * 8, units=2))
+
+    assert units == 8  # one item would take 10: the bound is shards x (cost - 1) = 4
+    assert 10 - 4 * (2 - 1) <= units <= 10
+
+
+def test_a_sharded_rate_admits_its_whole_burst_and_refills_at_the_same_rate(ledger: Ledger) -> None:
+    scope = hot(Limit("tenant per_second", "second", 8))  # 2 per second per item
+
+    burst = admitted(ledger, scope, [NOON] * 9)
+    refused = refusal(ledger, scope, NOON + 0.25)  # one item would admit 2 more: each share is half a token short
+    half_a_second = admitted(ledger, scope, [NOON + 0.5] * 5)
+    ten_seconds = admitted(ledger, scope, [NOON + 10.5] * 9)
+
+    assert burst == [True] * 8 + [False]
+    assert (refused.limit.max, refused.retry_after) == (8, 0.25)
+    assert half_a_second == [True] * 4 + [False]
+    assert ten_seconds == [True] * 8 + [False]
+
+
 # --- DynamoDB requests -----------------------------------------------------------------------------
 @pytest.fixture
 def dynamo() -> Iterator[tuple[DynamoLedger, Callable[[], dict[str, int]]]]:
@@ -232,3 +281,16 @@ def test_an_instance_forgets_the_rate_state_and_month_bases_of_days_gone_by(monk
 
         assert {day for _, day in ledger._seen} == {"2026-03-15"}
         assert {day for _, day in ledger._bases} == {"2026-03-15"}
+
+
+def test_a_sharded_scope_tries_each_item_until_it_saw_it_refuse_then_a_refused_call_costs_one_write(
+    dynamo: tuple[DynamoLedger, Callable[[], dict[str, int]]],
+) -> None:
+    ledger, sent = dynamo
+    scope = hot(Limit("tenant per_day", "day", 8))  # 2 per item
+
+    calls = admitted(ledger, scope, [NOON] * 18)
+
+    assert calls == [True] * 8 + [False] * 10
+    # 8 admitted + each item's one refusal before this instance knew it full + one per later refusal
+    assert sent() == {"Query": 4, "UpdateItem": 8 + 4 + 9}

@@ -231,6 +231,10 @@ class Plan(Strict):
     """Per subject (user or agent) within the tenant."""
     tools: dict[str, Limits] = Field(default_factory=dict)
     """Per tool within the tenant: glob pattern on public tool names -> limits."""
+    shards: Annotated[int, Field(ge=1, le=32)] = 1
+    """Items the tenant's own limits and usage are spread over each day, for a tenant hotter than
+    one item's ~1,000 writes/s (each takes an even share of every tenant limit; see
+    store/ledger.py for the bound). 1 = one item, exact."""
 
 
 class QuotaConfig(Strict):

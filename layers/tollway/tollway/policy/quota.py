@@ -98,7 +98,7 @@ class QuotaEnforcer:
                     scopes.append(Scope(key("LIMIT", tenant, "T", pattern), limits))
         own = _limits(plan.tenant, "tenant") if plan is not None else ()
         if own or self.config.finance.record_usage:
-            scopes.append(Scope(key("USAGE", tenant), own, tenant=tenant))
+            scopes.append(Scope(key("USAGE", tenant), own, tenant=tenant, shards=plan.shards if plan else 1))
         return scopes
 
     # --- before the call ---------------------------------------------------------------------------
@@ -163,7 +163,8 @@ class QuotaEnforcer:
         limits = charge.scope.limits
         if lease_units <= 1 or not limits or any(limit.rate for limit in limits):
             return charge.units
-        return max(charge.units, min(lease_units, min(limit.max for limit in limits) // LEASE_DIVISOR))
+        smallest = min(limit.max for limit in charge.scope.items()[-1].limits)  # a shard's share
+        return max(charge.units, min(lease_units, smallest // LEASE_DIVISOR))
 
     def _spend_lease(self, charge: Charge, day: str) -> bool:
         with self._lock:

@@ -25,15 +25,41 @@ that meets a sealed item (a clock a moment behind midnight) goes to the next day
 
 Rates are GCRA: `max` calls per period, at most `max` at once, refilled continuously. Exact
 while the instances' clocks agree; a clock ahead by d admits at most d x rate more.
+
+A hot scope (`quotas.plans.<plan>.shards` = N > 1; one item takes about 1,000 writes/s) is
+spread over N items: `pk`, `pk#1` ... `pk#N-1` (separate partitions), each holding an Nth of
+every limit (shares that sum exactly to the limit; N is capped by the smallest limit, so no
+share is 0). Each item enforces its share with the one rule above, so no item over-admits and
+the scope never does. A charge tries the items in random order, skipping those this instance
+last saw refuse (a refused write says until when: a rate's next token, a quota's period end;
+what it saw only ever understates an item's use, so skipping never costs an admission), until
+one admits; it is refused only when every item it tried refused. Hence the under-admission
+bound, against one exact item at the same moment:
+  - a quota (day, month) of cost-1 calls: none. A call costing c is refused while up to
+    N x (c-1) units are left in all (less than c on each item).
+  - a rate: fewer than N calls (each item can be short of its next whole token); over time the
+    same rate, since each item refills at its share.
+A refused call costs one write (as with one item), and none more once this instance saw every
+item refuse; an admitted call costs one write plus one per item that refused it first (at most
+N in all). The finance counters land on whichever item admitted the call: a tenant's usage is
+the sum of its items (`store/usage.py` sums them). The index ByMonth projects every attribute,
+so each write of a tenant item is also a write of the index: shard i > 0 keys its index entry
+`USAGE#<month>#i`, so the index's hot partition is split like the table's, and a reader of a
+month queries every partition up to MAX_SHARDS (the shards of a plan can change mid-month).
+
+Rates are not leased instead (a block of k tokens taken in one write and spent locally): the
+tokens would be spent later than they were charged, so a window could see more than its burst
+unless leases expire at once; shards keep admission exact per item.
 """
 
 from __future__ import annotations
 
 import calendar
+import random
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -48,6 +74,8 @@ SUBSTEPS = 1000
 step never moves a call by more than a thousandth of its share of the period."""
 MAX_ATTEMPTS = 8
 """Conditional writes that lose a race (a rate's state moved) are retried; past this, StorageError."""
+MAX_SHARDS = 32
+"""Items a hot scope may be spread over (`quotas.plans.<plan>.shards`): about 32,000 writes/s."""
 USAGE_FIELDS = ("c", "u", "e", "r", "l")
 """calls, units, errors, rejected, latency ms: the per-tool counters of a tenant's day."""
 
@@ -75,6 +103,26 @@ class Scope:
     limits: tuple[Limit, ...] = ()
     tenant: str | None = None
     """Set on a tenant's own scope: its items carry the finance record."""
+    shards: int = 1
+    """Items each day's charges are spread over (a hot scope); 1 = one item, exact."""
+    shard: int = 0
+    """Which of them this is (`items()`)."""
+
+    def items(self) -> list[Scope]:
+        """The scope of each of its items: its own key and an even share of every limit (the
+        shares of a limit sum to it). As many items as `shards`, at most the smallest limit."""
+        n = min([self.shards, *(limit.max for limit in self.limits)])
+        if n <= 1:
+            return [self]
+        return [
+            Scope(
+                self.pk if i == 0 else f"{self.pk}#{i}",
+                tuple(replace(limit, max=limit.max // n + (i < limit.max % n)) for limit in self.limits),
+                self.tenant,
+                shard=i,
+            )
+            for i in range(n)
+        ]
 
 
 @dataclass(frozen=True)
@@ -180,6 +228,51 @@ class Ledger(Protocol):
         """Every tenant's items of `month` (the index ByMonth)."""
         ...
 
+    def tenant_month(self, tenant: str, month: str) -> list[dict[str, Any]]:
+        """One tenant's items of `month`, every shard's (the index ByMonth, by its sort key)."""
+        ...
+
+
+class _Shards:
+    """How a ledger charges a scope spread over several items (see the module's docstring): which
+    item to try, and what this instance saw of them (item key -> refused until, smallest units)."""
+
+    def __init__(self) -> None:
+        self._refused: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def charge(self, charge: Charge, at: float, charge_item: Callable[[Charge, float], None]) -> None:
+        items = charge.scope.items()
+        if len(items) == 1:
+            charge_item(charge, at)
+            return
+        order = random.sample(items, len(items))
+        with self._lock:
+            seen = {s.pk: self._refused[s.pk] for s in order if s.pk in self._refused}
+        fresh = [s for s in order if not _refuses(seen.get(s.pk), charge.units, at)]
+        refusals: list[LimitReached] = []
+        # One write even when every item was seen full: a refusal is always DynamoDB's own, and
+        # the item that fits soonest is the one to look at again.
+        for item in fresh or [min(order, key=lambda s: seen[s.pk][0])]:
+            try:
+                charge_item(replace(charge, scope=item), at)
+                return
+            except LimitReached as reached:
+                until = reached.resets_at if at < reached.resets_at else at
+                with self._lock:
+                    self._refused[item.pk] = (until, 0 if reached.limit.rate else charge.units)
+                    if len(self._refused) > _REMEMBERED:
+                        self._refused = {k: v for k, v in self._refused.items() if v[0] > at}
+                refusals.append(reached)
+        soonest = min(refusals, key=lambda r: r.retry_after)
+        whole = next(limit for limit in charge.scope.limits if limit.name == soonest.limit.name)
+        raise LimitReached(whole, soonest.retry_after, soonest.resets_at)
+
+
+def _refuses(seen: tuple[float, int] | None, units: int, at: float) -> bool:
+    """Whether an item that refused `seen` = (until, units) still refuses `units` at `at`."""
+    return seen is not None and at < seen[0] and units >= seen[1]
+
 
 class MemoryLedger:
     """In-process ledger for tests and `Stores.memory()`: the same rule, applied under a lock."""
@@ -188,8 +281,12 @@ class MemoryLedger:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
         self.fail_with: Exception | None = None
         self._lock = threading.Lock()
+        self._shards = _Shards()
 
     def charge(self, charge: Charge, at: float) -> None:
+        self._shards.charge(charge, at, self._charge_item)
+
+    def _charge_item(self, charge: Charge, at: float) -> None:
         self._check()
         day = day_of(at)
         with self._lock:
@@ -225,6 +322,9 @@ class MemoryLedger:
         with self._lock:
             return [dict(v) for (_, d), v in sorted(self.items.items()) if d.startswith(month) and "tenant" in v]
 
+    def tenant_month(self, tenant: str, month: str) -> list[dict[str, Any]]:
+        return [item for item in self.month(month) if item["tenant"] == tenant]
+
     def _base(self, pk: str, day: str) -> int:
         earlier = [d for (p, d) in self.items if p == pk and d[:7] == day[:7] and d < day]
         if not earlier:
@@ -256,8 +356,12 @@ class DynamoLedger(DynamoTable):
         self._seen: dict[tuple[str, str], dict[str, Any]] = {}
         """(scope, day) -> the rates' state this instance last saw: which write to try first."""
         self._lock = threading.Lock()
+        self._shards = _Shards()
 
     def charge(self, charge: Charge, at: float) -> None:
+        self._shards.charge(charge, at, self._charge_item)
+
+    def _charge_item(self, charge: Charge, at: float) -> None:
         day = day_of(at)
         for _ in range(MAX_ATTEMPTS):
             base = self._base(charge.scope.pk, day)
@@ -316,11 +420,31 @@ class DynamoLedger(DynamoTable):
         )
 
     def month(self, month: str) -> list[dict[str, Any]]:
-        return self._query(
-            IndexName="ByMonth",
-            KeyConditionExpression="gsi1pk = :gpk",
-            ExpressionAttributeValues={":gpk": {"S": key("USAGE", month)}},
-        )
+        return [
+            item
+            for shard in range(MAX_SHARDS)
+            for item in self._query(
+                IndexName="ByMonth",
+                KeyConditionExpression="gsi1pk = :gpk",
+                ExpressionAttributeValues={":gpk": {"S": _month_partition(month, shard)}},
+            )
+        ]
+
+    def tenant_month(self, tenant: str, month: str) -> list[dict[str, Any]]:
+        # gsi1sk is key(tenant, day): escaped, so the prefix `<tenant>#` is this tenant's alone.
+        # Every shard's partition is read: a plan's shards may have changed during the month.
+        return [
+            item
+            for shard in range(MAX_SHARDS)
+            for item in self._query(
+                IndexName="ByMonth",
+                KeyConditionExpression="gsi1pk = :gpk AND begins_with(gsi1sk, :tenant)",
+                ExpressionAttributeValues={
+                    ":gpk": {"S": _month_partition(month, shard)},
+                    ":tenant": {"S": key(tenant, "")},
+                },
+            )
+        ]
 
     def _query(self, **query: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -448,11 +572,17 @@ def _record_keys(scope: Scope, day: str, values: dict[str, Any], names: dict[str
         {
             ":tenant": {"S": scope.tenant},
             ":day": {"S": day},
-            ":gpk": {"S": key("USAGE", day[:7])},
+            ":gpk": {"S": _month_partition(day[:7], scope.shard)},
             ":gsk": {"S": key(scope.tenant, day)},
         }
     )
     return ["tenant = :tenant", "#d = :day", "gsi1pk = :gpk", "gsi1sk = :gsk"]
+
+
+def _month_partition(month: str, shard: int) -> str:
+    """The index ByMonth's partition of a tenant item: a hot tenant's shards write to partitions of
+    their own, as they do in the table (the index takes every write: it projects ALL)."""
+    return key("USAGE", month) if shard == 0 else key("USAGE", month, str(shard))
 
 
 def _key(pk: str, day: str) -> dict[str, Any]:

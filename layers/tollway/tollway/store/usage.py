@@ -2,8 +2,14 @@
 and UTC day, each tool's calls, units, errors, rejected calls and latency — written by the same
 write that admits a call, so usage and quotas can never disagree.
 
-  pk USAGE#<tenant>   sk <YYYY-MM-DD>          one tenant's month: Query begins_with
-  gsi1pk USAGE#<YYYY-MM>   gsi1sk <tenant>#<day>   every tenant's month: Query index ByMonth
+  pk USAGE#<tenant>[#<shard>]   sk <YYYY-MM-DD>   a day (a hot tenant's: one item per shard)
+  gsi1pk USAGE#<YYYY-MM>[#<shard>]   gsi1sk <tenant>#<day>
+                     every tenant's month: Query index ByMonth, each shard's partition;
+                     one tenant's: the same, begins_with(gsi1sk, <tenant>#)
+
+Every shard's partition is read (up to `ledger.MAX_SHARDS`: most are empty), so the reader need
+not know how many a tenant had (a plan can change mid-month); rows of one tenant, day and tool
+are summed across them.
 
 No TTL: usage is kept. Key parts are escaped (`store.table.key`): a tenant named `a#b` never
 shares another's items.
@@ -11,10 +17,10 @@ shares another's items.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from tollway.store.ledger import Ledger, usage_rows
-from tollway.store.table import key
 
 
 @dataclass(frozen=True)
@@ -35,18 +41,20 @@ class UsageReader:
 
     def month(self, month: str, tenant: str | None = None) -> list[UsageRow]:
         """Every row of `month` (YYYY-MM), for one tenant or all; Query only, never Scan."""
-        items = self.ledger.days(key("USAGE", tenant), month) if tenant is not None else self.ledger.month(month)
-        rows = [
+        items = self.ledger.tenant_month(tenant, month) if tenant is not None else self.ledger.month(month)
+        totals: dict[tuple[str, str, str], Counter[str]] = {}
+        for row_tenant, day, tool, counts in usage_rows(items):  # a hot tenant's day is several items
+            totals.setdefault((row_tenant, day, tool), Counter()).update(counts)
+        return [
             UsageRow(
                 tenant=row_tenant,
                 day=day,
                 tool=tool,
-                calls=counts.get("c", 0),
-                units=counts.get("u", 0),
-                errors=counts.get("e", 0),
-                rejected=counts.get("r", 0),
-                latency_ms=counts.get("l", 0),
+                calls=counts["c"],
+                units=counts["u"],
+                errors=counts["e"],
+                rejected=counts["r"],
+                latency_ms=counts["l"],
             )
-            for row_tenant, day, tool, counts in usage_rows(items)
+            for (row_tenant, day, tool), counts in sorted(totals.items())
         ]
-        return sorted(rows, key=lambda r: (r.tenant, r.day, r.tool))
