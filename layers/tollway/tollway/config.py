@@ -234,7 +234,7 @@ class Plan(Strict):
     shards: Annotated[int, Field(ge=1, le=32)] = 1
     """Items the tenant's own limits and usage are spread over each day, for a tenant hotter than
     one item's ~1,000 writes/s (each takes an even share of every tenant limit; see
-    store/ledger.py for the bound). 1 = one item, exact."""
+    store/ledger.py for the bound). 1 = one item, exact. Change it at the start of a UTC month."""
 
 
 class QuotaConfig(Strict):

@@ -39,13 +39,19 @@ bound, against one exact item at the same moment:
     N x (c-1) units are left in all (less than c on each item).
   - a rate: fewer than N calls (each item can be short of its next whole token); over time the
     same rate, since each item refills at its share.
-A refused call costs one write (as with one item), and none more once this instance saw every
-item refuse; an admitted call costs one write plus one per item that refused it first (at most
-N in all). The finance counters land on whichever item admitted the call: a tenant's usage is
-the sum of its items (`store/usage.py` sums them). The index ByMonth projects every attribute,
+An admitted call costs one write plus one per item that refused it first; a refused call one per
+item it tried (at most N), and one only (as with one item) once this instance saw every item
+refuse: each item costs an instance at most one wasted write per refusal it learns from. The
+finance counters land on whichever item admitted the call: a tenant's usage is the sum of its
+items (`store/usage.py` sums them). The index ByMonth projects every attribute,
 so each write of a tenant item is also a write of the index: shard i > 0 keys its index entry
 `USAGE#<month>#i`, so the index's hot partition is split like the table's, and a reader of a
 month queries every partition up to MAX_SHARDS (the shards of a plan can change mid-month).
+
+The shares belong to N: a changed N is a new layout whose items count from their own totals
+(item i of both layouts keeps its count, the others start at 0 or are no longer charged), so a
+change mid-period can over-admit that period's quotas by at most what was used in it before;
+README says to change N at the start of a month.
 
 Rates are not leased instead (a block of k tokens taken in one write and spent locally): the
 tokens would be spent later than they were charged, so a window could see more than its burst
