@@ -305,8 +305,10 @@ async def test_a_resource_uri_no_upstream_serves_is_resource_not_found(
             with pytest.raises(MCPError) as raised:
                 await session.read_resource("nowhere://reports/latest")
 
-    assert raised.value.error.code == -32002
+    # -32002 in the 2025 era; 2026-07-28 (SEP-2164) standardizes -32602, the URI in `data`.
+    assert raised.value.error.code == (-32002 if mode == "legacy" else -32602)
     assert raised.value.error.message == "Resource not found"
+    assert raised.value.error.data == {"uri": "nowhere://reports/latest"}
 
 
 @pytest.mark.parametrize("mode", MODES)

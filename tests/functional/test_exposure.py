@@ -98,6 +98,8 @@ def assert_answered_as_unknown(
     response = agent.send(method, params)
     never_existed = agent.send(method, json.loads(json.dumps(params).replace(name, nobody)))
 
+    if agent.modern and code == RESOURCE_NOT_FOUND:
+        code = INVALID_PARAMS  # 2026-07-28 (SEP-2164): an unknown resource is invalid params
     status = 400 if agent.modern and code == INVALID_PARAMS else 200  # a 2025 session answers errors with 200
     assert_http_error(response, status, code, message=message, request_id=1)
     assert response.status_code == never_existed.status_code

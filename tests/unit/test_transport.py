@@ -354,6 +354,16 @@ def test_a_base64_name_header_matches_a_non_ascii_tool_name(gateway: Gateway) ->
     assert_http_error(response, 400, c.INVALID_PARAMS, message=f"Unknown tool: {name}", request_id=1)
 
 
+def test_whitespace_around_a_name_header_is_not_part_of_the_name(gateway: Gateway) -> None:
+    """RFC 9110 5.5: optional whitespace around a field value is excluded before evaluating it."""
+    body, headers = modern_request("tools/call", {"name": "nosuch__tool", "arguments": {}}, name=" \tnosuch__tool  ")
+
+    response = gateway.post(body, headers)
+
+    # Past the ladder: the name reaches routing, which serves no such tool.
+    assert_http_error(response, 400, c.INVALID_PARAMS, message="Unknown tool: nosuch__tool", request_id=1)
+
+
 def test_an_unsupported_modern_version_lists_the_supported_ones(gateway: Gateway) -> None:
     body, headers = modern_request("tools/list", version="2099-01-01")
 

@@ -76,10 +76,14 @@ class GatewayError(TollwayError):
         super().__init__(self.message)
 
     def http_status(self, modern: bool) -> int:
-        return self.status if self.status is not None else spec.error_http_status(self.code, modern)
+        return self.status if self.status is not None else spec.error_http_status(self.code_in(modern), modern)
 
-    def to_error(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+    def code_in(self, modern: bool) -> int:
+        """The JSON-RPC code in the caller's era (the same in both unless a revision changed it)."""
+        return self.code
+
+    def to_error(self, modern: bool = False) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code_in(modern), "message": self.message}
         if self.data is not None:
             error["data"] = self.data
         return error
@@ -183,7 +187,12 @@ class MalformedParams(InvalidParams):
 
 
 class ResourceNotFound(InvalidParams):
+    """-32002 in the 2025 era; 2026-07-28 (SEP-2164) answers an unknown resource with -32602."""
+
     code, message = spec.RESOURCE_NOT_FOUND, "Resource not found"
+
+    def code_in(self, modern: bool) -> int:
+        return spec.INVALID_PARAMS if modern else self.code
 
 
 class QuotaExceeded(GatewayError):
@@ -272,8 +281,8 @@ def answer_for(error: BaseException) -> GatewayError:
     return InternalError()
 
 
-def error_body(error: GatewayError, request_id: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "error": error.to_error()}
+def error_body(error: GatewayError, request_id: Any, modern: bool = False) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": error.to_error(modern)}
 
 
 def json_body(message: dict[str, Any]) -> bytes:
@@ -285,4 +294,5 @@ def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, st
 
 
 def error_response(error: GatewayError, request_id: Any = None, modern: bool = False) -> Response:
-    return json_response(error_body(error, request_id), status=error.http_status(modern), headers=error.headers)
+    body = error_body(error, request_id, modern)
+    return json_response(body, status=error.http_status(modern), headers=error.headers)

@@ -236,7 +236,7 @@ class McpEndpoint:
             final = await drain(stream)
             return json_response(final, status=_status_of(final, ctx.modern))
         return StreamingResponse(
-            _sse(first, stream, request_id),
+            _sse(first, stream, request_id, ctx.modern),
             media_type=c.CONTENT_TYPE_SSE,
             headers={"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"},
         )
@@ -337,7 +337,9 @@ def _is_final(message: dict[str, Any], request_id: Any) -> bool:
     return "method" not in message and message.get("id") == request_id
 
 
-async def _sse(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]], request_id: Any) -> AsyncIterator[bytes]:
+async def _sse(
+    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]], request_id: Any, modern: bool
+) -> AsyncIterator[bytes]:
     """The event stream of one request. The response has started: a failure becomes the last event."""
     yield _event(first)
     try:
@@ -345,7 +347,7 @@ async def _sse(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]], reque
             async for item in rest:
                 yield _event(item)
     except Exception as exc:
-        yield _event(error_body(answer_for(exc), request_id))
+        yield _event(error_body(answer_for(exc), request_id, modern))
 
 
 def _event(message: dict[str, Any]) -> bytes:

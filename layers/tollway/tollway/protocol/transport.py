@@ -190,7 +190,7 @@ def _valid_id(value: Any) -> bool:
 
 def _check_modern(request: Request, message: dict[str, Any], kind: Kind) -> str:
     """The 2026-07-28 ladder; first failing rung wins. Returns the protocol version."""
-    header_version = request.headers.get(c.PROTOCOL_VERSION_HEADER, "")
+    header_version = _field(request, c.PROTOCOL_VERSION_HEADER) or ""
     if kind == "response":
         raise InvalidRequest("Invalid request: responses are not accepted at this protocol version")
     if kind == "notification":
@@ -215,16 +215,22 @@ def _check_modern(request: Request, message: dict[str, Any], kind: Kind) -> str:
     if header_version != body_version:
         raise HeaderMismatch("mcp-protocol-version header does not match the request envelope's protocol version")
     method = message["method"]
-    if request.headers.get(c.METHOD_HEADER) != method:
+    if _field(request, c.METHOD_HEADER) != method:
         raise HeaderMismatch("mcp-method header does not match the request body's method")
     name_key = c.NAME_BEARING_METHODS.get(method)
     if name_key is not None:
         body_name = message["params"].get(name_key)
         # A name that is not a string is the params check's to refuse (-32602), not a mismatch.
-        if isinstance(body_name, str) and c.decode_header_value(request.headers.get(c.NAME_HEADER)) != body_name:
+        if isinstance(body_name, str) and c.decode_header_value(_field(request, c.NAME_HEADER)) != body_name:
             raise HeaderMismatch(f"mcp-name header does not match the request body's {name_key!r} parameter")
     _require_supported(body_version)
     return body_version
+
+
+def _field(request: Request, name: str) -> str | None:
+    """A header's value without the optional whitespace around it (RFC 9110 5.5: not part of it)."""
+    value = request.headers.get(name)
+    return value.strip(" \t") if value is not None else None
 
 
 def _require_supported(version: str) -> None:
