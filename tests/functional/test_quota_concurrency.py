@@ -605,3 +605,33 @@ def test_a_hot_tenants_day_quota_on_four_items_is_exact_for_unit_calls_and_withi
         assert low <= count * cost <= high
     usage = UsageReader(DynamoLedger(table, clients[0])).month("2026-03", caller.tenant)
     assert [(row.calls, row.units) for row in usage] == [(count, count * cost)]
+
+
+def test_separate_processes_admit_exactly_a_hot_tenants_day_quota_from_its_four_items(
+    endpoint: str, clients: list[Any], table: str, caller: Principal
+) -> None:
+    processes, attempts, limit = 3, 100, 200  # 1.5 x the limit in all
+    spawn = multiprocessing.get_context("spawn")
+    start, out = spawn.Barrier(processes), spawn.Queue()
+    data = quota_config({"per_day": limit}, shards=SHARDS)
+    workers = [
+        spawn.Process(
+            target=_lambda_instance,
+            args=(endpoint, table, data, caller.tenant, attempts, NOON, start, out),
+            daemon=True,
+        )
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        counts = [out.get(timeout=60) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
+
+    assert sum(counts) == limit
+    usage = UsageReader(DynamoLedger(table, clients[0])).month("2026-03", caller.tenant)
+    assert [(row.calls, row.units) for row in usage] == [(limit, limit)]
