@@ -205,7 +205,7 @@ def test_a_sharded_scope_splits_every_limit_into_shares_that_sum_to_it_and_never
     assert [s.pk for s in items] == ["USAGE#acme", "USAGE#acme#1", "USAGE#acme#2", "USAGE#acme#3"]
     assert [[limit.max for limit in s.limits] for s in items] == [[3, 251], [3, 250], [2, 250], [2, 250]]
     assert [[limit.max for limit in s.limits] for s in capped] == [[1], [1], [1]]
-    assert hot(shards=1).items() == [hot(shards=1)]
+    assert hot(shards=1).items() == (hot(shards=1),)
 
 
 def test_a_sharded_quota_of_cost_one_calls_admits_exactly_the_limit_and_its_usage_sums(ledger: Ledger) -> None:

@@ -61,6 +61,7 @@ unless leases expire at once; shards keep admission exact per item.
 from __future__ import annotations
 
 import calendar
+import functools
 import random
 import threading
 import time
@@ -114,21 +115,26 @@ class Scope:
     shard: int = 0
     """Which of them this is (`items()`)."""
 
-    def items(self) -> list[Scope]:
+    def items(self) -> tuple[Scope, ...]:
         """The scope of each of its items: its own key and an even share of every limit (the
         shares of a limit sum to it). As many items as `shards`, at most the smallest limit."""
-        n = min([self.shards, *(limit.max for limit in self.limits)])
-        if n <= 1:
-            return [self]
-        return [
-            Scope(
-                self.pk if i == 0 else f"{self.pk}#{i}",
-                tuple(replace(limit, max=limit.max // n + (i < limit.max % n)) for limit in self.limits),
-                self.tenant,
-                shard=i,
-            )
-            for i in range(n)
-        ]
+        return (self,) if self.shards <= 1 else _items(self)
+
+
+@functools.lru_cache(maxsize=1024)  # a call's scopes are built anew; their items once per instance
+def _items(scope: Scope) -> tuple[Scope, ...]:
+    n = min([scope.shards, *(limit.max for limit in scope.limits)])
+    if n <= 1:
+        return (scope,)
+    return tuple(
+        Scope(
+            scope.pk if i == 0 else f"{scope.pk}#{i}",
+            tuple(replace(limit, max=limit.max // n + (i < limit.max % n)) for limit in scope.limits),
+            scope.tenant,
+            shard=i,
+        )
+        for i in range(n)
+    )
 
 
 @dataclass(frozen=True)
