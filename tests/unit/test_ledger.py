@@ -242,6 +242,19 @@ def test_a_sharded_rate_admits_its_whole_burst_and_refills_at_the_same_rate(ledg
     assert ten_seconds == [True] * 8 + [False]
 
 
+def test_a_changed_shard_count_over_admits_a_day_by_at_most_what_was_used_before_the_change(ledger: Ledger) -> None:
+    """The stated cost of changing `shards` mid-period (README: change it at a month's start)."""
+    limit = Limit("tenant per_day", "day", 8)
+    before = sum(admitted(ledger, hot(limit, shards=2), [NOON] * 5))
+    after = sum(admitted(ledger, hot(limit, shards=4), [NOON] * 20))
+
+    assert before == 5  # on items 0 and 1 (shares 4 and 4)
+    # Items 2 and 3 are new (2 units each); 0 and 1 keep their counts against shares of 2: the day
+    # admits 9 or 10 in all, over its 8 by less than the 5 used before the change.
+    assert after in (4, 5)
+    assert before + after - limit.max < before
+
+
 # --- DynamoDB requests -----------------------------------------------------------------------------
 @pytest.fixture
 def dynamo() -> Iterator[tuple[DynamoLedger, Callable[[], dict[str, int]]]]:
