@@ -247,10 +247,11 @@ class Ledger(Protocol):
 
 class _Shards:
     """How a ledger charges a scope spread over several items (see the module's docstring): which
-    item to try, and what this instance saw of them (item key -> refused until, smallest units)."""
+    item to try, and what this instance saw of them (item key -> its last refusal, and the
+    smallest units it refused: any, for a rate)."""
 
     def __init__(self) -> None:
-        self._refused: dict[str, tuple[float, int]] = {}
+        self._refused: dict[str, tuple[LimitReached, int]] = {}
         self._lock = threading.Lock()
 
     def charge(self, charge: Charge, at: float, charge_item: Callable[[Charge, float], None]) -> None:
@@ -262,28 +263,28 @@ class _Shards:
         with self._lock:
             seen = {s.pk: self._refused[s.pk] for s in order if s.pk in self._refused}
         fresh = [s for s in order if not _refuses(seen.get(s.pk), charge.units, at)]
-        refusals: list[LimitReached] = []
         # One write even when every item was seen full: a refusal is always DynamoDB's own, and
         # the item that fits soonest is the one to look at again.
-        for item in fresh or [min(order, key=lambda s: seen[s.pk][0])]:
+        tries = fresh or [min(order, key=lambda s: seen[s.pk][0].resets_at)]
+        refusals = [seen[s.pk][0] for s in order if s not in tries]  # what the others said
+        for item in tries:
             try:
                 charge_item(replace(charge, scope=item), at)
                 return
             except LimitReached as reached:
-                until = reached.resets_at if at < reached.resets_at else at
                 with self._lock:
-                    self._refused[item.pk] = (until, 0 if reached.limit.rate else charge.units)
+                    self._refused[item.pk] = (reached, 0 if reached.limit.rate else charge.units)
                     if len(self._refused) > _REMEMBERED:
-                        self._refused = {k: v for k, v in self._refused.items() if v[0] > at}
+                        self._refused = {k: v for k, v in self._refused.items() if v[0].resets_at > at}
                 refusals.append(reached)
-        soonest = min(refusals, key=lambda r: r.retry_after)
+        soonest = min(refusals, key=lambda r: r.resets_at)  # the caller may retry when any item fits
         whole = next(limit for limit in charge.scope.limits if limit.name == soonest.limit.name)
-        raise LimitReached(whole, soonest.retry_after, soonest.resets_at)
+        raise LimitReached(whole, soonest.resets_at - at, soonest.resets_at)
 
 
-def _refuses(seen: tuple[float, int] | None, units: int, at: float) -> bool:
-    """Whether an item that refused `seen` = (until, units) still refuses `units` at `at`."""
-    return seen is not None and at < seen[0] and units >= seen[1]
+def _refuses(seen: tuple[LimitReached, int] | None, units: int, at: float) -> bool:
+    """Whether an item whose last refusal was `seen` = (refusal, units) still refuses `units`."""
+    return seen is not None and at < seen[0].resets_at and units >= seen[1]
 
 
 class MemoryLedger:
