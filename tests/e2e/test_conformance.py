@@ -48,8 +48,8 @@ def _run_suite(url: str, out: Path, env: dict[str, str] | None = None, *options:
 
 
 KNOWN_GAPS = {
-    ("2025-11-25", "server-sse-polling"): "gateway SSE answers carry no event ids, priming event or retry, and no "
-    "GET resumes them (issue 12: the 2025 GET stream); not scored",
+    ("2025-11-25", "server-sse-polling"): "the gateway's own SSE answers carry no event ids, priming event or "
+    "retry, and no GET resumes them (issue 12: the 2025 GET stream); not scored",
     ("2025-11-25", "server-sse-multiple-streams"): "the gateway answers JSON when nothing streams before the "
     "response; the check is INFO then (SSE streams optional)",
     ("2026-07-28", "server-stateless"): "subscriptions/listen is not offered yet (issue 12: the listen stream); "

@@ -316,3 +316,24 @@ async def test_a_person_may_take_longer_than_the_upstream_timeout_to_answer_an_e
 
     assert user.questions == ["Take your time"]
     assert text_of(result) == 'User response: action=accept, content={"username": "slow", "email": "slow@example.com"}'
+
+
+async def test_a_2025_call_whose_upstream_closes_its_stream_before_answering_is_resumed_and_answered(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    """The fixture's test_reconnection closes its event stream mid-call (SEP-1699 polling): the
+    gateway resumes it from the upstream with GET and Last-Event-ID, and the caller gets the result."""
+    logs: list[str] = []
+
+    async def on_log(params: LoggingMessageNotificationParams) -> None:
+        logs.append(str(params.data))
+
+    with anyio.fail_after(TIMEOUT):
+        async with Client(
+            interactive_gateway.url, mode="legacy", read_timeout_seconds=15, logging_callback=on_log
+        ) as session:
+            result = await session.call_tool("conf__test_reconnection", {})
+
+    assert not result.is_error
+    assert text_of(result) == "Reconnection test completed"
+    assert logs == ["Before disconnect", "After reconnect"]

@@ -476,6 +476,63 @@ def test_notifications_and_server_requests_on_a_stream_are_checked_and_passed_on
     assert messages[-1]["result"]["content"] == [{"type": "text", "text": "done"}]
 
 
+def resumable_upstream(resumes: list[dict[str, str]], *, resumable: bool = True) -> Callable[..., Any]:
+    """A 2025-era upstream that closes a call's event stream after a progress event (event ids
+    ev-1, ev-2, `retry: 10`), and answers a GET with `Last-Event-ID` with the rest: the response
+    (SEP-1699 polling). Each GET's headers go to `resumes`. Not `resumable`: GET answers 405."""
+    sent: dict[str, Any] = {}
+
+    async def route(request: httpx.Request) -> httpx.Response:
+        sse = {"content-type": "text/event-stream"}
+        if request.method == "POST":
+            sent.update(json.loads(request.content))
+            priming = b"id: ev-1\nretry: 10\ndata: \n\n"
+            return httpx.Response(200, headers=sse, content=priming + b"id: ev-2\n" + event(progress()))
+        resumes.append(dict(request.headers))
+        if not resumable:
+            return httpx.Response(405)
+        return httpx.Response(200, headers=sse, content=b"id: ev-3\n" + event(call_result(sent, "resumed")))
+
+    return route
+
+
+def legacy_exchange(monkeypatch: pytest.MonkeyPatch, route: Callable[..., Any]) -> list[dict[str, Any]]:
+    """Every message `UpstreamClient.exchange` yields for one tools/call in 2025-era session `s-1`."""
+    client = httpx.AsyncClient(transport=httpx.MockTransport(route))
+    monkeypatch.setattr(upstream_module, "http_client", lambda: client)
+    upstream = UpstreamClient(UpstreamConfig(name="x", url="http://x.upstream.test/mcp"))
+    message = {"jsonrpc": "2.0", "id": "tw-1", "method": "tools/call", "params": {"name": "echo", "arguments": {}}}
+
+    async def run() -> list[dict[str, Any]]:
+        deadline = Deadline(time.monotonic() + 5)
+        return [m async for m in upstream.exchange(message, deadline=deadline, session="s-1", protocol_version=LEGACY)]
+
+    return asyncio.run(run())
+
+
+def test_a_stream_the_upstream_closes_before_answering_is_resumed_from_its_last_event_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resumes: list[dict[str, str]] = []
+
+    messages = legacy_exchange(monkeypatch, resumable_upstream(resumes))
+
+    assert [m.get("method", "response") for m in messages] == ["notifications/progress", "response"]
+    assert messages[-1]["result"]["content"] == [{"type": "text", "text": "resumed"}]
+    assert len(resumes) == 1
+    assert resumes[0]["last-event-id"] == "ev-2"
+    assert resumes[0][c.SESSION_ID_HEADER] == "s-1"
+    assert resumes[0][c.PROTOCOL_VERSION_HEADER] == LEGACY
+
+
+def test_a_closed_stream_the_upstream_cannot_resume_is_an_invalid_response(monkeypatch: pytest.MonkeyPatch) -> None:
+    resumes: list[dict[str, str]] = []
+
+    with pytest.raises(UpstreamInvalidResponse):
+        legacy_exchange(monkeypatch, resumable_upstream(resumes, resumable=False))
+    assert len(resumes) == 1
+
+
 def test_a_server_request_with_an_invalid_id_is_an_invalid_response(monkeypatch: pytest.MonkeyPatch) -> None:
     ask = {"jsonrpc": "2.0", "id": True, "method": "elicitation/create", "params": {}}
     stand_in = McpStandIn().on("tools/call", streamed(lambda m: Chunks([event(ask), event(call_result(m))])))

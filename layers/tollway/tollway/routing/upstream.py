@@ -42,6 +42,11 @@ ERROR_MESSAGE_CHARS = 500
 ERROR_DATA_BYTES = 2048
 """An upstream error's `data` is relayed only if its JSON is at most this large."""
 CONNECT_TIMEOUT_SECONDS = 5.0
+MAX_RESUMPTIONS = 10
+"""How often one request's event stream is resumed (GET + Last-Event-ID) after the upstream closed it."""
+MAX_RETRY_SECONDS = 5.0
+"""An upstream's `retry:` is honoured up to this long (the request's deadline bounds it too)."""
+MAX_EVENT_ID_CHARS = 256
 _T = TypeVar("_T")
 _ids = itertools.count(1)
 
@@ -58,6 +63,15 @@ class SessionLost(Exception):
 
 class NotSpoken(Exception):
     """The upstream answered, but not in the era asked for (a probe's negative answer)."""
+
+
+@dataclass
+class _Cursor:
+    """Where an upstream's event stream may be resumed from: the last event id it gave, and how
+    long it asked to wait before reconnecting (`retry`, default 0)."""
+
+    event_id: str | None = None
+    retry_seconds: float = 0.0
 
 
 @dataclass
@@ -165,7 +179,7 @@ class UpstreamClient:
             response = await self._within(deadline, client.send(request, stream=True))
             try:
                 async with contextlib.aclosing(
-                    self._read(response, message, deadline, session, response_headers)
+                    self._read(response, message, deadline, session, protocol_version, response_headers)
                 ) as read:
                     async for item in read:
                         yield item
@@ -200,6 +214,7 @@ class UpstreamClient:
         sent: dict[str, Any],
         deadline: Deadline,
         session: str | None,
+        protocol_version: str | None,
         response_headers: dict[str, str] | None,
     ) -> AsyncIterator[dict[str, Any]]:
         if response_headers is not None:
@@ -213,14 +228,28 @@ class UpstreamClient:
             return
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == spec.CONTENT_TYPE_SSE and status == 200:
-            # Closed as soon as our response is read (generators left open are closed late, by GC).
-            async with contextlib.aclosing(self._events(response, deadline)) as events:
-                async for message in events:
-                    checked = self._check(message, sent)
-                    yield checked
-                    if _is_response(checked):
-                        return  # ours: the rest of the stream carries nothing for this request
-            return
+            cursor, current = _Cursor(), response
+            try:
+                for resumed in range(MAX_RESUMPTIONS + 1):
+                    # Closed as soon as our response is read (generators left open are closed late, by GC).
+                    async with contextlib.aclosing(self._events(current, deadline, cursor)) as events:
+                        async for message in events:
+                            checked = self._check(message, sent)
+                            yield checked
+                            if _is_response(checked):
+                                return  # ours: the rest of the stream carries nothing for this request
+                    if not (session and cursor.event_id) or resumed == MAX_RESUMPTIONS:
+                        break
+                    # The upstream closed the stream before answering, having given it an event id
+                    # (2025 era, SEP-1699 polling): resume it with GET and Last-Event-ID after `retry`.
+                    if current is not response:
+                        await current.aclose()
+                    await self._within(deadline, anyio.sleep(cursor.retry_seconds))
+                    current = await self._resume(deadline, session, protocol_version, cursor.event_id)
+                raise self._invalid("stream ended without a response")
+            finally:
+                if current is not response:  # the first one is the exchange's to close
+                    await current.aclose()
         async with contextlib.aclosing(self._chunks(response, deadline)) as body:
             raw = b"".join([chunk async for chunk in body])
         if content_type != spec.CONTENT_TYPE_JSON:
@@ -248,8 +277,9 @@ class UpstreamClient:
                     raise UpstreamTooLarge(self.name, data={"maxBytes": limit})
                 yield chunk
 
-    async def _events(self, response: httpx.Response, deadline: Deadline) -> AsyncIterator[Any]:
-        """JSON-RPC messages of an event stream; events without data (priming, keepalive) skipped."""
+    async def _events(self, response: httpx.Response, deadline: Deadline, cursor: _Cursor) -> AsyncIterator[Any]:
+        """JSON-RPC messages of an event stream; events without data (priming, keepalive) skipped.
+        `cursor` keeps the last event id and `retry` the stream gave, to resume it from."""
         buffer, data = b"", []
         async with contextlib.aclosing(self._chunks(response, deadline)) as chunks:
             async for chunk in chunks:
@@ -259,6 +289,10 @@ class UpstreamClient:
                     line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
                     if line.startswith("data:"):
                         data.append(line[5:].removeprefix(" "))
+                    elif line.startswith("id:"):
+                        cursor.event_id = line[3:].removeprefix(" ")[:MAX_EVENT_ID_CHARS] or None
+                    elif line.startswith("retry:") and line[6:].strip().isdigit():
+                        cursor.retry_seconds = min(int(line[6:].strip()) / 1000, MAX_RETRY_SECONDS)
                     elif line == "" and data:
                         payload, data = "\n".join(data).strip(), []
                         if not payload:
@@ -267,7 +301,34 @@ class UpstreamClient:
                             yield _loads(payload.encode())
                         except ValueError:
                             raise self._invalid("event data is not JSON") from None
-        raise self._invalid("stream ended without a response")
+
+    async def _resume(
+        self, deadline: Deadline, session: str, protocol_version: str | None, event_id: str
+    ) -> httpx.Response:
+        """GET the upstream's stream again from after `event_id`; an answer that is not an event
+        stream fails the request (the upstream cannot resume it)."""
+        headers = {
+            "accept": spec.CONTENT_TYPE_SSE,
+            **self.config.headers,
+            **await self._within(deadline, self.credentials.headers()),
+            spec.SESSION_ID_HEADER: session,
+            spec.LAST_EVENT_ID_HEADER: event_id,
+        }
+        if protocol_version:
+            headers[spec.PROTOCOL_VERSION_HEADER] = protocol_version
+        client = http_client()
+        timeout = httpx.Timeout(None, connect=min(CONNECT_TIMEOUT_SECONDS, max(deadline.remaining(), 0.01)))
+        request = client.build_request("GET", self.config.url, headers=headers, timeout=timeout)
+        response = await self._within(deadline, client.send(request, stream=True))
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if response.status_code in (401, 403):
+            await response.aclose()
+            raise self._refused()
+        if response.status_code != 200 or content_type != spec.CONTENT_TYPE_SSE:
+            await response.aclose()
+            raise self._invalid(f"stream not resumed (HTTP {response.status_code})")
+        logger.info("upstream stream resumed", extra={"upstream": self.name})
+        return response
 
     def _check(self, message: Any, sent: dict[str, Any]) -> dict[str, Any]:
         """The message as the caller may see it, or UpstreamInvalidResponse. Nesting is bounded
