@@ -206,6 +206,39 @@ def test_a_caller_of_a_free_tool_gets_its_result_not_an_internal_error(
     assert len(recorder.calls("tools/call")) == 1
 
 
+@pytest.mark.parametrize("era", ERAS)
+def test_a_hot_tenant_on_four_items_gets_its_whole_limit_then_429_and_finance_sees_one_row(
+    start: Callable[..., Gateway], recorder: RecordingUpstream, era: str
+) -> None:
+    ledger = MemoryLedger()
+    gateway = start(
+        {"plans": {"hot": {"tenant": {"per_minute": 6}, "shards": 4}}, "default_plan": "hot"},
+        stores=Stores(MemorySessionStore(), ledger),
+    )
+    call = call_in(era, gateway.caller("acme"))
+
+    allowed = [call("tools/call", ECHO, request_id=n) for n in range(1, 7)]
+    refused = call("tools/call", ECHO, request_id=7)
+    gateway.flush()
+
+    assert [succeeded(r) for r in allowed] == [True] * 6
+    error = assert_http_error(
+        refused, 429, RATE_LIMITED, message="Rate limit exceeded: tenant per_minute (6)", request_id=7
+    )
+    # The items hold 2, 2, 1 and 1 calls a minute: the soonest fits again in half a minute (one
+    # item of the whole 6 a minute would in 10 s: a sharded rate refills in steps of its items).
+    assert error["data"] == {
+        "limit": "tenant per_minute",
+        "max": 6,
+        "resetAt": "2026-03-14T12:01:00+00:00",
+        "retryAfterSeconds": 30,
+    }
+    assert len(recorder.calls("tools/call")) == 6
+    assert len({pk for pk, _ in ledger.items}) == 4
+    rows = UsageReader(ledger).month("2026-03", "acme")
+    assert [(r.tenant, r.tool, r.calls, r.units, r.rejected) for r in rows] == [("acme", "rec__echo", 6, 6, 1)]
+
+
 # --- the counter store fails ---------------------------------------------------------------------
 def failing_memory_store() -> MemoryLedger:
     store = MemoryLedger()
