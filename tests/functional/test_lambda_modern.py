@@ -280,3 +280,17 @@ def test_a_stateless_caller_shares_one_legacy_upstream_session_per_principal(
     assert third.result()["structuredContent"]["order_id"] == "ORD-50004"
     assert other_instance.dynamodb_calls == ["GetItem"]
     assert _principal_items(moto_dynamodb) == [item]
+
+
+def test_the_buffered_deployment_offers_no_listen_stream(gateway: LambdaGateway) -> None:
+    """Held whole, an answer cannot carry notifications as they happen: no listChanged, no
+    subscribe, and `subscriptions/listen` does not exist there."""
+    capabilities = gateway.modern("server/discover").result()["capabilities"]
+    assert capabilities["tools"]["listChanged"] is False
+    assert capabilities["resources"] == {"subscribe": False, "listChanged": False}
+    assert capabilities["prompts"]["listChanged"] is False
+
+    answer = gateway.modern("subscriptions/listen", {"notifications": {"toolsListChanged": True}}, request_id="sub-1")
+    assert answer.status == 404
+    assert answer.json()["error"]["code"] == c.METHOD_NOT_FOUND
+    assert answer.json()["id"] == "sub-1"

@@ -171,6 +171,10 @@ class HttpConfig(Strict):
     """Buffered deployment only (API Gateway HTTP API cuts an integration at 30 s, counted from
     its side, cold start included): a request still running this long after it arrived is
     answered with a JSON-RPC timeout error instead of the gateway's 503."""
+    listen_max_seconds: Annotated[float, Field(gt=0, le=900)] = 240.0
+    """How long one 2026-07-28 `subscriptions/listen` stream stays open before the gateway
+    closes it gracefully (the client listens again). Streamed deployments only; below API
+    Gateway's 5-minute idle cut, and never past the invocation's own deadline."""
 
 
 class SessionsConfig(Strict):

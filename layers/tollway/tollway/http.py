@@ -39,6 +39,7 @@ from tollway.policy.definitions import DefinitionGate
 from tollway.policy.exposure import Exposure
 from tollway.policy.quota import QuotaEnforcer
 from tollway.protocol.endpoint import McpEndpoint
+from tollway.protocol.listen import Listener
 from tollway.protocol.server import GatewayServer
 from tollway.protocol.transport import check_origin
 from tollway.routing.router import Router
@@ -116,12 +117,12 @@ def create_app(
         gate = DefinitionGate(config.definitions, stores.pins)
     masking = MaskingStage(config, hash_key=lambda: field_hash_key(config))
     exposure = Exposure(config, router, gate, masking)
-    server = GatewayServer(config, exposure, router)
     approvals = Approvals(config, stores.approvals)
     quota = QuotaEnforcer(config, stores.ledger)
     if kept is not None and getattr(kept, "quota", None) is not None:
         quota.take_pending(kept.quota)
     pipeline = Pipeline(config, exposure, router, quota, masking, approvals)
+    server = GatewayServer(config, exposure, router, Listener(config, pipeline) if streaming else None)
     endpoint = McpEndpoint(config, sessions, server, pipeline, streaming=streaming, buffered=mode == "buffered")
     definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
     approvals_admin = ApprovalsAdmin(config, approvals)

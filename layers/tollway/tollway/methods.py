@@ -155,7 +155,7 @@ ROUTED: dict[str, Routed] = {
 
 OWN_LEGACY_ONLY = frozenset({"ping", "logging/setLevel"})
 """Methods the gateway answers itself that 2026-07-28 removed (a stateless client gets -32601)."""
-OWN_MODERN_ONLY = frozenset({"server/discover"})
+OWN_MODERN_ONLY = frozenset({"server/discover", "subscriptions/listen"})
 
 
 def check_envelope(params: dict[str, Any]) -> None:

@@ -31,6 +31,15 @@ META_PROTOCOL_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
 META_CLIENT_INFO: Final = "io.modelcontextprotocol/clientInfo"
 META_CLIENT_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
 META_SERVER_INFO: Final = "io.modelcontextprotocol/serverInfo"
+META_SUBSCRIPTION_ID: Final = "io.modelcontextprotocol/subscriptionId"
+"""On every frame of a 2026-07-28 `subscriptions/listen` stream: the listen request's id."""
+LISTEN_ACKNOWLEDGED: Final = "notifications/subscriptions/acknowledged"
+LISTEN_FLAGS: Final = {
+    "toolsListChanged": "tools",
+    "promptsListChanged": "prompts",
+    "resourcesListChanged": "resources",
+}
+"""A listen filter's list-changed flags -> the capability whose `listChanged` delivers them."""
 
 # Method -> params key mirrored in the Mcp-Name header (2026-07-28).
 NAME_BEARING_METHODS: Final = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}

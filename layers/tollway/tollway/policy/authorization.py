@@ -36,6 +36,11 @@ class Authorizer:
             )
         return reason
 
+    def reaches(self, principal: Principal, upstream: str) -> bool:
+        """Whether anything of `upstream` may exist for `principal` (its changes are its business)."""
+        policy = self._policy(principal.tenant)
+        return policy is not None and (policy.upstreams is None or upstream in policy.upstreams)
+
     def denial(self, principal: Principal, kind: Kind, upstream: str, public_name: str) -> str | None:
         """Why `principal` may not use the item, or None when it may."""
         policy = self._policy(principal.tenant)

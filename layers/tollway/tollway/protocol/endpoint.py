@@ -116,10 +116,19 @@ class McpEndpoint:
         method, params, request_id = request["method"], request.get("params") or {}, request["id"]
         check_envelope(params)
         own = self.server.methods.get(method)
+        streamed = self.server.streams.get(method)
         route = ROUTED.get(method)
-        if own is not None and method not in (OWN_LEGACY_ONLY if ctx.modern else OWN_MODERN_ONLY):
+        offered = method not in (OWN_LEGACY_ONLY if ctx.modern else OWN_MODERN_ONLY)
+        if own is not None and offered:
             result = await own(ctx, params)
             yield {"jsonrpc": "2.0", "id": request_id, "result": self.server.decorate(ctx, result)}
+            return
+        if streamed is not None and offered:
+            async with contextlib.aclosing(streamed(ctx, params, request_id)) as messages:
+                async for message in messages:
+                    if _is_final(message, request_id) and "result" in message:
+                        message = {**message, "result": self.server.decorate(ctx, message["result"])}
+                    yield message
             return
         if route is None or (ctx.modern and not route.modern):
             raise MethodNotFound(data={"method": method})

@@ -8,7 +8,7 @@ level is passed on to every upstream that logs.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from tollway import __version__, shapes
@@ -17,16 +17,23 @@ from tollway.config import GatewayConfig
 from tollway.context import RequestContext
 from tollway.methods import check_level
 from tollway.policy.exposure import Exposure
+from tollway.protocol.listen import Listener, offers
 from tollway.routing.router import Router
 
 Handler = Callable[[RequestContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+StreamHandler = Callable[[RequestContext, dict[str, Any], Any], AsyncIterator[dict[str, Any]]]
+"""A method answered with a stream of messages, its response last (given the request's id)."""
 
 
 class GatewayServer:
-    def __init__(self, config: GatewayConfig, exposure: Exposure, router: Router) -> None:
+    def __init__(
+        self, config: GatewayConfig, exposure: Exposure, router: Router, listener: Listener | None = None
+    ) -> None:
+        """`listener`: where responses can stream, the 2026-07-28 `subscriptions/listen` streams."""
         self.config = config
         self.exposure = exposure
         self.router = router
+        self.listens = listener is not None
         self.info = {"name": config.name, "version": __version__}
         self.methods: dict[str, Handler] = {
             "ping": self._ping,
@@ -34,20 +41,31 @@ class GatewayServer:
             "logging/setLevel": self._set_level,
             **{method: self._lister(method) for method in shapes.LIST_KEYS},
         }
+        self.streams: dict[str, StreamHandler] = {"subscriptions/listen": listener.listen} if listener else {}
 
     async def capabilities(self, ctx: RequestContext) -> dict[str, Any]:
         """The union of what reachable upstreams offer (tools always: the gateway's core).
 
-        `resources.subscribe` is not advertised: a subscribe request is forwarded to the upstream
-        that owns the URI (2025 era), but update notifications need a standalone stream the
-        gateway does not open yet."""
+        Change notifications are advertised only where they are delivered: to 2026-07-28 callers
+        of a streaming deployment (`subscriptions/listen`), for what a 2026-07-28 upstream
+        delivers (the gateway listens to it for the caller). A 2025-era `resources/subscribe`
+        is forwarded to the upstream that owns the URI, but its updates need a standalone
+        stream the gateway does not open: `subscribe` is not advertised there."""
         infos = await self.router.reachable(ctx)
         offered = set().union(*(i.capabilities.keys() for i in infos.values())) if infos else set()
-        caps: dict[str, Any] = {"tools": {"listChanged": False}}
+        listens = self.listens and ctx.modern
+
+        def delivered(capability: str, feature: str) -> bool:
+            return listens and any(offers(i, capability, feature) for i in infos.values())
+
+        caps: dict[str, Any] = {"tools": {"listChanged": delivered("tools", "listChanged")}}
         if "resources" in offered:
-            caps["resources"] = {"subscribe": False, "listChanged": False}
+            caps["resources"] = {
+                "subscribe": delivered("resources", "subscribe"),
+                "listChanged": delivered("resources", "listChanged"),
+            }
         if "prompts" in offered:
-            caps["prompts"] = {"listChanged": False}
+            caps["prompts"] = {"listChanged": delivered("prompts", "listChanged")}
         if "completions" in offered:
             caps["completions"] = {}
         if "logging" in offered:

@@ -249,6 +249,49 @@ class Router:
                     )
                 yield item
 
+    async def listen(
+        self, ctx: RequestContext, name: str, notifications: dict[str, Any], deadline: Deadline
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A 2026-07-28 `subscriptions/listen` stream to upstream `name`, open until the upstream
+        ends it or `deadline`: its acknowledgement first, then its change notifications, resource
+        URIs made public both ways (`notifications` names the upstream's own URIs). The
+        upstream's subscription id stays here: the caller's stream carries its own."""
+        message = {
+            "jsonrpc": "2.0",
+            "id": next_request_id(),
+            "method": "subscriptions/listen",
+            "params": {"notifications": notifications, "_meta": _envelope(ctx)},
+        }
+        client, upstream = self.clients[name], self.upstream(name)
+        exchange = client.exchange(
+            message,
+            deadline=deadline,
+            protocol_version=spec.LATEST_MODERN_VERSION,
+            modern=True,
+            extra_headers={**ctx.forward_headers, **self._identity(ctx, name)},
+        )
+        async with contextlib.aclosing(exchange):
+            async for item in exchange:
+                if "method" not in item:
+                    return  # the upstream ended the subscription (or refused it)
+                if "id" in item:
+                    await client.decline(item, deadline=deadline, protocol_version=spec.LATEST_MODERN_VERSION)
+                    continue
+                params = {k: v for k, v in _dict(item.get("params")).items() if k != "_meta"}
+                if item["method"] == spec.LISTEN_ACKNOWLEDGED:
+                    honored = _dict(params.get("notifications"))
+                    uris = honored.get("resourceSubscriptions")
+                    if isinstance(uris, list):
+                        public = [self.namespace.public_uri(upstream, u) for u in uris if isinstance(u, str)]
+                        honored = {**honored, "resourceSubscriptions": [u for u in public if u]}
+                    params = {"notifications": honored}
+                elif isinstance(params.get("uri"), str):
+                    public_uri = self.namespace.public_uri(upstream, params["uri"])
+                    if public_uri is None:
+                        continue  # a URI this mount cannot show: not the caller's to see
+                    params = {**params, "uri": public_uri}
+                yield {"jsonrpc": "2.0", "method": item["method"], "params": params}
+
     async def _call_legacy(
         self,
         ctx: RequestContext,

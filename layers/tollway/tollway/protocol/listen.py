@@ -1,0 +1,198 @@
+"""`subscriptions/listen` (2026-07-28): one caller's stream of change notifications.
+
+The stream is the listen request's own SSE answer: the acknowledgement first (the part of the
+caller's filter the gateway will honor), then every notification it asked for, each tagged with
+the subscription id (the listen request's id), and last, when the stream's time is up, the
+listen result that closes it gracefully. It lives as long as its request: at most
+`http.listen_max_seconds` and never past the invocation's deadline; a client that goes away
+ends it, and with it everything it opened upstream.
+
+What reaches the stream comes from the upstreams: for each 2026-07-28 upstream that offers what
+the caller asked for, the gateway opens its own listen there for this stream's lifetime, with
+the caller's filter (resource URIs the caller may read, in the upstream's own form). A resource
+URI the caller may not read is not honored, exactly like one nobody serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tollway import spec
+from tollway.config import GatewayConfig
+from tollway.context import AuditFacts, Deadline, RequestContext
+from tollway.errors import GatewayError, MalformedParams, NotAcceptable, UpstreamError
+from tollway.methods import ROUTED
+from tollway.pipeline import Pipeline
+from tollway.routing.upstream import UpstreamInfo
+from tollway.telemetry import logger
+
+MAX_RESOURCE_SUBSCRIPTIONS = 100
+"""URIs one listen request may name."""
+QUEUE_SIZE = 256
+"""Notifications waiting for a slow client; beyond this the upstream streams wait."""
+UPSTREAM_GRACE_SECONDS = 1.0
+"""An upstream listen outlives the caller's stream by this much, so the gateway ends it, not a timeout."""
+
+
+def offers(info: UpstreamInfo, capability: str, feature: str) -> bool:
+    """Whether a 2026-07-28 upstream delivers `capability.feature` (e.g. tools.listChanged) on a listen stream."""
+    value = info.capabilities.get(capability)
+    return info.modern and isinstance(value, dict) and value.get(feature) is True
+
+
+class Listener:
+    def __init__(self, config: GatewayConfig, pipeline: Pipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.router = pipeline.router
+
+    async def listen(
+        self, ctx: RequestContext, params: dict[str, Any], request_id: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The listen stream's messages, the closing result last."""
+        if not ctx.streaming:
+            raise NotAcceptable("Not Acceptable: subscriptions/listen answers with an event stream (text/event-stream)")
+        wanted = _filter(params.get("notifications"))
+        ends = time.monotonic() + self.config.http.listen_max_seconds
+        if ctx.deadline is not None:
+            ends = min(ends, ctx.deadline)
+        infos = await self.router.reachable(ctx)
+        filters = await self._upstream_filters(ctx, wanted, infos)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        deadline = Deadline(ends + UPSTREAM_GRACE_SECONDS)
+        tasks = []
+        for name, notifications in filters.items():
+            acks[name] = asyncio.get_running_loop().create_future()
+            tasks.append(asyncio.create_task(self._pump(ctx, name, notifications, deadline, acks[name], queue)))
+        try:
+            honored = await self._honored(wanted, acks, ends)
+            uris = set(honored.get("resourceSubscriptions", ()))
+            yield _tagged(
+                {"jsonrpc": "2.0", "method": spec.LISTEN_ACKNOWLEDGED, "params": {"notifications": honored}}, request_id
+            )
+            while (left := ends - time.monotonic()) > 0:
+                try:
+                    message = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
+                    break
+                if _wanted(message, honored, uris):
+                    masked = self.pipeline.masking.message(
+                        ctx.principal.tenant, "subscriptions/listen", message["method"], message
+                    )
+                    yield _tagged(masked, request_id)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        yield {"jsonrpc": "2.0", "id": request_id, "result": {"_meta": {spec.META_SUBSCRIPTION_ID: request_id}}}
+
+    async def _upstream_filters(
+        self, ctx: RequestContext, wanted: dict[str, Any], infos: dict[str, UpstreamInfo]
+    ) -> dict[str, dict[str, Any]]:
+        """Per upstream worth listening to: the caller's filter in the upstream's own terms."""
+        filters: dict[str, dict[str, Any]] = {}
+        reaches = self.pipeline.exposure.authorizer.reaches
+        for name, info in infos.items():
+            if not reaches(ctx.principal, name):
+                continue  # not even a "something changed" from an upstream the caller cannot use
+            flags = {
+                f: True for f, cap in spec.LISTEN_FLAGS.items() if wanted.get(f) and offers(info, cap, "listChanged")
+            }
+            if flags:
+                filters[name] = flags
+        # Each URI judged like a read of it: unknown and not-allowed URIs are simply not honored.
+        quiet = dataclasses.replace(ctx, audit=AuditFacts())  # the listen's own audit facts stay its own
+        for uri in wanted.get("resourceSubscriptions", ()):
+            try:
+                target = await self.pipeline.exposure.resolve(quiet, ROUTED["resources/read"], {"uri": uri})
+            except GatewayError:
+                continue
+            info = infos.get(target.upstream)
+            if info is not None and offers(info, "resources", "subscribe"):
+                own = filters.setdefault(target.upstream, {}).setdefault("resourceSubscriptions", [])
+                own.append(target.params["uri"])
+        return filters
+
+    async def _pump(
+        self,
+        ctx: RequestContext,
+        name: str,
+        notifications: dict[str, Any],
+        deadline: Deadline,
+        ack: asyncio.Future[dict[str, Any]],
+        queue: asyncio.Queue[dict[str, Any]],
+    ) -> None:
+        """One upstream's listen stream into the caller's queue; its acknowledgement into `ack`."""
+        try:
+            async with contextlib.aclosing(self.router.listen(ctx, name, notifications, deadline)) as items:
+                async for item in items:
+                    if item["method"] == spec.LISTEN_ACKNOWLEDGED:
+                        if not ack.done():
+                            ack.set_result(item["params"]["notifications"])
+                    elif ack.done():  # nothing before the acknowledgement counts (the spec's order)
+                        await queue.put(item)
+        except UpstreamError as error:
+            logger.info("upstream listen ended", extra={"upstream": name, "error": type(error).__name__})
+        finally:
+            if not ack.done():
+                ack.set_result({})
+
+    async def _honored(
+        self, wanted: dict[str, Any], acks: dict[str, asyncio.Future[dict[str, Any]]], ends: float
+    ) -> dict[str, Any]:
+        """What the caller gets: what it asked for that at least one upstream acknowledged.
+        An upstream that has not acknowledged within the upstream timeout contributes nothing."""
+        if acks:
+            wait = min(max(u.timeout_seconds for u in self.config.upstreams), ends - time.monotonic())
+            await asyncio.wait(acks.values(), timeout=max(wait, 0))
+        answers = [a.result() for a in acks.values() if a.done()]
+        honored: dict[str, Any] = {
+            f: True for f in spec.LISTEN_FLAGS if wanted.get(f) and any(a.get(f) is True for a in answers)
+        }
+        acknowledged = {u for a in answers for u in a.get("resourceSubscriptions") or () if isinstance(u, str)}
+        uris = [u for u in wanted.get("resourceSubscriptions", ()) if u in acknowledged]
+        if uris:
+            honored["resourceSubscriptions"] = uris
+        return honored
+
+
+def _filter(value: Any) -> dict[str, Any]:
+    """The caller's `SubscriptionFilter`, checked: flags are booleans, URIs a bounded list of strings."""
+    if not isinstance(value, dict):
+        raise MalformedParams("Invalid params: params.notifications must be an object")
+    for flag in spec.LISTEN_FLAGS:
+        if flag in value and not isinstance(value[flag], bool):
+            raise MalformedParams(f"Invalid params: params.notifications.{flag} must be a boolean")
+    uris = value.get("resourceSubscriptions", [])
+    if (
+        not isinstance(uris, list)
+        or len(uris) > MAX_RESOURCE_SUBSCRIPTIONS
+        or not all(isinstance(u, str) and u for u in uris)
+    ):
+        raise MalformedParams(
+            "Invalid params: params.notifications.resourceSubscriptions must be a list of at most "
+            f"{MAX_RESOURCE_SUBSCRIPTIONS} URIs"
+        )
+    return {**{f: value.get(f) is True for f in spec.LISTEN_FLAGS}, "resourceSubscriptions": list(dict.fromkeys(uris))}
+
+
+def _wanted(message: dict[str, Any], honored: dict[str, Any], uris: set[str]) -> bool:
+    """Within the acknowledged filter: a list change asked for, or an update of a subscribed
+    resource (or of a sub-resource of one, which the spec allows)."""
+    method = message["method"]
+    if method == "notifications/resources/updated":
+        uri = message["params"].get("uri")
+        return isinstance(uri, str) and any(uri == u or uri.startswith(u.rstrip("/") + "/") for u in uris)
+    kind = method.removeprefix("notifications/").removesuffix("/list_changed")
+    return any(honored.get(f) and cap == kind for f, cap in spec.LISTEN_FLAGS.items())
+
+
+def _tagged(message: dict[str, Any], subscription_id: Any) -> dict[str, Any]:
+    params = message.get("params") or {}
+    return {**message, "params": {**params, "_meta": {spec.META_SUBSCRIPTION_ID: subscription_id}}}

@@ -1,0 +1,147 @@
+"""2026-07-28 `subscriptions/listen` through the gateway, with the official SDK client.
+
+The upstream (tests/fixtures/watch_upstream.py, mounted as `w`) changes its tool list and
+announces resource updates on its own listen streams; the gateway listens there for each of its
+callers' streams and passes on what the caller asked for and may see, under public names.
+Tenant `finance` may see every resource; tenant `ops` only `w+watch://notes/*`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
+
+from tests.e2e.conftest import GatewayProcess, UpstreamProcess, free_port, gateway_config, running
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+MODERN = "2026-07-28"
+NOTES, PAYROLL = "w+watch://notes/today", "w+watch://payroll/2026"
+LISTEN_SECONDS = 12
+TIMEOUT = 15  # seconds any one event may take to arrive
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    workdir = tmp_path_factory.mktemp("listen-gateway")
+    upstream = UpstreamProcess("tests.fixtures.watch_upstream", workdir / "upstream.log")
+    port = free_port()
+    config = gateway_config(
+        port,
+        upstreams=[{"name": "w", "url": upstream.url, "prefix": "w"}],
+        tenants={"finance": {}, "ops": {"resources": ["w+watch://notes/*"]}},
+        http={"listen_max_seconds": LISTEN_SECONDS},
+    )
+    process = GatewayProcess(config, workdir, port)
+    with running(process, [upstream]):
+        yield process
+
+
+@contextlib.asynccontextmanager
+async def connect(gateway: GatewayProcess, tenant: str) -> AsyncIterator[Client]:
+    token = gateway.token(f"{tenant}-user", tenant)
+    headers = {"authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(15.0, read=60.0)) as http,
+        Client(streamable_http_client(gateway.url, http_client=http), mode=MODERN, read_timeout_seconds=15) as client,
+    ):
+        yield client
+
+
+async def next_event(subscription: Any) -> Any:
+    with anyio.fail_after(TIMEOUT):
+        return await anext(subscription)
+
+
+def modern_post(gateway: GatewayProcess, method: str, params: dict[str, Any], request_id: Any) -> dict[str, Any]:
+    """One 2026-07-28 request's headers and body, as tenant `finance`."""
+    meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+    headers = {
+        "authorization": f"Bearer {gateway.token('finance-user', 'finance')}",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": MODERN,
+        "mcp-method": method,
+    }
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
+    return {"url": gateway.url, "json": body, "headers": headers}
+
+
+def test_discover_advertises_what_listen_delivers(watched: GatewayProcess) -> None:
+    answer = httpx.post(**modern_post(watched, "server/discover", {}, 1), timeout=TIMEOUT)
+
+    caps = answer.json()["result"]["capabilities"]
+    assert caps["tools"] == {"listChanged": True}
+    assert caps["resources"]["subscribe"] is True
+
+
+async def test_a_changed_tool_list_reaches_the_listener(watched: GatewayProcess) -> None:
+    async with connect(watched, "finance") as client, client.listen(tools_list_changed=True) as subscription:
+        assert subscription.honored.tools_list_changed is True
+        assert not subscription.honored.resource_subscriptions  # not asked for, not granted
+
+        await client.call_tool("w__add_tool", {"name": "fresh"})
+        assert await next_event(subscription) == ToolsListChanged()
+
+        tools = await client.list_tools()
+        assert "w__fresh" in {tool.name for tool in tools.tools}
+
+
+async def test_a_resource_update_reaches_its_subscriber_under_the_public_uri(watched: GatewayProcess) -> None:
+    async with (
+        connect(watched, "finance") as client,
+        client.listen(resource_subscriptions=[NOTES, "w+watch://nobody/serves-this"]) as subscription,
+    ):
+        assert subscription.honored.resource_subscriptions == [NOTES]  # an unknown URI is not honored
+        assert subscription.honored.tools_list_changed is not True  # not asked for: not sent
+
+        await client.call_tool("w__touch", {"uri": "watch://notes/today"})  # the upstream's own URI
+        assert await next_event(subscription) == ResourceUpdated(uri=NOTES)
+
+
+async def test_a_principal_cannot_subscribe_to_what_it_may_not_read(watched: GatewayProcess) -> None:
+    async with (
+        connect(watched, "finance") as finance,
+        connect(watched, "ops") as ops,
+        finance.listen(resource_subscriptions=[PAYROLL, NOTES]) as finance_stream,
+        ops.listen(resource_subscriptions=[PAYROLL, NOTES]) as ops_stream,
+    ):
+        assert finance_stream.honored.resource_subscriptions == [PAYROLL, NOTES]
+        assert ops_stream.honored.resource_subscriptions == [NOTES]  # payroll: as if nobody served it
+
+        await finance.call_tool("w__touch", {"uri": "watch://payroll/2026"})
+        await finance.call_tool("w__touch", {"uri": "watch://notes/today"})
+        assert await next_event(finance_stream) == ResourceUpdated(uri=PAYROLL)
+        assert await next_event(finance_stream) == ResourceUpdated(uri=NOTES)
+        # Delivered in order: had the payroll update reached ops, it would come first.
+        assert await next_event(ops_stream) == ResourceUpdated(uri=NOTES)
+
+
+async def test_listen_frames_carry_the_subscription_id_and_end_gracefully(watched: GatewayProcess) -> None:
+    """Raw HTTP: the acknowledgement first, every frame tagged, the closing result last."""
+    listen = {"notifications": {"toolsListChanged": True, "resourceSubscriptions": ["w+watch://nobody/serves-this"]}}
+    request = modern_post(watched, "subscriptions/listen", listen, "sub-7")
+    frames = []
+    async with httpx.AsyncClient(timeout=LISTEN_SECONDS + TIMEOUT) as raw:  # noqa: SIM117
+        async with raw.stream("POST", **request) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    frames.append(httpx.Response(200, content=line[5:]).json())
+    acknowledgement, *_, closing = frames
+    assert acknowledgement["method"] == "notifications/subscriptions/acknowledged"
+    # Only what is delivered is acknowledged: a URI nobody serves is left out.
+    assert acknowledgement["params"]["notifications"] == {"toolsListChanged": True}
+    assert all(f["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-7" for f in frames[:-1])
+    assert closing["id"] == "sub-7"
+    assert closing["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-7"
+    assert closing["result"]["resultType"] == "complete"
