@@ -52,8 +52,6 @@ KNOWN_GAPS = {
     "retry, and no GET resumes them (issue 12: the 2025 GET stream); not scored",
     ("2025-11-25", "server-sse-multiple-streams"): "the gateway answers JSON when nothing streams before the "
     "response; the check is INFO then (SSE streams optional)",
-    ("2026-07-28", "server-stateless"): "subscriptions/listen is not offered yet (issue 12: the listen stream); "
-    "its sep-2575 checks are skipped",
     ("2026-07-28", "http-header-validation"): "its whitespace case calls a tool with arguments its schema "
     "refuses: the gateway answers -32602 (it validates arguments before charging), the SDK upstream an isError "
     "result (2025-11-25 on: input validation errors are tool execution errors); not scored",
