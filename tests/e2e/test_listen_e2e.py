@@ -3,12 +3,17 @@
 The upstream (tests/fixtures/watch_upstream.py, mounted as `w`) changes its tool list and
 announces resource updates on its own listen streams; the gateway listens there for each of its
 callers' streams and passes on what the caller asked for and may see, under public names.
-Tenant `finance` may see every resource; tenant `ops` only `w+watch://notes/*`.
+Tenant `finance` may see every resource; tenant `ops` only `w+watch://notes/*`. The gateway also
+announces changes of a caller's view it notices itself (checked every LISTEN_CHECK_SECONDS), such
+as a drifted definition withheld, then approved by an operator (`tollway upstream approve`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,7 +25,15 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
 
-from tests.e2e.conftest import GatewayProcess, UpstreamProcess, free_port, gateway_config, running
+from tests.e2e.conftest import (
+    START_TIMEOUT,
+    GatewayProcess,
+    UpstreamProcess,
+    _tollway,
+    free_port,
+    gateway_config,
+    running,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -28,6 +41,8 @@ MODERN = "2026-07-28"
 NOTES, PAYROLL = "w+watch://notes/today", "w+watch://payroll/2026"
 LISTEN_SECONDS = 12
 TIMEOUT = 15  # seconds any one event may take to arrive
+LISTEN_CHECK_SECONDS = 0.5
+CACHE_SECONDS = 1  # definitions.cache_seconds: how soon an operator's approval shows
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +54,8 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         port,
         upstreams=[{"name": "w", "url": upstream.url, "prefix": "w"}],
         tenants={"finance": {}, "ops": {"resources": ["w+watch://notes/*"]}},
-        http={"listen_max_seconds": LISTEN_SECONDS},
+        http={"listen_max_seconds": LISTEN_SECONDS, "listen_check_seconds": LISTEN_CHECK_SECONDS},
+        definitions={"cache_seconds": CACHE_SECONDS},
     )
     process = GatewayProcess(config, workdir, port)
     with running(process, [upstream]):
@@ -145,3 +161,35 @@ async def test_listen_frames_carry_the_subscription_id_and_end_gracefully(watche
     assert closing["id"] == "sub-7"
     assert closing["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-7"
     assert closing["result"]["resultType"] == "complete"
+
+
+def approve(gateway: GatewayProcess, upstream: str, tool: str) -> None:
+    """`tollway upstream approve` from another process, against the gateway's embedded DynamoDB."""
+    found = re.search(r"DynamoDB:\s+(http://\S+) \(embedded moto\), table (\S+)", gateway.log.read_text())
+    assert found, gateway.log.read_text()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TOLLWAY_"))}
+    env.update({"AWS_ENDPOINT_URL_DYNAMODB": found.group(1), "TOLLWAY_TABLE": found.group(2), "USER": "olivia"})
+    done = subprocess.run(
+        [*_tollway(), "upstream", "approve", upstream, tool, "--config", str(gateway.config_path)],
+        cwd=gateway.workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+async def test_a_drifted_tool_withheld_then_approved_is_announced_both_times(watched: GatewayProcess) -> None:
+    async with connect(watched, "finance") as client, client.listen(tools_list_changed=True) as subscription:
+        assert "w__note" in {tool.name for tool in (await client.list_tools()).tools}
+
+        await client.call_tool("w__redescribe", {"description": "Takes a note, and more"})  # announces nothing
+        assert await next_event(subscription) == ToolsListChanged()  # the gateway withheld the changed tool
+        assert "w__note" not in {tool.name for tool in (await client.list_tools()).tools}
+
+        approve(watched, "w", "note")
+        assert await next_event(subscription) == ToolsListChanged()  # the approval shows
+        assert "w__note" in {tool.name for tool in (await client.list_tools()).tools}

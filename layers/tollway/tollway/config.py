@@ -171,10 +171,14 @@ class HttpConfig(Strict):
     """Buffered deployment only (API Gateway HTTP API cuts an integration at 30 s, counted from
     its side, cold start included): a request still running this long after it arrived is
     answered with a JSON-RPC timeout error instead of the gateway's 503."""
-    listen_max_seconds: Annotated[float, Field(gt=0, le=900)] = 240.0
+    listen_max_seconds: Annotated[float, Field(gt=0, le=290)] = 240.0
     """How long one 2026-07-28 `subscriptions/listen` stream stays open before the gateway
     closes it gracefully (the client listens again). Streamed deployments only; below API
     Gateway's 5-minute idle cut, and never past the invocation's own deadline."""
+    listen_check_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """How often an open listen stream compares the lists its caller may see with what it saw,
+    and announces a change (a definition approved or withheld, a config change). Each check
+    lists from the instance's catalog and pin caches (`definitions.cache_seconds`)."""
 
 
 class SessionsConfig(Strict):

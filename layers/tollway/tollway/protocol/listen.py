@@ -7,10 +7,14 @@ listen result that closes it gracefully. It lives as long as its request: at mos
 `http.listen_max_seconds` and never past the invocation's deadline; a client that goes away
 ends it, and with it everything it opened upstream.
 
-What reaches the stream comes from the upstreams: for each 2026-07-28 upstream that offers what
-the caller asked for, the gateway opens its own listen there for this stream's lifetime, with
-the caller's filter (resource URIs the caller may read, in the upstream's own form). A resource
-URI the caller may not read is not honored, exactly like one nobody serves.
+What reaches the stream has two sources. The gateway's own: every `http.listen_check_seconds`
+it lists what the caller may see (the policy step's lists, `Exposure.listing`, the one home of
+that view) and announces a list that changed: a definition approved or withheld, a config
+change, an upstream's list seen changed on refresh, on whichever instance made the change. And
+the upstreams': for each 2026-07-28 upstream that offers what the caller asked for, the gateway
+opens its own listen there for this stream's lifetime, with the caller's filter (resource URIs
+the caller may read, in the upstream's own form), and passes on its notifications as they come.
+A resource URI the caller may not read is not honored, exactly like one nobody serves.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tollway import spec
+from tollway import shapes, spec
 from tollway.config import GatewayConfig
 from tollway.context import AuditFacts, Deadline, RequestContext
 from tollway.errors import GatewayError, MalformedParams, NotAcceptable, UpstreamError
@@ -37,6 +43,9 @@ QUEUE_SIZE = 256
 """Notifications waiting for a slow client; beyond this the upstream streams wait."""
 UPSTREAM_GRACE_SECONDS = 1.0
 """An upstream listen outlives the caller's stream by this much, so the gateway ends it, not a timeout."""
+MAX_LIST_PAGES = 20
+"""Pages of one list read for a view check (a longer list is compared on its first pages)."""
+_LISTS = {"tools": "tools/list", "prompts": "prompts/list", "resources": "resources/list"}
 
 
 def offers(info: UpstreamInfo, capability: str, feature: str) -> bool:
@@ -71,16 +80,30 @@ class Listener:
             acks[name] = asyncio.get_running_loop().create_future()
             tasks.append(asyncio.create_task(self._pump(ctx, name, notifications, deadline, acks[name], queue)))
         try:
-            honored = await self._honored(wanted, acks, ends)
+            honored = await self._honored(wanted, acks, ends, self._own_kinds(infos))
             uris = set(honored.get("resourceSubscriptions", ()))
+            watched = [cap for flag, cap in spec.LISTEN_FLAGS.items() if honored.get(flag)]
+            views = {kind: await self._view(ctx, kind) for kind in watched}
             yield _tagged(
-                {"jsonrpc": "2.0", "method": spec.LISTEN_ACKNOWLEDGED, "params": {"notifications": honored}}, request_id
+                {"jsonrpc": "2.0", "method": spec.LISTEN_ACKNOWLEDGED, "params": {"notifications": honored}},
+                request_id,
             )
+            check_every = self.config.http.listen_check_seconds
+            next_check = time.monotonic() + check_every
             while (left := ends - time.monotonic()) > 0:
                 try:
-                    message = await asyncio.wait_for(queue.get(), left)
+                    message = await asyncio.wait_for(queue.get(), min(left, max(next_check - time.monotonic(), 0)))
                 except TimeoutError:
-                    break
+                    if time.monotonic() < next_check:
+                        break  # the stream's time is up
+                    next_check = time.monotonic() + check_every
+                    for kind in watched:
+                        seen = await self._view(ctx, kind)
+                        if seen != views[kind]:
+                            views[kind] = seen
+                            changed = {"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed", "params": {}}
+                            yield _tagged(changed, request_id)
+                    continue
                 if _wanted(message, honored, uris):
                     masked = self.pipeline.masking.message(
                         ctx.principal.tenant, "subscriptions/listen", message["method"], message
@@ -143,17 +166,46 @@ class Listener:
             if not ack.done():
                 ack.set_result({})
 
+    @staticmethod
+    def _own_kinds(infos: dict[str, UpstreamInfo]) -> set[str]:
+        """The lists whose changes the gateway announces itself: tools always, prompts and
+        resources where an upstream has them."""
+        offered = {cap for info in infos.values() for cap in info.capabilities}
+        return {"tools"} | ({"prompts", "resources"} & offered)
+
+    async def _view(self, ctx: RequestContext, kind: str) -> str:
+        """A digest of the list `kind` as the caller may see it now (its first pages)."""
+        quiet = dataclasses.replace(ctx, audit=AuditFacts())
+        digest, cursor = hashlib.sha256(), None
+        for _ in range(MAX_LIST_PAGES):
+            try:
+                page = await self.pipeline.exposure.listing(quiet, _LISTS[kind], cursor)
+            except GatewayError:
+                return ""  # nothing reachable: an empty view
+            digest.update(json.dumps(page.get(shapes.LIST_KEYS[_LISTS[kind]]), sort_keys=True).encode())
+            cursor = page.get("nextCursor")
+            if cursor is None:
+                break
+        return digest.hexdigest()
+
     async def _honored(
-        self, wanted: dict[str, Any], acks: dict[str, asyncio.Future[dict[str, Any]]], ends: float
+        self,
+        wanted: dict[str, Any],
+        acks: dict[str, asyncio.Future[dict[str, Any]]],
+        ends: float,
+        own: set[str],
     ) -> dict[str, Any]:
-        """What the caller gets: what it asked for that at least one upstream acknowledged.
-        An upstream that has not acknowledged within the upstream timeout contributes nothing."""
+        """What the caller gets: what it asked for that the gateway announces itself (`own`
+        lists) or that at least one upstream acknowledged. An upstream that has not acknowledged
+        within the upstream timeout contributes nothing."""
         if acks:
             wait = min(max(u.timeout_seconds for u in self.config.upstreams), ends - time.monotonic())
             await asyncio.wait(acks.values(), timeout=max(wait, 0))
         answers = [a.result() for a in acks.values() if a.done()]
         honored: dict[str, Any] = {
-            f: True for f in spec.LISTEN_FLAGS if wanted.get(f) and any(a.get(f) is True for a in answers)
+            f: True
+            for f, cap in spec.LISTEN_FLAGS.items()
+            if wanted.get(f) and (cap in own or any(a.get(f) is True for a in answers))
         }
         acknowledged = {u for a in answers for u in a.get("resourceSubscriptions") or () if isinstance(u, str)}
         uris = [u for u in wanted.get("resourceSubscriptions", ()) if u in acknowledged]

@@ -47,25 +47,20 @@ class GatewayServer:
         """The union of what reachable upstreams offer (tools always: the gateway's core).
 
         Change notifications are advertised only where they are delivered: to 2026-07-28 callers
-        of a streaming deployment (`subscriptions/listen`), for what a 2026-07-28 upstream
-        delivers (the gateway listens to it for the caller). A 2025-era `resources/subscribe`
-        is forwarded to the upstream that owns the URI, but its updates need a standalone
-        stream the gateway does not open: `subscribe` is not advertised there."""
+        of a streaming deployment (`subscriptions/listen`). List changes the gateway announces
+        itself (it watches each caller's view); resource updates come from a 2026-07-28 upstream
+        that delivers them (the gateway listens to it for the caller). A 2025-era
+        `resources/subscribe` is forwarded to the upstream that owns the URI, but its updates
+        need a standalone stream the gateway does not open: `subscribe` is not advertised there."""
         infos = await self.router.reachable(ctx)
         offered = set().union(*(i.capabilities.keys() for i in infos.values())) if infos else set()
         listens = self.listens and ctx.modern
-
-        def delivered(capability: str, feature: str) -> bool:
-            return listens and any(offers(i, capability, feature) for i in infos.values())
-
-        caps: dict[str, Any] = {"tools": {"listChanged": delivered("tools", "listChanged")}}
+        subscribe = listens and any(offers(i, "resources", "subscribe") for i in infos.values())
+        caps: dict[str, Any] = {"tools": {"listChanged": listens}}
         if "resources" in offered:
-            caps["resources"] = {
-                "subscribe": delivered("resources", "subscribe"),
-                "listChanged": delivered("resources", "listChanged"),
-            }
+            caps["resources"] = {"subscribe": subscribe, "listChanged": listens}
         if "prompts" in offered:
-            caps["prompts"] = {"listChanged": delivered("prompts", "listChanged")}
+            caps["prompts"] = {"listChanged": listens}
         if "completions" in offered:
             caps["completions"] = {}
         if "logging" in offered:
