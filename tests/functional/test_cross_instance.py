@@ -12,7 +12,9 @@ cancelled it), in-process.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ import pytest
 from tollway.config import parse_config
 from tollway.http import create_app
 from tollway.store import Stores
+from tollway.store.usage import UsageRow
 
 from tests.fixtures import cancel_upstream, conformance_upstream
 from tests.fixtures.recording_upstream import LEGACY, serve_in_thread
@@ -29,8 +32,8 @@ REQUEST_CANCELLED = -32800
 
 
 @pytest.fixture(scope="module")
-def instances() -> Iterator[tuple[str, str]]:
-    """The /mcp URLs of instances A and B."""
+def instances() -> Iterator[tuple[str, str, Stores]]:
+    """The /mcp URLs of instances A and B, and the stores they share."""
     with (
         serve_in_thread(conformance_upstream.create_app(), lifespan="on") as conf,
         serve_in_thread(cancel_upstream.create_app(), lifespan="on") as slow,
@@ -51,7 +54,7 @@ def instances() -> Iterator[tuple[str, str]]:
             serve_in_thread(create_app(config, stores=shared, streaming=True)) as a,
             serve_in_thread(create_app(config, stores=shared, streaming=True)) as b,
         ):
-            yield f"{a}/mcp", f"{b}/mcp"
+            yield f"{a}/mcp", f"{b}/mcp", shared
 
 
 def open_session(http: httpx.Client, url: str) -> dict[str, str]:
@@ -75,8 +78,10 @@ def events(response: httpx.Response) -> Iterator[dict[str, Any]]:
             yield json.loads(line[5:])
 
 
-def test_an_elicitation_answer_posted_to_another_instance_reaches_the_call(instances: tuple[str, str]) -> None:
-    a, b = instances
+def test_an_elicitation_answer_posted_to_another_instance_reaches_the_call(
+    instances: tuple[str, str, Stores],
+) -> None:
+    a, b, _ = instances
     with httpx.Client(timeout=20) as http:
         headers = open_session(http, a)
         call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call"}
@@ -95,8 +100,10 @@ def test_an_elicitation_answer_posted_to_another_instance_reaches_the_call(insta
     )
 
 
-def test_a_cancellation_posted_to_another_instance_interrupts_the_upstream_call(instances: tuple[str, str]) -> None:
-    a, b = instances
+def test_a_cancellation_posted_to_another_instance_interrupts_the_upstream_call(
+    instances: tuple[str, str, Stores],
+) -> None:
+    a, b, stores = instances
     with httpx.Client(timeout=20) as http:
         headers = open_session(http, a)
         params = {"name": "slow__wait", "arguments": {"tag": "elsewhere", "seconds": 15}, "_meta": {"progressToken": 1}}
@@ -113,6 +120,20 @@ def test_a_cancellation_posted_to_another_instance_interrupts_the_upstream_call(
     assert record["calls"]["elsewhere"] == "interrupted"
     assert record["cancelled"] == [record["call_ids"]["elsewhere"]]
     assert final["error"]["code"] == REQUEST_CANCELLED  # the upstream's answer to a cancelled request
+    usage = usage_of(stores, "slow__wait")
+    assert (usage.calls, usage.errors, usage.cancelled) == (1, 1, 1)  # a cancelled call: an error, and says so
+
+
+def usage_of(stores: Stores, tool: str) -> UsageRow:
+    """`tool`'s usage row this month (the anonymous tenant's), once written (bounded wait: the
+    write follows the answer)."""
+    deadline = time.monotonic() + 5
+    while True:
+        rows = [r for r in stores.usage.month(datetime.now(UTC).strftime("%Y-%m")) if r.tool == tool]
+        if rows or time.monotonic() > deadline:
+            assert len(rows) == 1, rows
+            return rows[0]
+        time.sleep(0.05)
 
 
 def _base() -> dict[str, str]:

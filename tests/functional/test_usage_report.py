@@ -219,10 +219,10 @@ def test_the_table_report_shows_each_tenants_totals_and_estimated_cost(
     per_million = 3.5 + 0.2 + 0.013 * 13.3334 + 0.625  # API, Lambda requests, 13 ms at 1 GB, one write
     assert f"Estimated AWS cost: ${per_million:.6f} per million calls" in out
     assert [line.split() for line in summary] == [
-        ["Tenant", "Calls", "Units", "Errors", "Rejected", "Avg", "ms", "Est.", "USD"],
-        ["acme", "7", "34", "2", "2", "55.7", f"{9 * per_million / 1e6:.6f}"],
-        ["acme-labs", "5", "14", "1", "1", "26.0", f"{6 * per_million / 1e6:.6f}"],
-        ["Total", "12", "48", "3", "3", "43.3", f"{15 * per_million / 1e6:.6f}"],
+        ["Tenant", "Calls", "Units", "Errors", "Cancelled", "Rejected", "Avg", "ms", "Est.", "USD"],
+        ["acme", "7", "34", "2", "0", "2", "55.7", f"{9 * per_million / 1e6:.6f}"],
+        ["acme-labs", "5", "14", "1", "0", "1", "26.0", f"{6 * per_million / 1e6:.6f}"],
+        ["Total", "12", "48", "3", "0", "3", "43.3", f"{15 * per_million / 1e6:.6f}"],
     ]
 
 

@@ -164,8 +164,9 @@ def _csv(text: str) -> list[dict[str, str]]:
 def test_the_csv_has_the_documented_header_and_one_line_per_tenant_day_and_tool() -> None:
     text = render(_report(), "csv")
 
-    assert text.splitlines()[0] == "month,tenant,tool,day,calls,units,errors,rejected,avg_latency_ms,estimated_cost_usd"
-    assert text.splitlines()[1] == "2026-11,acme,finance__run_forecast,2026-11-02,3,30,1,0,100.0,0.00000739"
+    header = "month,tenant,tool,day,calls,units,errors,cancelled,rejected,avg_latency_ms,estimated_cost_usd"
+    assert text.splitlines()[0] == header
+    assert text.splitlines()[1] == "2026-11,acme,finance__run_forecast,2026-11-02,3,30,1,0,0,100.0,0.00000739"
     lines = _csv(text)
     assert [(r["tenant"], r["day"], r["tool"]) for r in lines] == sorted((r.tenant, r.day, r.tool) for r in ROWS)
     assert {r["month"] for r in lines} == {"2026-11"}
@@ -206,7 +207,7 @@ def test_a_tenant_name_with_a_comma_or_quote_survives_the_csv() -> None:
 
 
 # --- json --------------------------------------------------------------------------------------------
-USAGE_KEYS = ["calls", "units", "errors", "rejected", "latency_ms", "avg_latency_ms", "estimated_cost_usd"]
+USAGE_KEYS = ["calls", "units", "errors", "cancelled", "rejected", "latency_ms", "avg_latency_ms", "estimated_cost_usd"]
 
 
 def test_the_json_report_has_the_documented_shape() -> None:
@@ -243,6 +244,7 @@ def test_the_json_report_carries_the_exact_totals_per_tenant_tool_and_day() -> N
         "calls": 11,
         "units": 47,
         "errors": 3,
+        "cancelled": 0,
         "rejected": 4,
         "latency_ms": 495,
         "avg_latency_ms": 45.0,
@@ -283,17 +285,28 @@ def test_the_table_shows_each_tenant_by_tool_with_a_total_line_and_the_estimated
     assert text.splitlines()[0] == "Tollway usage 2026-11 (all tenants, UTC days)"
     assert "Estimated AWS cost: $2.463995 per million calls" in text
     assert _section(text, "Tenant acme") == [
-        ["Tool", "Calls", "Units", "Errors", "Rejected", "Avg", "ms", "Est.", "USD"],
-        [FORECAST, "3", "30", "1", "2", "100.0", "0.000012"],
-        [LOOKUP, "3", "3", "1", "1", "21.7", "0.000010"],
-        ["Total", "6", "33", "2", "3", "60.8", "0.000022"],
+        ["Tool", "Calls", "Units", "Errors", "Cancelled", "Rejected", "Avg", "ms", "Est.", "USD"],
+        [FORECAST, "3", "30", "1", "0", "2", "100.0", "0.000012"],
+        [LOOKUP, "3", "3", "1", "0", "1", "21.7", "0.000010"],
+        ["Total", "6", "33", "2", "0", "3", "60.8", "0.000022"],
     ]
     assert _section(text, "All tenants")[1:] == [
-        ["acme", "6", "33", "2", "3", "60.8", "0.000022"],
-        ["globex", "5", "14", "1", "1", "26.0", "0.000015"],
-        ["Total", "11", "47", "3", "4", "45.0", "0.000037"],
+        ["acme", "6", "33", "2", "0", "3", "60.8", "0.000022"],
+        ["globex", "5", "14", "1", "0", "1", "26.0", "0.000015"],
+        ["Total", "11", "47", "3", "0", "4", "45.0", "0.000037"],
     ]
     assert _section(text, "Estimated cost by component (USD)")[-1] == ["total", "0.000037"]
+
+
+def test_cancelled_calls_are_reported_as_the_part_of_the_errors_they_are() -> None:
+    rows = [UsageRow("acme", "2026-11-02", LOOKUP, 3, 3, 2, 0, 30, cancelled=1)]
+
+    data = json.loads(render(_report(rows), "json"))
+    (line,) = csv.DictReader(io.StringIO(render(_report(rows), "csv")))
+
+    assert (data["totals"]["errors"], data["totals"]["cancelled"]) == (2, 1)
+    assert data["tenants"][0]["tools"][0]["cancelled"] == 1
+    assert (line["errors"], line["cancelled"]) == ("2", "1")
 
 
 def test_the_table_columns_line_up() -> None:

@@ -152,7 +152,10 @@ class Pipeline:
         facts, latency_ms = ctx.audit, _ms_since(started)
         failed = facts.outcome != "ok"  # an error, a withheld result, or no answer at all
         tenant = ctx.principal.tenant
-        due = self.quota.settle(ctx.principal, tool, admission, error=failed, latency_ms=latency_ms)
+        cancelled = facts.outcome == "cancelled"
+        due = self.quota.settle(
+            ctx.principal, tool, admission, error=failed, latency_ms=latency_ms, cancelled=cancelled
+        )
         metrics.tool_call(
             self.config.metric_tenant(tenant),
             tool,

@@ -7,6 +7,7 @@ Counts, as the gateway records them
     calls           admitted calls (the tool ran, or tried to)
     units           cost units charged for those calls (the quota weights: a forecast may cost 10)
     errors          admitted calls that ended in an error (a subset of `calls`)
+    cancelled       errors that were cancellations: the caller cancelled or went away (a subset of `errors`)
     rejected        calls refused by a rate limit or quota (not in `calls`; they cost no units)
     avg_latency_ms  total latency / calls, one decimal; empty (null) when there were no calls
 
@@ -28,7 +29,7 @@ It is the gateway's own cost: Lambda time spent waiting on an upstream tool is n
 `cost_per_million_calls(model)` is `estimate_cost(1_000_000, model)["total"]`.
 
 Formats (`render`)
-    csv    header `month,tenant,tool,day,calls,units,errors,rejected,avg_latency_ms,estimated_cost_usd`,
+    csv    header `month,tenant,tool,day,calls,units,errors,cancelled,rejected,avg_latency_ms,estimated_cost_usd`,
            then one row per tenant, day and tool, sorted in that order, and nothing else: no
            totals rows, so any sum over the file (per tenant, tool or day) is a true total and
            matches the JSON and table totals exactly for calls, units, errors and rejected.
@@ -42,7 +43,7 @@ Formats (`render`)
                            "tools": [{"tool": …, USAGE}, …],         sorted by tool
                            "days":  [{"day": "2026-11-03", USAGE}, …],  sorted by day
                            "rows":  [{"day": …, "tool": …, USAGE}, …]}]}  sorted by day, tool
-           where USAGE is "calls", "units", "errors", "rejected", "latency_ms" (total),
+           where USAGE is "calls", "units", "errors", "cancelled", "rejected", "latency_ms" (total),
            "avg_latency_ms" (null without calls) and "estimated_cost_usd" (8 decimals).
            Indented from `render`; GET /admin/usage sends the same object compact.
     table  for people: per tenant a by-tool and a by-day table with totals, then (all tenants)
@@ -73,6 +74,7 @@ CSV_COLUMNS = (
     "calls",
     "units",
     "errors",
+    "cancelled",
     "rejected",
     "avg_latency_ms",
     "estimated_cost_usd",
@@ -103,10 +105,11 @@ class Usage:
     errors: int = 0
     rejected: int = 0
     latency_ms: int = 0
+    cancelled: int = 0
 
     @classmethod
     def of(cls, row: UsageRow) -> Usage:
-        return cls(row.calls, row.units, row.errors, row.rejected, row.latency_ms)
+        return cls(row.calls, row.units, row.errors, row.rejected, row.latency_ms, row.cancelled)
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -115,6 +118,7 @@ class Usage:
             self.errors + other.errors,
             self.rejected + other.rejected,
             self.latency_ms + other.latency_ms,
+            self.cancelled + other.cancelled,
         )
 
     @property
@@ -248,6 +252,7 @@ def _csv(report: Report) -> str:
                     usage.calls,
                     usage.units,
                     usage.errors,
+                    usage.cancelled,
                     usage.rejected,
                     "" if usage.avg_latency_ms is None else f"{usage.avg_latency_ms:.1f}",
                     f"{report.cost(usage)['total']:.{COST_DECIMALS}f}",
@@ -289,6 +294,7 @@ def _usage_json(report: Report, usage: Usage) -> dict[str, Any]:
         "calls": usage.calls,
         "units": usage.units,
         "errors": usage.errors,
+        "cancelled": usage.cancelled,
         "rejected": usage.rejected,
         "latency_ms": usage.latency_ms,
         "avg_latency_ms": usage.avg_latency_ms,
@@ -301,7 +307,7 @@ def _usd(value: float) -> float:
 
 
 # --- table -----------------------------------------------------------------------------------------
-_TABLE_HEADER = ("Calls", "Units", "Errors", "Rejected", "Avg ms", "Est. USD")
+_TABLE_HEADER = ("Calls", "Units", "Errors", "Cancelled", "Rejected", "Avg ms", "Est. USD")
 
 
 def _table(report: Report) -> str:
@@ -335,7 +341,8 @@ def _grid(report: Report, label: str, parts: dict[str, Usage], total: Usage) -> 
     def cells(usage: Usage) -> list[str]:
         avg = "-" if usage.avg_latency_ms is None else f"{usage.avg_latency_ms:.1f}"
         cost = report.cost(usage)["total"]
-        return [str(usage.calls), str(usage.units), str(usage.errors), str(usage.rejected), avg, f"{cost:.6f}"]
+        counts = (usage.calls, usage.units, usage.errors, usage.cancelled, usage.rejected)
+        return [*map(str, counts), avg, f"{cost:.6f}"]
 
     table = [[label, *_TABLE_HEADER], *([name, *cells(u)] for name, u in parts.items()), ["Total", *cells(total)]]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]

@@ -215,16 +215,29 @@ class QuotaEnforcer:
         and need not leave the event loop)."""
         return self.config.finance.record_usage or self.plan(principal.tenant) is not None
 
-    def settle(self, principal: Principal, tool: str, admission: Admission, *, error: bool, latency_ms: float) -> bool:
+    def settle(
+        self,
+        principal: Principal,
+        tool: str,
+        admission: Admission,
+        *,
+        error: bool,
+        latency_ms: float,
+        cancelled: bool = False,
+    ) -> bool:
         """The outcome of an admitted call, kept in memory: latency rides on the tenant's next
         write. Returns whether a write is due now (`flush_due`): an error (a second write, only for
-        failures) or counters that waited `FLUSH_SECONDS`."""
+        failures) or counters that waited `FLUSH_SECONDS`. A cancelled call is an error that is
+        also counted as cancelled."""
         if not self.config.finance.record_usage:
             return False
         at = time.time()
         self._add_pending(principal.tenant, admission.day, {usage_attribute("l", tool): round(latency_ms)}, at)
-        if error:
-            self._add_pending(principal.tenant, admission.day, {usage_attribute("e", tool): 1}, at, due=True)
+        if error or cancelled:
+            failed = {usage_attribute("e", tool): 1}
+            if cancelled:
+                failed[usage_attribute("x", tool)] = 1
+            self._add_pending(principal.tenant, admission.day, failed, at, due=True)
         with self._lock:
             return any(at - p.since >= FLUSH_SECONDS for p in self._pending.values())
 

@@ -83,8 +83,9 @@ MAX_ATTEMPTS = 8
 """Conditional writes that lose a race (a rate's state moved) are retried; past this, StorageError."""
 MAX_SHARDS = 32
 """Items a hot scope may be spread over (`quotas.plans.<plan>.shards`): about 32,000 writes/s."""
-USAGE_FIELDS = ("c", "u", "e", "r", "l")
-"""calls, units, errors, rejected, latency ms: the per-tool counters of a tenant's day."""
+USAGE_FIELDS = ("c", "u", "e", "r", "l", "x")
+"""calls, units, errors, rejected, latency ms, cancelled (a subset of errors): the per-tool
+counters of a tenant's day."""
 
 
 @dataclass(frozen=True)

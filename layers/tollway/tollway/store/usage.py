@@ -33,6 +33,8 @@ class UsageRow:
     errors: int
     rejected: int
     latency_ms: int
+    cancelled: int = 0
+    """Errors that were cancellations: the caller cancelled or went away (a subset of `errors`)."""
 
 
 class UsageReader:
@@ -55,6 +57,7 @@ class UsageReader:
                 errors=counts["e"],
                 rejected=counts["r"],
                 latency_ms=counts["l"],
+                cancelled=counts["x"],
             )
             for (row_tenant, day, tool), counts in sorted(totals.items())
         ]
