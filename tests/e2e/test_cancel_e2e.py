@@ -150,20 +150,34 @@ async def test_a_2025_client_that_goes_away_mid_call_cancels_the_upstream_call(
     assert outcomes == ["cancelled"]
 
 
+@pytest.mark.parametrize("streamed", [True, False], ids=["after-progress", "before-any-answer"])
 async def test_a_2026_client_that_abandons_a_call_cancels_the_upstream_call(
-    cancel_gateway: tuple[GatewayProcess, UpstreamProcess], audit_trail: AuditTrail
+    cancel_gateway: tuple[GatewayProcess, UpstreamProcess], audit_trail: AuditTrail, streamed: bool
 ) -> None:
     """At 2026-07-28 closing the call's response is the cancellation: the SDK client closes it when
-    the call's task is cancelled, and the gateway closes its own exchange with the upstream."""
+    the call's task is cancelled, and the gateway closes its own exchange with the upstream. With a
+    progress callback the answer is streaming (the progress notification) when the client leaves."""
     gateway, upstream = cancel_gateway
+    tag = f"modern-{'streamed' if streamed else 'waiting'}"
+    progressed = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        progressed.set()
+
     with anyio.fail_after(TIMEOUT):
         async with Client(gateway.url, mode="2026-07-28", read_timeout_seconds=LONG * 2) as session:
 
             async def call() -> None:
-                await session.call_tool("slow__wait", {"tag": "modern", "seconds": LONG})
+                callback = on_progress if streamed else None
+                await session.call_tool("slow__wait", {"tag": tag, "seconds": LONG}, progress_callback=callback)
 
-            await cancel_once_started(upstream, "modern", call)
-            await until(lambda: record(upstream)["calls"].get("modern") == "interrupted", "the 2026 call interrupted")
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(call)
+                await until(started(upstream, tag), f"call {tag} started upstream")
+                if streamed:
+                    await progressed.wait()
+                tasks.cancel_scope.cancel()
+            await until(lambda: record(upstream)["calls"].get(tag) == "interrupted", "the 2026 call interrupted")
         outcomes = await until(audited_outcomes(audit_trail), "the abandoned call's audit record")
 
     assert outcomes == ["cancelled"]
