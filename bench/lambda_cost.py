@@ -89,7 +89,7 @@ def _child(config: Path, dynamodb: str, calls: int) -> dict[str, Any]:
     started = time.perf_counter()
     invoke(modern_call(TOOL, ARGUMENTS, 0))
     out["first_request_ms"] = (time.perf_counter() - started) * 1000
-    counter = _DynamoCounter(module.app.state.endpoint, dynamodb)
+    counter = _DynamoCounter(module.app.state.endpoint)
     init = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
     session = invoke(legacy("initialize", init, 0, None))["headers"]["mcp-session-id"]
     invoke(legacy("tools/call", {"name": TOOL, "arguments": ARGUMENTS}, 1, session))  # the upstream session
@@ -127,10 +127,7 @@ def _child(config: Path, dynamodb: str, calls: int) -> dict[str, Any]:
 class _DynamoCounter:
     """DynamoDB requests and billed write units, from botocore's events on the stores' clients."""
 
-    def __init__(self, endpoint: Any, dynamodb: str) -> None:
-        import boto3
-
-        self._reader = boto3.client("dynamodb", endpoint_url=dynamodb)
+    def __init__(self, endpoint: Any) -> None:
         self._counts: Counter[str] = Counter()
         self._on = False
         pipeline = endpoint.pipeline
@@ -148,13 +145,9 @@ class _DynamoCounter:
         if model.name == "TransactWriteItems":
             self._counts["units"] += 2 * len(params.get("TransactItems", []))
         elif model.name in ("PutItem", "UpdateItem", "DeleteItem"):
-            from bench.handler import _item_bytes
+            from bench.handler import _write_units  # reads the item with a client of its own
 
-            key = params.get("Key") or {k: params["Item"][k] for k in ("pk", "sk")}
-            self._on = False  # the size lookup is not the gateway's
-            item = self._reader.get_item(TableName=params["TableName"], Key=key).get("Item") or {}
-            self._on = True
-            self._counts["units"] += max(1, -(-_item_bytes(item) // 1024))
+            self._counts["units"] += _write_units(params)
 
     def count(self, run: Any, n: int) -> tuple[float, float, float]:
         self._counts.clear()

@@ -30,6 +30,7 @@ from tollway.context import Principal
 from tollway.policy import quota
 from tollway.policy.quota import QuotaEnforcer, QuotaExceeded
 from tollway.store.ledger import DynamoLedger
+from tollway.store.table import key
 from tollway.store.tables import ensure_tables, find_template
 from tollway.store.usage import UsageReader
 
@@ -422,7 +423,7 @@ def test_one_instance_admits_and_records_each_call_with_one_write(
     count = sum(admitted(enforcer, caller, TOOL) for _ in range(3 * LIMIT))
 
     assert count == LIMIT
-    assert sent == {"Query": 1, "UpdateItem": 3 * LIMIT}
+    assert sent == {"PutItem": 1, "Query": 1, "UpdateItem": 3 * LIMIT}  # PutItem: the day's index entry
 
 
 @pytest.mark.parametrize("threads", [4, 16])
@@ -459,7 +460,7 @@ def test_a_hundred_calls_cost_one_write_each_or_one_per_lease_of_ten(
     calls = [admitted(enforcer, caller, TOOL) for _ in range(100)]
 
     assert all(calls)
-    assert sent == {"Query": 1, "UpdateItem": requests}
+    assert sent == {"PutItem": 1, "Query": 1, "UpdateItem": requests}
 
 
 # --- a hot tenant spread over several items ----------------------------------------------------------
@@ -577,9 +578,13 @@ def test_a_hot_tenant_on_four_items_never_admits_more_than_one_item_would_and_at
         for pk in shard_keys
     ]
     assert sum(int(item[f"c:{TOOL}"]["N"]) for item in items) == sum(sharded)  # every item took calls
-    assert [item["gsi1pk"]["S"] for item in items] == ["USAGE#2026-03"] + [
-        f"USAGE#2026-03#{i}" for i in range(1, SHARDS)
+    entries = [
+        clients[0].get_item(TableName=table, Key={"pk": {"S": key("USAGEINDEX", pk)}, "sk": {"S": day}})["Item"]
+        for pk, day in ((pk, "2026-03-14") for pk in shard_keys)
     ]
+    assert [e["item_pk"]["S"] for e in entries] == shard_keys  # each item listed in the month's index once
+    assert {e["gsi1pk"]["S"] for e in entries} == {"USAGE#2026-03"}
+    assert not [item for item in items if "gsi1pk" in item]  # items stay off the index: no write of it per call
 
 
 @pytest.mark.parametrize(("cost", "admitted_units"), [(1, 200), (3, (200 - SHARDS * 2, 198))], ids=["cost-1", "cost-3"])

@@ -278,8 +278,9 @@ def test_a_charge_is_one_update_and_a_days_first_charge_reads_the_month_once(
     first_day = sent()
     admitted(ledger, scope, [NOON + DAY + i for i in range(10)])
 
-    assert first_day == {"Query": 1, "UpdateItem": 10}
-    assert sent() == {"Query": 2, "UpdateItem": 21}  # the second day: one Query and one sealing write more
+    # a day's first charge: the item's index entry (PutItem) and the month so far (Query), once
+    assert first_day == {"PutItem": 1, "Query": 1, "UpdateItem": 10}
+    assert sent() == {"PutItem": 2, "Query": 2, "UpdateItem": 21}  # the second day: and one sealing write
 
 
 def test_an_instance_forgets_the_rate_state_and_month_bases_of_days_gone_by(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,4 +307,4 @@ def test_a_sharded_scope_tries_each_item_until_it_saw_it_refuse_then_a_refused_c
 
     assert calls == [True] * 8 + [False] * 10
     # 8 admitted + each item's one refusal before this instance knew it full + one per later refusal
-    assert sent() == {"Query": 4, "UpdateItem": 8 + 4 + 9}
+    assert sent() == {"PutItem": 4, "Query": 4, "UpdateItem": 8 + 4 + 9}  # an index entry per item

@@ -209,9 +209,18 @@ def record(ledger: DynamoLedger, tenant: str, tool: str, units: int) -> None:
 
 
 def _usage_items(client: Any) -> list[dict[str, str]]:
+    """The usage items, each with the index keys of its entry (`USAGEINDEX#<item pk>`)."""
     items = client.scan(TableName=TABLE)["Items"]
+    entries = {(i["item_pk"]["S"], i["sk"]["S"]): i for i in items if "item_pk" in i}
     return sorted(
-        ({k: item[k]["S"] for k in ("pk", "sk", "gsi1pk", "gsi1sk", "tenant")} for item in items),
+        (
+            {
+                **{k: item[k]["S"] for k in ("pk", "sk", "tenant")},
+                **{k: entries[(item["pk"]["S"], item["sk"]["S"])][k]["S"] for k in ("gsi1pk", "gsi1sk")},
+            }
+            for item in items
+            if "tenant" in item
+        ),
         key=lambda i: (i["pk"], i["sk"]),
     )
 

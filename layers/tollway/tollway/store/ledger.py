@@ -10,8 +10,20 @@ One small item per scope (a tenant; a subject or a tool limit within it) and UTC
   sealed                        the next day's item has taken this month's total over
   c:<tool> u:<tool>             tenant scope: calls and units per tool (the finance record)
   e:<tool> r:<tool> l:<tool>    tenant scope: errors, rejected calls, latency ms per tool
-  tenant, day, gsi1pk, gsi1sk   tenant scope: the record's own keys (index ByMonth)
+  tenant, day                   tenant scope: whose record and which day
   expires_at                    subject and tool scopes: kept 40 days
+
+and, for each tenant item, an index entry written once per item, day and instance:
+
+  pk USAGEINDEX#<item pk>   sk <YYYY-MM-DD>   gsi1pk USAGE#<YYYY-MM>   gsi1sk <tenant>#<day>
+  item_pk <item pk>
+
+The index ByMonth projects every attribute, so an item carrying its keys would write the index
+on every write: the call's one write unit would be two, and every tenant's calls would land on
+the index's one partition per month (about 1,000 writes/s for the whole gateway). The entry is
+written before the item's first charge on an instance (a failed entry fails the call like any
+store failure, so no usage is ever unlisted); readers list a month's entries and read the items
+(BatchGetItem). Items of earlier releases carry the index keys themselves and are read as they are.
 
 A charge is one UpdateItem whose condition holds every limit of the scope (day and month units,
 each rate), and whose update adds the units, advances each rate and adds the finance counters.
@@ -43,10 +55,7 @@ An admitted call costs one write plus one per item that refused it first; a refu
 item it tried (at most N), and one only (as with one item) once this instance saw every item
 refuse: each item costs an instance at most one wasted write per refusal it learns from. The
 finance counters land on whichever item admitted the call: a tenant's usage is the sum of its
-items (`store/usage.py` sums them). The index ByMonth projects every attribute,
-so each write of a tenant item is also a write of the index: shard i > 0 keys its index entry
-`USAGE#<month>#i`, so the index's hot partition is split like the table's, and a reader of a
-month queries every partition up to MAX_SHARDS (the shards of a plan can change mid-month).
+items (`store/usage.py` sums them): each item has its own index entry.
 
 The shares belong to N: a changed N is a new layout whose items count from their own totals
 (item i of both layouts keeps its count, the others start at 0 or are no longer charged), so a
@@ -369,6 +378,8 @@ class DynamoLedger(DynamoTable):
         """(scope, day) -> the month's units before that day (sealed, so final)."""
         self._seen: dict[tuple[str, str], dict[str, Any]] = {}
         """(scope, day) -> the rates' state this instance last saw: which write to try first."""
+        self._indexed: dict[tuple[str, str], bool] = {}
+        """(tenant item, day) whose index entry this instance has written."""
         self._lock = threading.Lock()
         self._shards = _Shards()
 
@@ -378,6 +389,7 @@ class DynamoLedger(DynamoTable):
     def _charge_item(self, charge: Charge, at: float) -> None:
         day = day_of(at)
         for _ in range(MAX_ATTEMPTS):
+            self._index(charge.scope, day)
             base = self._base(charge.scope.pk, day)
             impossible = _refusal({}, charge, at, base)  # larger than a limit, or than the month's room
             if impossible is not None:
@@ -410,6 +422,7 @@ class DynamoLedger(DynamoTable):
             names[f"#a{i}"], values[f":a{i}"] = name, {"N": str(amount)}
             adds.append(f"#a{i} :a{i}")
         sets = _record_keys(scope, day, values, names)
+        self._index(scope, day)
         self._call(
             "update_item",
             Key=_key(scope.pk, day),
@@ -434,31 +447,58 @@ class DynamoLedger(DynamoTable):
         )
 
     def month(self, month: str) -> list[dict[str, Any]]:
-        return [
-            item
-            for shard in range(MAX_SHARDS)
-            for item in self._query(
-                IndexName="ByMonth",
-                KeyConditionExpression="gsi1pk = :gpk",
-                ExpressionAttributeValues={":gpk": {"S": _month_partition(month, shard)}},
-            )
-        ]
+        return self._listed(
+            IndexName="ByMonth",
+            KeyConditionExpression="gsi1pk = :gpk",
+            ExpressionAttributeValues={":gpk": {"S": key("USAGE", month)}},
+        )
 
     def tenant_month(self, tenant: str, month: str) -> list[dict[str, Any]]:
         # gsi1sk is key(tenant, day): escaped, so the prefix `<tenant>#` is this tenant's alone.
-        # Every shard's partition is read: a plan's shards may have changed during the month.
-        return [
-            item
-            for shard in range(MAX_SHARDS)
-            for item in self._query(
-                IndexName="ByMonth",
-                KeyConditionExpression="gsi1pk = :gpk AND begins_with(gsi1sk, :tenant)",
-                ExpressionAttributeValues={
-                    ":gpk": {"S": _month_partition(month, shard)},
-                    ":tenant": {"S": key(tenant, "")},
-                },
-            )
-        ]
+        return self._listed(
+            IndexName="ByMonth",
+            KeyConditionExpression="gsi1pk = :gpk AND begins_with(gsi1sk, :tenant)",
+            ExpressionAttributeValues={":gpk": {"S": key("USAGE", month)}, ":tenant": {"S": key(tenant, "")}},
+        )
+
+    def _listed(self, **query: Any) -> list[dict[str, Any]]:
+        """The tenant items an index query lists: entries name an item (read in batches of 100);
+        items of earlier releases are in the index themselves."""
+        items: dict[tuple[str, str], dict[str, Any]] = {}
+        wanted: list[tuple[str, str]] = []
+        for found in self._query(**query):
+            if "item_pk" in found:
+                wanted.append((found["item_pk"], found["sk"]))
+            else:
+                items[(found["pk"], found["sk"])] = found
+        wanted = list(dict.fromkeys(k for k in wanted if k not in items))
+        for start in range(0, len(wanted), 100):
+            keys = [_key(pk, day) for pk, day in wanted[start : start + 100]]
+            while keys:
+                page = self._request("batch_get_item", RequestItems={self.table_name: {"Keys": keys}})
+                for item in page.get("Responses", {}).get(self.table_name, []):
+                    plain = _plain(item)
+                    items[(plain["pk"], plain["sk"])] = plain
+                keys = page.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", [])
+        return [items[k] for k in sorted(items)]
+
+    def _index(self, scope: Scope, day: str) -> None:
+        """The index entry of a tenant item's day, once per instance (see the module docstring)."""
+        if scope.tenant is None or (scope.pk, day) in self._indexed:
+            return
+        self._call(
+            "put_item",
+            Item={
+                "pk": {"S": key("USAGEINDEX", scope.pk)},
+                "sk": {"S": day},
+                "gsi1pk": {"S": key("USAGE", day[:7])},
+                "gsi1sk": {"S": key(scope.tenant, day)},
+                "item_pk": {"S": scope.pk},
+            },
+        )
+        with self._lock:
+            self._indexed[(scope.pk, day)] = True
+            self._indexed = _bounded(self._indexed, day)
 
     def _query(self, **query: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -582,21 +622,8 @@ def _record_keys(scope: Scope, day: str, values: dict[str, Any], names: dict[str
         values[":ttl"] = {"N": str(int(time.time()) + SCOPE_TTL_SECONDS)}
         return ["expires_at = :ttl"]
     names["#d"] = "day"
-    values.update(
-        {
-            ":tenant": {"S": scope.tenant},
-            ":day": {"S": day},
-            ":gpk": {"S": _month_partition(day[:7], scope.shard)},
-            ":gsk": {"S": key(scope.tenant, day)},
-        }
-    )
-    return ["tenant = :tenant", "#d = :day", "gsi1pk = :gpk", "gsi1sk = :gsk"]
-
-
-def _month_partition(month: str, shard: int) -> str:
-    """The index ByMonth's partition of a tenant item: a hot tenant's shards write to partitions of
-    their own, as they do in the table (the index takes every write: it projects ALL)."""
-    return key("USAGE", month) if shard == 0 else key("USAGE", month, str(shard))
+    values.update({":tenant": {"S": scope.tenant}, ":day": {"S": day}})
+    return ["tenant = :tenant", "#d = :day"]
 
 
 def _key(pk: str, day: str) -> dict[str, Any]:

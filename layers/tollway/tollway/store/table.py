@@ -43,10 +43,14 @@ class DynamoTable:
     def _call(self, operation: str, *, conditional: bool = False, **kwargs: Any) -> dict[str, Any]:
         """`operation` on the table; a failed condition raises `ConditionFailed` if `conditional`,
         else (like any other failure) `StorageError`: no AWS detail reaches a caller."""
+        return self._request(operation, conditional=conditional, TableName=self.table_name, **kwargs)
+
+    def _request(self, operation: str, *, conditional: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """`_call` for requests that name their tables themselves (batches)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return getattr(self.client, operation)(TableName=self.table_name, **kwargs)
+            return getattr(self.client, operation)(**kwargs)
         except ClientError as exc:
             if conditional and exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 raise ConditionFailed from exc

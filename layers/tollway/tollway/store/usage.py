@@ -3,13 +3,13 @@ and UTC day, each tool's calls, units, errors, rejected calls and latency — wr
 write that admits a call, so usage and quotas can never disagree.
 
   pk USAGE#<tenant>[#<shard>]   sk <YYYY-MM-DD>   a day (a hot tenant's: one item per shard)
-  gsi1pk USAGE#<YYYY-MM>[#<shard>]   gsi1sk <tenant>#<day>
-                     every tenant's month: Query index ByMonth, each shard's partition;
+  pk USAGEINDEX#<item pk>       sk <YYYY-MM-DD>   its index entry: gsi1pk USAGE#<YYYY-MM>,
+                                                  gsi1sk <tenant>#<day>, item_pk
+                     every tenant's month: Query index ByMonth, then BatchGetItem the items;
                      one tenant's: the same, begins_with(gsi1sk, <tenant>#)
 
-Every shard's partition is read (up to `ledger.MAX_SHARDS`: most are empty), so the reader need
-not know how many a tenant had (a plan can change mid-month); rows of one tenant, day and tool
-are summed across them.
+The reader need not know how many items a tenant had (a plan's shards can change mid-month):
+each item has its entry, and rows of one tenant, day and tool are summed across items.
 
 No TTL: usage is kept. Key parts are escaped (`store.table.key`): a tenant named `a#b` never
 shares another's items.
