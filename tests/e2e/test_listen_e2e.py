@@ -43,6 +43,7 @@ LISTEN_SECONDS = 12
 TIMEOUT = 15  # seconds any one event may take to arrive
 LISTEN_CHECK_SECONDS = 0.5
 CACHE_SECONDS = 1  # definitions.cache_seconds: how soon an operator's approval shows
+UPSTREAM_TIMEOUT = 3  # seconds: a listen stream outlives it
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     port = free_port()
     config = gateway_config(
         port,
-        upstreams=[{"name": "w", "url": upstream.url, "prefix": "w"}],
+        upstreams=[{"name": "w", "url": upstream.url, "prefix": "w", "timeout_seconds": UPSTREAM_TIMEOUT}],
         tenants={"finance": {}, "ops": {"resources": ["w+watch://notes/*"]}},
         http={"listen_max_seconds": LISTEN_SECONDS, "listen_check_seconds": LISTEN_CHECK_SECONDS},
         definitions={"cache_seconds": CACHE_SECONDS},
@@ -185,6 +186,7 @@ def approve(gateway: GatewayProcess, upstream: str, tool: str) -> None:
 async def test_a_drifted_tool_withheld_then_approved_is_announced_both_times(watched: GatewayProcess) -> None:
     async with connect(watched, "finance") as client, client.listen(tools_list_changed=True) as subscription:
         assert "w__note" in {tool.name for tool in (await client.list_tools()).tools}
+        await anyio.sleep(UPSTREAM_TIMEOUT + 1)  # the stream's checks outlive a request's upstream budget
 
         await client.call_tool("w__redescribe", {"description": "Takes a note, and more"})  # announces nothing
         assert await next_event(subscription) == ToolsListChanged()  # the gateway withheld the changed tool

@@ -174,8 +174,10 @@ class Listener:
         return {"tools"} | ({"prompts", "resources"} & offered)
 
     async def _view(self, ctx: RequestContext, kind: str) -> str:
-        """A digest of the list `kind` as the caller may see it now (its first pages)."""
-        quiet = dataclasses.replace(ctx, audit=AuditFacts())
+        """A digest of the list `kind` as the caller may see it now (its first pages). Each check
+        is a request of its own to the upstreams: fresh budgets (the listen's would have run
+        out after `timeout_seconds`), its own audit facts."""
+        quiet = dataclasses.replace(ctx, audit=AuditFacts(), budgets={})
         digest, cursor = hashlib.sha256(), None
         for _ in range(MAX_LIST_PAGES):
             try:
