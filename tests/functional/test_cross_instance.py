@@ -125,12 +125,12 @@ def test_a_cancellation_posted_to_another_instance_interrupts_the_upstream_call(
 
 
 def usage_of(stores: Stores, tool: str) -> UsageRow:
-    """`tool`'s usage row this month (the anonymous tenant's), once written (bounded wait: the
-    write follows the answer)."""
+    """`tool`'s usage row this month (the anonymous tenant's) once its error is written (bounded
+    wait: the admitting write comes first, the outcome's write follows the answer)."""
     deadline = time.monotonic() + 5
     while True:
         rows = [r for r in stores.usage.month(datetime.now(UTC).strftime("%Y-%m")) if r.tool == tool]
-        if rows or time.monotonic() > deadline:
+        if (rows and rows[0].errors) or time.monotonic() > deadline:
             assert len(rows) == 1, rows
             return rows[0]
         time.sleep(0.05)
