@@ -6,14 +6,15 @@ Two gateway instances (two apps, each with its own routers and caches, each serv
 A (its SSE answer open); the client's answer to the upstream's elicitation, or its
 `notifications/cancelled`, is POSTed to instance B. Upstreams: tests/fixtures/conformance_upstream.py
 (its test_elicitation tool) and tests/fixtures/cancel_upstream.py (its wait tool records what
-cancelled it), in-process.
+cancelled it), in-process. Last, a client that leaves mid-call has the call's outcome written to the
+usage the instances share: cancelled.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,20 +121,40 @@ def test_a_cancellation_posted_to_another_instance_interrupts_the_upstream_call(
     assert record["calls"]["elsewhere"] == "interrupted"
     assert record["cancelled"] == [record["call_ids"]["elsewhere"]]
     assert final["error"]["code"] == REQUEST_CANCELLED  # the upstream's answer to a cancelled request
-    usage = usage_of(stores, "slow__wait")
+    usage = usage_of(stores, "slow__wait", lambda row: row.errors > 0)
+    assert usage is not None
     assert (usage.calls, usage.errors, usage.cancelled) == (1, 1, 1)  # a cancelled call: an error, and says so
 
 
-def usage_of(stores: Stores, tool: str) -> UsageRow:
-    """`tool`'s usage row this month (the anonymous tenant's) once its error is written (bounded
-    wait: the admitting write comes first, the outcome's write follows the answer)."""
+def usage_of(stores: Stores, tool: str, written: Callable[[UsageRow], bool]) -> UsageRow | None:
+    """`tool`'s usage row this month (the anonymous tenant's) once `written(row)` (bounded wait:
+    the admitting write comes first, the outcome's write follows the answer)."""
     deadline = time.monotonic() + 5
     while True:
         rows = [r for r in stores.usage.month(datetime.now(UTC).strftime("%Y-%m")) if r.tool == tool]
-        if (rows and rows[0].errors) or time.monotonic() > deadline:
-            assert len(rows) == 1, rows
-            return rows[0]
+        if (rows and written(rows[0])) or time.monotonic() > deadline:
+            return rows[0] if rows else None
         time.sleep(0.05)
+
+
+def test_a_client_that_leaves_mid_call_has_the_call_counted_as_cancelled(instances: tuple[str, str, Stores]) -> None:
+    a, _, stores = instances
+    before = usage_of(stores, "slow__wait", lambda row: True)
+    cancelled_before = before.cancelled if before else 0
+    with httpx.Client(timeout=20) as http:
+        headers = open_session(http, a)
+        params = {"name": "slow__wait", "arguments": {"tag": "left", "seconds": 15}, "_meta": {"progressToken": 1}}
+        call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": params}
+        with http.stream("POST", a, json=call, headers=headers) as response:
+            assert next(events(response))["method"] == "notifications/progress"
+        # Leaving the block closes the connection mid-answer.
+
+    after = usage_of(stores, "slow__wait", lambda row: row.cancelled > cancelled_before)
+    assert after is not None and after.cancelled == cancelled_before + 1
+    deadline = time.monotonic() + 5
+    while cancel_upstream.RECORD["calls"].get("left") != "interrupted" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cancel_upstream.RECORD["calls"]["left"] == "interrupted"
 
 
 def _base() -> dict[str, str]:

@@ -103,7 +103,9 @@ class Pipeline:
             raise
         finally:
             if admission is not None and self._record(ctx, target.public_name, admission, started):
-                await anyio.to_thread.run_sync(self.quota.flush_due)
+                # Shielded: a call the caller abandoned (its task cancelled) still writes its outcome.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.quota.flush_due)
 
     async def cancel(self, ctx: RequestContext, params: dict[str, Any]) -> None:
         """A 2025-era client's `notifications/cancelled`: passed on to the upstream request it names
