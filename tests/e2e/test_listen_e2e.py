@@ -3,6 +3,8 @@
 The upstream (tests/fixtures/watch_upstream.py, mounted as `w`) changes its tool list and
 announces resource updates on its own listen streams; the gateway listens there for each of its
 callers' streams and passes on what the caller asked for and may see, under public names.
+It is mounted twice: `w` (2026-07-28, the gateway listens there) and `old` (spoken to as a
+2025-era server: the gateway opens a session, subscribes, and reads its standalone stream).
 Tenant `finance` may see every resource; tenant `ops` only `w+watch://notes/*`. The gateway also
 announces changes of a caller's view it notices itself (checked every LISTEN_CHECK_SECONDS), such
 as a drifted definition withheld, then approved by an operator (`tollway upstream approve`).
@@ -53,8 +55,12 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     port = free_port()
     config = gateway_config(
         port,
-        upstreams=[{"name": "w", "url": upstream.url, "prefix": "w", "timeout_seconds": UPSTREAM_TIMEOUT}],
-        tenants={"finance": {}, "ops": {"resources": ["w+watch://notes/*"]}},
+        upstreams=[
+            {"name": "w", "url": upstream.url, "prefix": "w", "timeout_seconds": UPSTREAM_TIMEOUT},
+            # The same server spoken to as a 2025-era one: its updates come on a session's own stream.
+            {"name": "old", "url": upstream.url, "prefix": "old", "protocol": "legacy"},
+        ],
+        tenants={"finance": {}, "ops": {"resources": ["w+watch://notes/*"], "upstreams": ["w"]}},
         http={"listen_max_seconds": LISTEN_SECONDS, "listen_check_seconds": LISTEN_CHECK_SECONDS},
         definitions={"cache_seconds": CACHE_SECONDS},
     )
@@ -195,3 +201,14 @@ async def test_a_drifted_tool_withheld_then_approved_is_announced_both_times(wat
         approve(watched, "w", "note")
         assert await next_event(subscription) == ToolsListChanged()  # the approval shows
         assert "w__note" in {tool.name for tool in (await client.list_tools()).tools}
+
+
+async def test_a_resource_update_of_a_2025_era_upstream_reaches_a_2026_listener(watched: GatewayProcess) -> None:
+    async with (
+        connect(watched, "finance") as client,
+        client.listen(resource_subscriptions=["old+watch://notes/today"]) as subscription,
+    ):
+        assert subscription.honored.resource_subscriptions == ["old+watch://notes/today"]
+
+        await client.call_tool("old__touch", {"uri": "watch://notes/today"})
+        assert await next_event(subscription) == ResourceUpdated(uri="old+watch://notes/today")

@@ -11,8 +11,9 @@ What reaches the stream has two sources. The gateway's own: every `http.listen_c
 it lists what the caller may see (the policy step's lists, `Exposure.listing`, the one home of
 that view) and announces a list that changed: a definition approved or withheld, a config
 change, an upstream's list seen changed on refresh, on whichever instance made the change. And
-the upstreams': for each 2026-07-28 upstream that offers what the caller asked for, the gateway
-opens its own listen there for this stream's lifetime, with the caller's filter (resource URIs
+the upstreams': for each upstream that offers what the caller asked for, the gateway opens its
+own listen there for this stream's lifetime (`Router.listen`: a 2026-07-28 listen, or a 2025-era
+session with its subscriptions and standalone stream), with the caller's filter (resource URIs
 the caller may read, in the upstream's own form), and passes on its notifications as they come.
 A resource URI the caller may not read is not honored, exactly like one nobody serves.
 """
@@ -49,9 +50,10 @@ _LISTS = {"tools": "tools/list", "prompts": "prompts/list", "resources": "resour
 
 
 def offers(info: UpstreamInfo, capability: str, feature: str) -> bool:
-    """Whether a 2026-07-28 upstream delivers `capability.feature` (e.g. tools.listChanged) on a listen stream."""
+    """Whether an upstream delivers `capability.feature` (e.g. resources.subscribe): on a listen
+    stream (2026-07-28) or on a session's standalone stream (2025 era)."""
     value = info.capabilities.get(capability)
-    return info.modern and isinstance(value, dict) and value.get(feature) is True
+    return isinstance(value, dict) and value.get(feature) is True
 
 
 class Listener:

@@ -252,31 +252,22 @@ class Router:
     async def listen(
         self, ctx: RequestContext, name: str, notifications: dict[str, Any], deadline: Deadline
     ) -> AsyncIterator[dict[str, Any]]:
-        """A 2026-07-28 `subscriptions/listen` stream to upstream `name`, open until the upstream
-        ends it or `deadline`: its acknowledgement first, then its change notifications, resource
-        URIs made public both ways (`notifications` names the upstream's own URIs). The
-        upstream's subscription id stays here: the caller's stream carries its own."""
-        message = {
-            "jsonrpc": "2.0",
-            "id": next_request_id(),
-            "method": "subscriptions/listen",
-            "params": {"notifications": notifications, "_meta": _envelope(ctx)},
-        }
-        client, upstream = self.clients[name], self.upstream(name)
-        exchange = client.exchange(
-            message,
-            deadline=deadline,
-            protocol_version=spec.LATEST_MODERN_VERSION,
-            modern=True,
-            extra_headers={**ctx.forward_headers, **self._identity(ctx, name)},
+        """Change notifications from upstream `name` until it stops sending them or `deadline`:
+        an acknowledgement first (what it agreed to send, as a 2026-07-28 listen has it), then
+        the notifications, resource URIs made public both ways (`notifications` names the
+        upstream's own URIs). A 2026-07-28 upstream is asked with `subscriptions/listen`; a
+        2025-era one gets a session of its own: `resources/subscribe` for each URI, then its
+        standalone stream, and the session is ended with the stream. The upstream's
+        subscription id stays here: the caller's stream carries its own."""
+        info = await self.info(name, ctx)
+        items = (
+            self._listen_modern(ctx, name, notifications, deadline)
+            if info.modern
+            else self._listen_legacy(ctx, name, info, notifications, deadline)
         )
-        async with contextlib.aclosing(exchange):
-            async for item in exchange:
-                if "method" not in item:
-                    return  # the upstream ended the subscription (or refused it)
-                if "id" in item:
-                    await client.decline(item, deadline=deadline, protocol_version=spec.LATEST_MODERN_VERSION)
-                    continue
+        upstream = self.upstream(name)
+        async with contextlib.aclosing(items):
+            async for item in items:
                 params = {k: v for k, v in _dict(item.get("params")).items() if k != "_meta"}
                 if item["method"] == spec.LISTEN_ACKNOWLEDGED:
                     honored = _dict(params.get("notifications"))
@@ -291,6 +282,66 @@ class Router:
                         continue  # a URI this mount cannot show: not the caller's to see
                     params = {**params, "uri": public_uri}
                 yield {"jsonrpc": "2.0", "method": item["method"], "params": params}
+
+    async def _listen_modern(
+        self, ctx: RequestContext, name: str, notifications: dict[str, Any], deadline: Deadline
+    ) -> AsyncIterator[dict[str, Any]]:
+        message = {
+            "jsonrpc": "2.0",
+            "id": next_request_id(),
+            "method": "subscriptions/listen",
+            "params": {"notifications": notifications, "_meta": _envelope(ctx)},
+        }
+        client = self.clients[name]
+        exchange = client.exchange(
+            message,
+            deadline=deadline,
+            protocol_version=spec.LATEST_MODERN_VERSION,
+            modern=True,
+            extra_headers={**ctx.forward_headers, **self._identity(ctx, name)},
+        )
+        async with contextlib.aclosing(exchange):
+            async for item in exchange:
+                if "method" not in item:
+                    return  # the upstream ended the subscription (or refused it)
+                if "id" in item:
+                    await client.decline(item, deadline=deadline, protocol_version=spec.LATEST_MODERN_VERSION)
+                    continue
+                yield item
+
+    async def _listen_legacy(
+        self,
+        ctx: RequestContext,
+        name: str,
+        info: UpstreamInfo,
+        notifications: dict[str, Any],
+        deadline: Deadline,
+    ) -> AsyncIterator[dict[str, Any]]:
+        client = self.clients[name]
+        client_info = ctx.client_info or {"name": "tollway", "version": "1"}
+        opened, _ = await client.initialize({}, client_info, deadline)
+        try:
+            on = {"session": opened.session_id, "protocol_version": opened.protocol_version}
+            subscribed = []
+            for uri in notifications.get("resourceSubscriptions") or ():
+                request = {"jsonrpc": "2.0", "id": next_request_id(), "method": "resources/subscribe"}
+                reply = await client.request({**request, "params": {"uri": uri}}, deadline=deadline, **on)
+                if "result" in reply:
+                    subscribed.append(uri)
+            honored: dict[str, Any] = {
+                flag: True
+                for flag, capability in spec.LISTEN_FLAGS.items()
+                if notifications.get(flag) and _dict(info.capabilities.get(capability)).get("listChanged") is True
+            }
+            if subscribed:
+                honored["resourceSubscriptions"] = subscribed
+            yield {"jsonrpc": "2.0", "method": spec.LISTEN_ACKNOWLEDGED, "params": {"notifications": honored}}
+            async with contextlib.aclosing(client.standalone(opened, deadline)) as pushed:
+                async for item in pushed:
+                    yield item
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.delete_session(opened)
 
     async def _call_legacy(
         self,

@@ -413,6 +413,51 @@ class UpstreamClient:
         with contextlib.suppress(UpstreamError):
             await self.notify(reply, **kwargs)
 
+    async def standalone(self, session: UpstreamSession, deadline: Deadline) -> AsyncIterator[dict[str, Any]]:
+        """A 2025-era session's standalone stream (GET): the notifications the upstream pushes
+        outside any request, until it closes the stream or `deadline`. Nothing when the upstream
+        offers no such stream (405). Server requests on it are declined."""
+        if not session.session_id:
+            return  # a stateless upstream has nowhere to push to
+        headers = {
+            "accept": spec.CONTENT_TYPE_SSE,
+            **self.config.headers,
+            **await self._within(deadline, self.credentials.headers()),
+            spec.SESSION_ID_HEADER: session.session_id,
+            spec.PROTOCOL_VERSION_HEADER: session.protocol_version,
+        }
+        client = http_client()
+        timeout = httpx.Timeout(None, connect=min(CONNECT_TIMEOUT_SECONDS, max(deadline.remaining(), 0.01)))
+        request = client.build_request("GET", self.config.url, headers=headers, timeout=timeout)
+        try:
+            response = await self._within(deadline, client.send(request, stream=True))
+            try:
+                content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if response.status_code in (401, 403):
+                    raise self._refused()
+                if response.status_code != 200 or content_type != spec.CONTENT_TYPE_SSE:
+                    return
+                async with contextlib.aclosing(self._events(response, deadline, _Cursor())) as events:
+                    async for message in events:
+                        if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+                            continue  # only notifications and requests travel on this stream
+                        if "id" in message:
+                            await self.decline(
+                                message,
+                                deadline=deadline,
+                                session=session.session_id,
+                                protocol_version=session.protocol_version,
+                            )
+                            continue
+                        if isinstance(message.get("params", {}), dict):
+                            yield message
+            finally:
+                await response.aclose()
+        except TimeoutError:
+            return  # the stream's time is up
+        except httpx.HTTPError as exc:
+            logger.info("upstream stream ended", extra={"upstream": self.name, "error": type(exc).__name__})
+
     async def delete_session(self, session: UpstreamSession) -> None:
         if not session.session_id:
             return
