@@ -119,7 +119,7 @@ def test_a_cancellation_posted_to_another_instance_interrupts_the_upstream_call(
     record = cancel_upstream.RECORD
     assert cancelled.status_code == 202
     assert record["calls"]["elsewhere"] == "interrupted"
-    assert record["cancelled"] == [record["call_ids"]["elsewhere"]]
+    assert record["call_ids"]["elsewhere"] in record["cancelled"]  # (and the ids a retry would have had)
     assert final["error"]["code"] == REQUEST_CANCELLED  # the upstream's answer to a cancelled request
     usage = usage_of(stores, "slow__wait", lambda row: row.errors > 0)
     assert usage is not None

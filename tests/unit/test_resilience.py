@@ -16,6 +16,7 @@ The upstreams are in-memory stand-ins behind `httpx.MockTransport` (see test_ups
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -394,6 +395,25 @@ def test_a_call_of_a_tool_annotated_idempotent_is_retried(monkeypatch: pytest.Mo
 
     assert texts(gateway.call("x__lookup")) == ["lookup ran"]
     assert stand_in.count("tools/call") == 3
+
+
+def test_each_attempt_of_a_sessions_call_carries_its_own_id_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retried call may still be running upstream: the next attempt must not reuse its id. A
+    2025 session's ids are derived from the client's (so a cancellation can name them)."""
+    stand_in = McpStandIn(tools=[tool("lookup", annotations={"idempotentHint": True})]).on(
+        "tools/call", CALL_FAULTS["5xx"], times=2
+    )
+    gateway = _retry_gateway(monkeypatch, stand_in)
+    session = gateway.open_session()
+    assert tool_names(gateway.in_session(session, "tools/list"))
+    stand_in.requests.clear()
+
+    answer = gateway.in_session(session, "tools/call", {"name": "x__lookup", "arguments": {}})
+
+    ids = [json.loads(request.content)["id"] for method, request in stand_in.requests if method == "tools/call"]
+    assert texts(answer) == ["lookup ran"]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert ids[1:] == [f"{ids[0]}.1", f"{ids[0]}.2"]
 
 
 @pytest.mark.parametrize("hint", [False, "true", None], ids=["false", "string-true", "null"])

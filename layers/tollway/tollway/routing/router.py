@@ -158,9 +158,11 @@ class Router:
         `cancellable`: the caller's own request, which its 2025-era client may cancel by id
         (`cancel`); the gateway's own requests are not."""
         deadline = self.deadline(ctx, name)
-        upstream_id = upstream_request_id(ctx, request_id) if cancellable else None
+        base_id = upstream_request_id(ctx, request_id) if cancellable else None
         for attempt in range(self.upstream(name).retries + 1):
             relayed = answered = False
+            # A retry gets an id of its own: the upstream may still be running the first attempt.
+            upstream_id = attempt_id(base_id, attempt) if base_id else None
             try:
                 call = self._call(ctx, name, method, params, request_id, deadline, upstream_id)
                 async with contextlib.aclosing(call) as items:
@@ -442,15 +444,21 @@ class Router:
 
     async def cancel(self, ctx: RequestContext, request_id: Any) -> None:
         """A 2025-era client cancels its request `request_id`: `notifications/cancelled` to each
-        upstream session of its session, naming the id the request carries there. That id is
-        derived from the client's (`upstream_request_id`), and the session's upstream sessions
-        are in its record, so any instance can forward it, whichever runs the call; an upstream
-        ignores a cancellation of a request it does not have."""
+        upstream session of its session, naming the ids the request may carry there (one per
+        attempt). They are derived from the client's (`upstream_request_id`), and the session's
+        upstream sessions are in its record, so any instance can forward it, whichever runs the
+        call; an upstream ignores a cancellation of a request it does not have."""
         if ctx.session is None:
             return
-        upstream_id = upstream_request_id(ctx, request_id)
+        base_id = upstream_request_id(ctx, request_id)
         opened = [(n, s) for n, s in ctx.session.upstreams.items() if n in self.clients]
-        await asyncio.gather(*(self._cancel_upstream(n, s, upstream_id) for n, s in opened))
+        await asyncio.gather(
+            *(
+                self._cancel_upstream(n, s, attempt_id(base_id, attempt))
+                for n, s in opened
+                for attempt in range(self.upstream(n).retries + 1)  # whichever attempt is running
+            )
+        )
 
     async def _cancel_upstream(self, name: str, session: UpstreamSession, upstream_id: Any) -> None:
         """Tell upstream `name` its request `upstream_id` is abandoned (2025 era); bounded and
@@ -506,6 +514,11 @@ def upstream_request_id(ctx: RequestContext, request_id: Any) -> str:
         return next_request_id()
     key = f"{ctx.session.id}\0{json.dumps(request_id)}".encode()
     return f"tw-c-{hashlib.sha256(key).hexdigest()[:32]}"
+
+
+def attempt_id(base_id: str, attempt: int) -> str:
+    """The upstream id of attempt number `attempt` (0: the first) of a request whose id is `base_id`."""
+    return f"{base_id}.{attempt}" if attempt else base_id
 
 
 def _envelope(ctx: RequestContext) -> dict[str, Any]:
