@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--imports", type=int, default=7, help="fresh processes for the import median")
     parser.add_argument("--calls", type=int, default=300, help="warm handler calls per era")
     parser.add_argument("--throughput-requests", type=int, default=600)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     os.environ.update(
