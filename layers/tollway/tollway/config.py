@@ -177,8 +177,9 @@ class HttpConfig(Strict):
     Gateway's 5-minute idle cut, and never past the invocation's own deadline."""
     listen_check_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
     """How often an open listen stream compares the lists its caller may see with what it saw,
-    and announces a change (a definition approved or withheld, a config change). Each check
-    lists from the instance's catalog and pin caches (`definitions.cache_seconds`)."""
+    and announces a change (a definition approved or withheld, a config change). A check reads
+    the instance's catalog and pins, which ask the upstreams and the table again only after
+    `definitions.cache_seconds`."""
 
 
 class SessionsConfig(Strict):

@@ -17,12 +17,13 @@ from typing import Any
 from tollway import shapes
 from tollway.config import GatewayConfig
 from tollway.context import Principal, RequestContext
+from tollway.errors import UpstreamError
 from tollway.masking.stage import MaskingStage
 from tollway.methods import Routed
 from tollway.policy.authorization import Authorizer
 from tollway.policy.definitions import DefinitionGate
 from tollway.routing import publish
-from tollway.routing.catalog import Listed
+from tollway.routing.catalog import CAPABILITY, Listed, log_skip
 from tollway.routing.router import Router
 from tollway.telemetry.metrics import tenant_count
 
@@ -59,6 +60,19 @@ class Exposure:
             result["nextCursor"] = next_cursor
         return result
 
+    async def visible(self, ctx: RequestContext, list_key: str) -> list[dict[str, Any]]:
+        """Everything of `list_key` the caller may see now, as a list would show it, from the
+        instance's catalog (`Catalog.whole`). Denials are not logged here: this is watched, not asked."""
+        listed: list[Listed] = []
+        for name, info in (await self.router.reachable(ctx)).items():
+            if CAPABILITY[list_key] in info.capabilities:
+                try:
+                    listed.extend(await self.router.catalog.whole(ctx, name, list_key))
+                except UpstreamError as error:
+                    log_skip(name, error)
+        judged = await self._judge(ctx.principal, listed, [entry.public for entry in listed], log=False)
+        return [item for item in judged if isinstance(item, dict)]
+
     async def resolve(self, ctx: RequestContext, route: Routed, params: dict[str, Any]) -> Target:
         """The target of a routed request, or the route's "unknown" error. The decision and its
         rule go on the request's audit facts."""
@@ -87,7 +101,7 @@ class Exposure:
         return Target(upstream, upstream_params, public, verdict)
 
     async def _judge(
-        self, principal: Principal, listed: Sequence[Listed], names: Sequence[str]
+        self, principal: Principal, listed: Sequence[Listed], names: Sequence[str], log: bool = True
     ) -> list[dict[str, Any] | tuple[str, str]]:
         """Each item as the caller may see it, or (decision, rule) when it does not exist for
         them: ("withheld", gate reason) or ("denied", authorization reason). `names`: the
@@ -102,7 +116,8 @@ class Exposure:
                 if definition is None:
                     judged[index] = ("withheld", withheld or "")
                     continue
-                denial = self.authorizer.check(principal, POLICY_KIND[list_key], upstream, names[index])
+                judge = self.authorizer.check if log else self.authorizer.denial
+                denial = judge(principal, POLICY_KIND[list_key], upstream, names[index])
                 if denial is not None:
                     judged[index] = ("denied", denial)
                     continue

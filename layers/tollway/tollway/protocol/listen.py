@@ -8,14 +8,15 @@ listen result that closes it gracefully. It lives as long as its request: at mos
 ends it, and with it everything it opened upstream.
 
 What reaches the stream has two sources. The gateway's own: every `http.listen_check_seconds`
-it lists what the caller may see (the policy step's lists, `Exposure.listing`, the one home of
-that view) and announces a list that changed: a definition approved or withheld, a config
-change, an upstream's list seen changed on refresh, on whichever instance made the change. And
-the upstreams': for each upstream that offers what the caller asked for, the gateway opens its
-own listen there for this stream's lifetime (`Router.listen`: a 2026-07-28 listen, or a 2025-era
-session with its subscriptions and standalone stream), with the caller's filter (resource URIs
-the caller may read, in the upstream's own form), and passes on its notifications as they come.
-A resource URI the caller may not read is not honored, exactly like one nobody serves.
+it judges what the caller may see (`Exposure.visible`: the policy step's judgement over the
+instance's catalog, refreshed after `definitions.cache_seconds`) and announces a list that
+changed: a definition approved or withheld, a config change, an upstream's list seen changed on
+refresh, on whichever instance made the change. And the upstreams': for each upstream that
+offers what the caller asked for, the gateway opens its own listen there for this stream's
+lifetime (`Router.listen`: a 2026-07-28 listen, or a 2025-era session with its subscriptions
+and standalone stream), with the caller's filter (resource URIs the caller may read, in the
+upstream's own form), and passes on its notifications as they come. A resource URI the caller
+may not read is not honored, exactly like one nobody serves.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tollway import shapes, spec
+from tollway import spec
 from tollway.config import GatewayConfig
 from tollway.context import AuditFacts, Deadline, RequestContext
 from tollway.errors import GatewayError, MalformedParams, NotAcceptable, UpstreamError
@@ -44,9 +45,6 @@ QUEUE_SIZE = 256
 """Notifications waiting for a slow client; beyond this the upstream streams wait."""
 UPSTREAM_GRACE_SECONDS = 1.0
 """An upstream listen outlives the caller's stream by this much, so the gateway ends it, not a timeout."""
-MAX_LIST_PAGES = 20
-"""Pages of one list read for a view check (a longer list is compared on its first pages)."""
-_LISTS = {"tools": "tools/list", "prompts": "prompts/list", "resources": "resources/list"}
 
 
 def offers(info: UpstreamInfo, capability: str, feature: str) -> bool:
@@ -176,21 +174,15 @@ class Listener:
         return {"tools"} | ({"prompts", "resources"} & offered)
 
     async def _view(self, ctx: RequestContext, kind: str) -> str:
-        """A digest of the list `kind` as the caller may see it now (its first pages). Each check
-        is a request of its own to the upstreams: fresh budgets (the listen's would have run
-        out after `timeout_seconds`), its own audit facts."""
+        """A digest of the list `kind` as the caller may see it now (`Exposure.visible`). Each
+        check is a request of its own upstream: fresh budgets (the listen's would have run out
+        after `timeout_seconds`), its own audit facts."""
         quiet = dataclasses.replace(ctx, audit=AuditFacts(), budgets={})
-        digest, cursor = hashlib.sha256(), None
-        for _ in range(MAX_LIST_PAGES):
-            try:
-                page = await self.pipeline.exposure.listing(quiet, _LISTS[kind], cursor)
-            except GatewayError:
-                return ""  # nothing reachable: an empty view
-            digest.update(json.dumps(page.get(shapes.LIST_KEYS[_LISTS[kind]]), sort_keys=True).encode())
-            cursor = page.get("nextCursor")
-            if cursor is None:
-                break
-        return digest.hexdigest()
+        try:
+            items = await self.pipeline.exposure.visible(quiet, kind)
+        except GatewayError:
+            return ""  # nothing reachable: an empty view
+        return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
 
     async def _honored(
         self,

@@ -137,6 +137,17 @@ class Catalog:
         known = self._known.get((name, list_key))
         return len(known.items) if known is not None else None
 
+    async def whole(self, ctx: RequestContext, name: str, list_key: str) -> list[Listed]:
+        """Every definition of one upstream's list as this instance last saw it whole, fetched
+        again when that is `definitions.cache_seconds` old (how a listen stream watches lists
+        without asking the upstreams at every check)."""
+        known = self._known.get((name, list_key))
+        if known is not None and time.monotonic() - known.fetched_at < self.max_age:
+            items = known.items
+        else:
+            items = await self.refresh(ctx, name, list_key)
+        return self._listed(name, list_key, list(items.values()))
+
     # --- what a call names ------------------------------------------------------------------------
     async def find(self, ctx: RequestContext, name: str, list_key: str, own: str) -> Listed | None:
         """The definition upstream `name` serves under its own name (or URI) `own`: a tool or a
