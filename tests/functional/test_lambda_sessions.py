@@ -58,7 +58,7 @@ def test_initialize_answers_with_a_random_session_id_and_the_gateways_identity(g
     assert result["serverInfo"] == {"name": "tollway", "version": result["serverInfo"]["version"]}
     assert {"tools", "resources", "prompts"} <= set(result["capabilities"])
     session_id = first.headers[c.SESSION_ID_HEADER]
-    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", session_id)
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{43}", session_id)  # never a leading "-": the CLI takes it
     assert second.headers[c.SESSION_ID_HEADER] != session_id
 
 
