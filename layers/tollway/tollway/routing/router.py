@@ -323,7 +323,8 @@ class Router:
         client_info = ctx.client_info or {"name": "tollway", "version": "1"}
         opened, _ = await client.initialize({}, client_info, deadline)
         try:
-            on = {"session": opened.session_id, "protocol_version": opened.protocol_version}
+            identity = self._identity(ctx, name)  # as on the caller's calls: the upstream may scope by it
+            on = {"session": opened.session_id, "protocol_version": opened.protocol_version, "extra_headers": identity}
             subscribed = []
             for uri in notifications.get("resourceSubscriptions") or ():
                 request = {"jsonrpc": "2.0", "id": next_request_id(), "method": "resources/subscribe"}
@@ -338,7 +339,7 @@ class Router:
             if subscribed:
                 honored["resourceSubscriptions"] = subscribed
             yield {"jsonrpc": "2.0", "method": spec.LISTEN_ACKNOWLEDGED, "params": {"notifications": honored}}
-            async with contextlib.aclosing(client.standalone(opened, deadline)) as pushed:
+            async with contextlib.aclosing(client.standalone(opened, deadline, identity)) as pushed:
                 async for item in pushed:
                     yield item
         finally:

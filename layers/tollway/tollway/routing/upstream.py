@@ -413,7 +413,9 @@ class UpstreamClient:
         with contextlib.suppress(UpstreamError):
             await self.notify(reply, **kwargs)
 
-    async def standalone(self, session: UpstreamSession, deadline: Deadline) -> AsyncIterator[dict[str, Any]]:
+    async def standalone(
+        self, session: UpstreamSession, deadline: Deadline, extra_headers: dict[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """A 2025-era session's standalone stream (GET): the notifications the upstream pushes
         outside any request, until it closes the stream or `deadline`. Nothing when the upstream
         offers no such stream (405). Server requests on it are declined."""
@@ -422,6 +424,7 @@ class UpstreamClient:
         headers = {
             "accept": spec.CONTENT_TYPE_SSE,
             **self.config.headers,
+            **(extra_headers or {}),
             **await self._within(deadline, self.credentials.headers()),
             spec.SESSION_ID_HEADER: session.session_id,
             spec.PROTOCOL_VERSION_HEADER: session.protocol_version,
