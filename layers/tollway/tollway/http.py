@@ -123,7 +123,9 @@ def create_app(
         quota.take_pending(kept.quota)
     pipeline = Pipeline(config, exposure, router, quota, masking, approvals)
     server = GatewayServer(config, exposure, router, Listener(config, pipeline) if streaming else None)
-    endpoint = McpEndpoint(config, sessions, server, pipeline, streaming=streaming, buffered=mode == "buffered")
+    endpoint = McpEndpoint(
+        config, sessions, server, pipeline, streaming=streaming, buffered=mode == "buffered", events=stores.events
+    )
     definitions_admin = DefinitionsAdmin(config, stores.pins, gate)
     approvals_admin = ApprovalsAdmin(config, approvals)
     # The same sink across a swap, so an invocation's batch of records spans it.

@@ -38,6 +38,7 @@ from tollway.errors import (
     MalformedParams,
     MethodNotAllowed,
     MethodNotFound,
+    NotAcceptable,
     SessionNotFound,
     SessionRequired,
     answer_for,
@@ -47,13 +48,18 @@ from tollway.errors import (
 )
 from tollway.methods import OWN_LEGACY_ONLY, OWN_MODERN_ONLY, ROUTED, check_envelope
 from tollway.pipeline import Pipeline
+from tollway.protocol.listen import Listener
 from tollway.protocol.server import GatewayServer
 from tollway.protocol.transport import Incoming, is_modern, read_post
 from tollway.routing.upstream import drain
+from tollway.store.events import EVENT_ID, EventStore, MemoryEventStore
 from tollway.store.sessions import SessionStore
 from tollway.telemetry import logger
 
 ALLOW_LEGACY = "POST, DELETE"
+ALLOW_LEGACY_STREAMING = "GET, POST, DELETE"
+STREAM_RETRY_MS = 2000
+"""The standalone stream's `retry`: how soon a client reconnects (with `Last-Event-ID`) when it ends."""
 ALLOW_MODERN = "POST"
 LAMBDA_MARGIN_SECONDS = 1.0
 """On Lambda, an answer is written this long before the invocation would be cut off."""
@@ -76,12 +82,15 @@ class McpEndpoint:
         pipeline: Pipeline,
         streaming: bool,
         buffered: bool = False,
+        events: EventStore | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.server = server
         self.pipeline = pipeline
         self.streaming = streaming
+        self.events: EventStore = events if events is not None else MemoryEventStore()
+        """The standalone streams' events, for `Last-Event-ID` on any instance."""
         self.cap = config.http.buffered_deadline_seconds if buffered else None
         """Buffered deployment: how long a request may take before API Gateway would cut it."""
 
@@ -90,8 +99,64 @@ class McpEndpoint:
             return await self.post(request)
         if request.method == "DELETE" and not is_modern(request):
             return await self.delete(request)
-        # GET included: there is no standalone server stream, nothing is pushed outside a request.
-        raise MethodNotAllowed(headers={"allow": ALLOW_MODERN if is_modern(request) else ALLOW_LEGACY})
+        if request.method == "GET" and not is_modern(request) and self.server.listener is not None:
+            return await self.standalone(request)
+        # The 2026-07-28 era has no GET (it listens with a request); a buffered deployment cannot stream.
+        raise MethodNotAllowed(headers={"allow": self._allowed(request)})
+
+    def _allowed(self, request: Request) -> str:
+        if is_modern(request):
+            return ALLOW_MODERN
+        return ALLOW_LEGACY_STREAMING if self.server.listener is not None else ALLOW_LEGACY
+
+    # --- GET: the 2025 era's standalone stream ------------------------------------------------
+    async def standalone(self, request: Request) -> Response:
+        """A session's stream of what the gateway pushes outside any request: its caller's list
+        changes (`Listener.standalone`), each event with an id kept where any instance can replay
+        it (`store/events.py`): a reconnect with `Last-Event-ID` first gets what it missed."""
+        listener = self.server.listener
+        assert listener is not None
+        if c.CONTENT_TYPE_SSE not in request.headers.get("accept", ""):
+            raise NotAcceptable("Not Acceptable: Accept must include text/event-stream")
+        principal: Principal = request.scope.get("principal", ANONYMOUS)
+        _facts(request).method = "GET /mcp"
+        session = await anyio.to_thread.run_sync(self._session, request.headers.get(c.SESSION_ID_HEADER), principal)
+        ctx = _published(
+            request,
+            RequestContext(
+                principal=principal,
+                modern=False,
+                protocol_version=session.protocol_version,
+                client_info=session.client_info,
+                client_capabilities=session.client_capabilities,
+                session=session,
+                streaming=True,
+                deadline=self._deadline(request),
+                audit=_facts(request),
+            ),
+        )
+        last = request.headers.get(c.LAST_EVENT_ID_HEADER, "")
+        missed = await anyio.to_thread.run_sync(self.events.after, session.id, last) if EVENT_ID.fullmatch(last) else []
+        return StreamingResponse(
+            self._standalone_events(ctx, listener, missed),
+            media_type=c.CONTENT_TYPE_SSE,
+            headers={"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"},
+        )
+
+    async def _standalone_events(
+        self, ctx: RequestContext, listener: Listener, missed: list[tuple[str, dict[str, Any]]]
+    ) -> AsyncIterator[bytes]:
+        assert ctx.session is not None
+        yield f"retry: {STREAM_RETRY_MS}\n\n".encode()
+        for event_id, message in missed:
+            yield _event(message, event_id)
+        async with contextlib.aclosing(listener.standalone(ctx)) as messages:
+            async for message in messages:
+                if message is None:
+                    yield b": keep-alive\n\n"  # under API Gateway's idle cut
+                    continue
+                event_id = await anyio.to_thread.run_sync(self.events.append, ctx.session.id, message)
+                yield _event(message, event_id)
 
     # --- POST ---------------------------------------------------------------------------------
     async def post(self, request: Request) -> Response:
@@ -359,8 +424,9 @@ async def _sse(
         yield _event(error_body(answer_for(exc), request_id, modern))
 
 
-def _event(message: dict[str, Any]) -> bytes:
-    return b"event: message\ndata: " + json_body(message) + b"\n\n"
+def _event(message: dict[str, Any], event_id: str | None = None) -> bytes:
+    head = b"id: " + event_id.encode() + b"\n" if event_id else b""
+    return head + b"event: message\ndata: " + json_body(message) + b"\n\n"
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -97,12 +97,8 @@ class Listener:
                     if time.monotonic() < next_check:
                         break  # the stream's time is up
                     next_check = time.monotonic() + check_every
-                    for kind in watched:
-                        seen = await self._view(ctx, kind)
-                        if seen != views[kind]:
-                            views[kind] = seen
-                            changed = {"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed", "params": {}}
-                            yield _tagged(changed, request_id)
+                    for changed in await self.changes(ctx, views):
+                        yield _tagged(changed, request_id)
                     continue
                 if _wanted(message, honored, uris):
                     masked = self.pipeline.masking.message(
@@ -114,6 +110,37 @@ class Listener:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         yield {"jsonrpc": "2.0", "id": request_id, "result": {"_meta": {spec.META_SUBSCRIPTION_ID: request_id}}}
+
+    async def standalone(self, ctx: RequestContext) -> AsyncIterator[dict[str, Any] | None]:
+        """A 2025-era session's standalone stream (`GET /mcp`): the list changes of the caller's
+        view as the gateway judges them, checked every `http.listen_check_seconds` (None after a
+        check that found none: the stream's keep-alive), until `http.listen_max_seconds` or the
+        invocation's deadline; the client then opens it again."""
+        ends = time.monotonic() + self.config.http.listen_max_seconds
+        if ctx.deadline is not None:
+            ends = min(ends, ctx.deadline)
+        kinds = self._own_kinds(await self.router.reachable(ctx))
+        views = {kind: await self._view(ctx, kind) for kind in sorted(kinds)}
+        while (left := ends - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, self.config.http.listen_check_seconds))
+            if time.monotonic() >= ends:
+                return
+            changed = await self.changes(ctx, views)
+            for message in changed:
+                yield message
+            if not changed:
+                yield None
+
+    async def changes(self, ctx: RequestContext, views: dict[str, str]) -> list[dict[str, Any]]:
+        """`notifications/<kind>/list_changed` for each list of `views` (kind -> digest) that the
+        caller now sees otherwise; `views` takes the new digests. Both eras' streams call this."""
+        changed = []
+        for kind in views:
+            seen = await self._view(ctx, kind)
+            if seen != views[kind]:
+                views[kind] = seen
+                changed.append({"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed", "params": {}})
+        return changed
 
     async def _upstream_filters(
         self, ctx: RequestContext, wanted: dict[str, Any], infos: dict[str, UpstreamInfo]

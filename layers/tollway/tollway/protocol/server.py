@@ -33,6 +33,7 @@ class GatewayServer:
         self.config = config
         self.exposure = exposure
         self.router = router
+        self.listener = listener
         self.listens = listener is not None
         self.info = {"name": config.name, "version": __version__}
         self.methods: dict[str, Handler] = {
@@ -46,16 +47,17 @@ class GatewayServer:
     async def capabilities(self, ctx: RequestContext) -> dict[str, Any]:
         """The union of what reachable upstreams offer (tools always: the gateway's core).
 
-        Change notifications are advertised only where they are delivered: to 2026-07-28 callers
-        of a streaming deployment (`subscriptions/listen`). List changes the gateway announces
-        itself (it watches each caller's view); resource updates come from a 2026-07-28 upstream
-        that delivers them (the gateway listens to it for the caller). A 2025-era
-        `resources/subscribe` is forwarded to the upstream that owns the URI, but its updates
-        need a standalone stream the gateway does not open: `subscribe` is not advertised there."""
+        Change notifications are advertised only where they are delivered: on a streaming
+        deployment, to 2026-07-28 callers (`subscriptions/listen`) and 2025-era sessions (their
+        standalone `GET /mcp` stream). List changes the gateway announces itself (it watches each
+        caller's view); resource updates come from a 2026-07-28 upstream that delivers them (the
+        gateway listens to it for the caller). A 2025-era `resources/subscribe` is forwarded to
+        the upstream that owns the URI, but the standalone stream does not carry upstreams'
+        updates: `subscribe` is not advertised there."""
         infos = await self.router.reachable(ctx)
         offered = set().union(*(i.capabilities.keys() for i in infos.values())) if infos else set()
-        listens = self.listens and ctx.modern
-        subscribe = listens and any(offers(i, "resources", "subscribe") for i in infos.values())
+        listens = self.listens  # 2026-07-28: subscriptions/listen; 2025 era: the session's GET stream
+        subscribe = listens and ctx.modern and any(offers(i, "resources", "subscribe") for i in infos.values())
         caps: dict[str, Any] = {"tools": {"listChanged": listens}}
         if "resources" in offered:
             caps["resources"] = {"subscribe": subscribe, "listChanged": listens}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tollway.store.approvals import ApprovalStore, DynamoApprovalStore, MemoryApprovalStore
+from tollway.store.events import DynamoEventStore, EventStore, MemoryEventStore
 from tollway.store.ledger import DynamoLedger, Ledger, MemoryLedger
 from tollway.store.pins import DynamoPinStore, MemoryPinStore, PinStore
 from tollway.store.sessions import DynamoSessionStore, MemorySessionStore, SessionStore
@@ -19,6 +20,8 @@ class Stores:
     pins: PinStore = field(default_factory=MemoryPinStore)
     """Defaults to memory for hand-built test stores; `dynamo()` sets the DynamoDB one."""
     approvals: ApprovalStore = field(default_factory=MemoryApprovalStore)
+    events: EventStore = field(default_factory=MemoryEventStore)
+    """The 2025-era standalone streams' events, for resumption on any instance (`store/events.py`)."""
 
     @property
     def usage(self) -> UsageReader:
@@ -28,7 +31,7 @@ class Stores:
     def dynamo(cls) -> Stores:
         """The deployed stores; boto3 clients are created on first use, so requests that need
         no DynamoDB never import boto3."""
-        return cls(DynamoSessionStore(), DynamoLedger(), DynamoPinStore(), DynamoApprovalStore())
+        return cls(DynamoSessionStore(), DynamoLedger(), DynamoPinStore(), DynamoApprovalStore(), DynamoEventStore())
 
     @classmethod
     def memory(cls, sessions: SessionStore | None = None) -> Stores:
