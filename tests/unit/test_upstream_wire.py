@@ -555,6 +555,30 @@ def test_nothing_after_our_response_on_a_stream_is_read(monkeypatch: pytest.Monk
     assert streams[0].produced < 1024
 
 
+def test_a_stream_that_ends_right_after_our_response_is_read_to_its_end_so_its_connection_is_kept() -> None:
+    """httpx returns a connection to its pool only when the body was read to its end: a stream
+    closed unread after the response would cost every 2025-era call a new TCP connection."""
+    streams: list[Chunks] = []
+
+    class Ending(Chunks):
+        exhausted = False
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in super().__aiter__():
+                yield chunk
+            self.exhausted = True
+
+    def make(message: dict[str, Any]) -> Chunks:
+        streams.append(Ending([event(call_result(message)), b": the end\n\n"]))
+        return streams[-1]
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        messages = exchange(monkeypatch, McpStandIn().on("tools/call", streamed(make)))
+
+    assert [m.get("method", "response") for m in messages] == ["response"]
+    assert streams[0].exhausted and streams[0].closed
+
+
 # --- an upstream's own errors ---------------------------------------------------------------------
 def test_an_upstream_error_keeps_its_own_code_message_and_small_data(monkeypatch: pytest.MonkeyPatch) -> None:
     data = {"field": "region", "allowed": ["EMEA", "APAC"]}

@@ -44,6 +44,8 @@ ERROR_DATA_BYTES = 2048
 CONNECT_TIMEOUT_SECONDS = 5.0
 MAX_RESUMPTIONS = 10
 """How often one request's event stream is resumed (GET + Last-Event-ID) after the upstream closed it."""
+DRAIN_SECONDS = 0.05
+"""How long the end of an event stream is awaited after the response it carried."""
 MAX_RETRY_SECONDS = 5.0
 """An upstream's `retry:` is honoured up to this long (the request's deadline bounds it too)."""
 MAX_EVENT_ID_CHARS = 256
@@ -235,9 +237,17 @@ class UpstreamClient:
                     async with contextlib.aclosing(self._events(current, deadline, cursor)) as events:
                         async for message in events:
                             checked = self._check(message, sent)
-                            yield checked
                             if _is_response(checked):
-                                return  # ours: the rest of the stream carries nothing for this request
+                                # Ours: the rest of the stream carries nothing for this request. Its
+                                # end is read first (normally right behind our response; at most
+                                # DRAIN_SECONDS, and not past one more message): a stream closed
+                                # unread costs the connection, and each call would open a new one.
+                                with anyio.move_on_after(DRAIN_SECONDS):
+                                    async for _ in events:
+                                        break  # the upstream keeps it open: closed unread after all
+                                yield checked
+                                return
+                            yield checked
                     if not (session and cursor.event_id) or resumed == MAX_RESUMPTIONS:
                         break
                     # The upstream closed the stream before answering, having given it an event id
