@@ -121,20 +121,7 @@ class McpEndpoint:
         principal: Principal = request.scope.get("principal", ANONYMOUS)
         _facts(request).method = "GET /mcp"
         session = await anyio.to_thread.run_sync(self._session, request.headers.get(c.SESSION_ID_HEADER), principal)
-        ctx = _published(
-            request,
-            RequestContext(
-                principal=principal,
-                modern=False,
-                protocol_version=session.protocol_version,
-                client_info=session.client_info,
-                client_capabilities=session.client_capabilities,
-                session=session,
-                streaming=True,
-                deadline=self._deadline(request),
-                audit=_facts(request),
-            ),
-        )
+        ctx = self._session_context(request, principal, session, session.protocol_version, streaming=True)
         last = request.headers.get(c.LAST_EVENT_ID_HEADER, "")
         missed = await anyio.to_thread.run_sync(self.events.after, session.id, last) if EVENT_ID.fullmatch(last) else []
         return StreamingResponse(
@@ -223,17 +210,24 @@ class McpEndpoint:
                 ),
             )
         session = await anyio.to_thread.run_sync(self._session, incoming.session_id, principal)
+        return self._session_context(request, principal, session, incoming.protocol_version, streaming)
+
+    def _session_context(
+        self, request: Request, principal: Principal, session: Session, protocol_version: str, streaming: bool
+    ) -> RequestContext:
+        """A 2025-era request's context (POST, GET, DELETE): its session's client, published for
+        the request's audit record."""
         return _published(
             request,
             RequestContext(
                 principal=principal,
                 modern=False,
-                protocol_version=incoming.protocol_version,
+                protocol_version=protocol_version,
                 client_info=session.client_info,
                 client_capabilities=session.client_capabilities,
                 session=session,
                 streaming=streaming,
-                deadline=deadline,
+                deadline=self._deadline(request),
                 audit=_facts(request),
             ),
         )
@@ -347,16 +341,7 @@ class McpEndpoint:
         # No renewal: a write right before the delete is wasted.
         session_id = request.headers.get(c.SESSION_ID_HEADER)
         session = await anyio.to_thread.run_sync(self._session, session_id, principal, False)
-        ctx = RequestContext(
-            principal,
-            False,
-            session.protocol_version,
-            client_info=session.client_info,
-            session=session,
-            deadline=self._deadline(request),
-            audit=_facts(request),
-        )
-        _published(request, ctx)
+        self._session_context(request, principal, session, session.protocol_version, streaming=False)
         await self.pipeline.router.end_session(session)
         logger.info("session ended", extra={"tenant": principal.tenant})
         return Response(status_code=204)
