@@ -25,7 +25,12 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.e2e.conftest import GatewayProcess, UpstreamProcess, free_port, gateway_config, running
 from tests.e2e.test_listen_e2e import approve
 
-pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.anyio,
+    # resources/subscribe is the 2025 era's (this module's); the SDK warns that 2026-07-28 dropped it.
+    pytest.mark.filterwarnings("ignore:resources/subscribe is removed"),
+]
 
 LEGACY = "2025-11-25"
 TIMEOUT = 15  # seconds any one notification may take to arrive
@@ -50,11 +55,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 
 
 @contextlib.asynccontextmanager
-async def connect(gateway: GatewayProcess, seen: list[str]) -> AsyncIterator[Client]:
+async def connect(gateway: GatewayProcess, seen: list[str], updates: list[str] | None = None) -> AsyncIterator[Client]:
     async def on_message(message: Any) -> None:
-        method = getattr(getattr(message, "root", message), "method", None)
+        message = getattr(message, "root", message)
+        method = getattr(message, "method", None)
         if isinstance(method, str):
             seen.append(method)
+        if method == "notifications/resources/updated" and updates is not None:
+            updates.append(str(message.params.uri))
 
     headers = {"authorization": f"Bearer {gateway.token('legacy-user', 'finance')}"}
     async with (
@@ -88,6 +96,21 @@ async def test_a_withheld_then_approved_definition_reaches_a_2025_client_on_its_
         approve(gateway, "w", "note")
         await wait_for(seen, "notifications/tools/list_changed", 2)  # the approval shows
         assert "w__note" in {tool.name for tool in (await client.list_tools()).tools}
+
+
+async def test_an_update_of_a_resource_a_2025_client_subscribed_to_reaches_it_under_the_public_uri(
+    gateway: GatewayProcess,
+) -> None:
+    seen: list[str] = []
+    updates: list[str] = []
+    async with connect(gateway, seen, updates) as client:
+        await client.subscribe_resource("w+watch://notes/today")  # forwarded on the caller's upstream session
+        await anyio.sleep(3 * CHECK_SECONDS)  # the stream now follows that upstream session
+
+        await client.call_tool("w__touch", {"uri": "watch://notes/today"})
+        await wait_for(seen, "notifications/resources/updated", 1)
+
+    assert updates == ["w+watch://notes/today"]  # the public URI, never the upstream's own
 
 
 def test_a_dropped_stream_resumed_with_last_event_id_gets_what_it_missed(gateway: GatewayProcess) -> None:

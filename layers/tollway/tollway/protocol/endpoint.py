@@ -137,7 +137,12 @@ class McpEndpoint:
         yield f"retry: {STREAM_RETRY_MS}\n\n".encode()
         for event_id, message in missed:
             yield _event(message, event_id)
-        async with contextlib.aclosing(listener.standalone(ctx)) as messages:
+        session_id = ctx.session.id
+
+        async def reread() -> Session | None:
+            return await anyio.to_thread.run_sync(self.store.get, session_id)
+
+        async with contextlib.aclosing(listener.standalone(ctx, reread)) as messages:
             async for message in messages:
                 if message is None:
                     yield b": keep-alive\n\n"  # under API Gateway's idle cut

@@ -27,12 +27,12 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from tollway import spec
 from tollway.config import GatewayConfig
-from tollway.context import AuditFacts, Deadline, RequestContext
+from tollway.context import AuditFacts, Deadline, RequestContext, Session
 from tollway.errors import GatewayError, MalformedParams, NotAcceptable, UpstreamError
 from tollway.methods import ROUTED
 from tollway.pipeline import Pipeline
@@ -111,25 +111,69 @@ class Listener:
             await asyncio.gather(*tasks, return_exceptions=True)
         yield {"jsonrpc": "2.0", "id": request_id, "result": {"_meta": {spec.META_SUBSCRIPTION_ID: request_id}}}
 
-    async def standalone(self, ctx: RequestContext) -> AsyncIterator[dict[str, Any] | None]:
-        """A 2025-era session's standalone stream (`GET /mcp`): the list changes of the caller's
-        view as the gateway judges them, checked every `http.listen_check_seconds` (None after a
-        check that found none: the stream's keep-alive), until `http.listen_max_seconds` or the
-        invocation's deadline; the client then opens it again."""
+    async def standalone(
+        self, ctx: RequestContext, reread: Callable[[], Awaitable[Session | None]]
+    ) -> AsyncIterator[dict[str, Any] | None]:
+        """A 2025-era session's standalone stream (`GET /mcp`), until `http.listen_max_seconds`
+        or the invocation's deadline (the client then opens it again): the list changes of the
+        caller's view as the gateway judges them (checked every `http.listen_check_seconds`; None
+        after a check that found none: the stream's keep-alive), and what each upstream pushes on
+        the stream of the caller's own upstream session there (the updates of resources it
+        subscribed to), made public and masked. `reread` gives the session as stored now: upstream
+        sessions opened since (by the caller's calls, on any instance) are listened to as well."""
+        assert ctx.session is not None
         ends = time.monotonic() + self.config.http.listen_max_seconds
         if ctx.deadline is not None:
             ends = min(ends, ctx.deadline)
         kinds = self._own_kinds(await self.router.reachable(ctx))
         views = {kind: await self._view(ctx, kind) for kind in sorted(kinds)}
-        while (left := ends - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, self.config.http.listen_check_seconds))
-            if time.monotonic() >= ends:
-                return
-            changed = await self.changes(ctx, views)
-            for message in changed:
-                yield message
-            if not changed:
-                yield None
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        deadline = Deadline(ends + UPSTREAM_GRACE_SECONDS)
+        pumps: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+        def follow(session: Session) -> None:
+            for name, opened in session.upstreams.items():
+                key = (name, opened.session_id or "")
+                if opened.session_id and key not in pumps and name in self.router.clients:
+                    on = dataclasses.replace(ctx, session=session, audit=AuditFacts(), budgets={})
+                    pumps[key] = asyncio.create_task(self._pushes(on, name, deadline, queue))
+
+        check_every = self.config.http.listen_check_seconds
+        next_check = time.monotonic() + check_every
+        try:
+            follow(ctx.session)
+            while (left := ends - time.monotonic()) > 0:
+                try:
+                    message = await asyncio.wait_for(queue.get(), min(left, max(next_check - time.monotonic(), 0)))
+                except TimeoutError:
+                    if time.monotonic() < next_check:
+                        return  # the stream's time is up
+                    next_check = time.monotonic() + check_every
+                    changed = await self.changes(ctx, views)
+                    for message in changed:
+                        yield message
+                    if not changed:
+                        yield None
+                    if (session := await reread()) is None:
+                        return  # ended meanwhile
+                    follow(session)
+                    continue
+                yield self.pipeline.masking.message(ctx.principal.tenant, "GET /mcp", message["method"], message)
+        finally:
+            for task in pumps.values():
+                task.cancel()
+            await asyncio.gather(*pumps.values(), return_exceptions=True)
+
+    async def _pushes(
+        self, ctx: RequestContext, name: str, deadline: Deadline, queue: asyncio.Queue[dict[str, Any]]
+    ) -> None:
+        """What upstream `name` pushes on the caller's upstream session there, into `queue`."""
+        try:
+            async with contextlib.aclosing(self.router.session_pushes(ctx, name, deadline)) as items:
+                async for item in items:
+                    await queue.put(item)
+        except UpstreamError as error:
+            logger.info("upstream session stream ended", extra={"upstream": name, "error": type(error).__name__})
 
     async def changes(self, ctx: RequestContext, views: dict[str, str]) -> list[dict[str, Any]]:
         """`notifications/<kind>/list_changed` for each list of `views` (kind -> digest) that the

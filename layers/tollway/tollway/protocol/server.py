@@ -51,13 +51,13 @@ class GatewayServer:
         deployment, to 2026-07-28 callers (`subscriptions/listen`) and 2025-era sessions (their
         standalone `GET /mcp` stream). List changes the gateway announces itself (it watches each
         caller's view); resource updates come from a 2026-07-28 upstream that delivers them (the
-        gateway listens to it for the caller). A 2025-era `resources/subscribe` is forwarded to
-        the upstream that owns the URI, but the standalone stream does not carry upstreams'
-        updates: `subscribe` is not advertised there."""
+        gateway listens to it for the caller; for a 2025-era session, the session's GET stream
+        reads what the upstream pushes on the caller's upstream session, where a forwarded
+        `resources/subscribe` made it send them)."""
         infos = await self.router.reachable(ctx)
         offered = set().union(*(i.capabilities.keys() for i in infos.values())) if infos else set()
         listens = self.listens  # 2026-07-28: subscriptions/listen; 2025 era: the session's GET stream
-        subscribe = listens and ctx.modern and any(offers(i, "resources", "subscribe") for i in infos.values())
+        subscribe = listens and any(offers(i, "resources", "subscribe") for i in infos.values())
         caps: dict[str, Any] = {"tools": {"listChanged": listens}}
         if "resources" in offered:
             caps["resources"] = {"subscribe": subscribe, "listChanged": listens}

@@ -277,13 +277,34 @@ class Router:
                     if isinstance(uris, list):
                         public = [self.namespace.public_uri(upstream, u) for u in uris if isinstance(u, str)]
                         honored = {**honored, "resourceSubscriptions": [u for u in public if u]}
-                    params = {"notifications": honored}
-                elif isinstance(params.get("uri"), str):
-                    public_uri = self.namespace.public_uri(upstream, params["uri"])
-                    if public_uri is None:
-                        continue  # a URI this mount cannot show: not the caller's to see
-                    params = {**params, "uri": public_uri}
-                yield {"jsonrpc": "2.0", "method": item["method"], "params": params}
+                    yield {"jsonrpc": "2.0", "method": item["method"], "params": {"notifications": honored}}
+                elif (published := self._pushed(name, item)) is not None:
+                    yield published
+
+    async def session_pushes(self, ctx: RequestContext, name: str, deadline: Deadline) -> AsyncIterator[dict[str, Any]]:
+        """What upstream `name` pushes on the standalone stream of the caller's own upstream session
+        (2025 era: e.g. updates of the resources the caller subscribed to through it), made public
+        like a listen's; nothing when the caller has no session there."""
+        assert ctx.session is not None
+        opened = ctx.session.upstreams.get(name)
+        if opened is None or not opened.session_id:
+            return
+        pushed = self.clients[name].standalone(opened, deadline, self._identity(ctx, name))
+        async with contextlib.aclosing(pushed):
+            async for item in pushed:
+                if (published := self._pushed(name, item)) is not None:
+                    yield published
+
+    def _pushed(self, name: str, item: dict[str, Any]) -> dict[str, Any] | None:
+        """An upstream's notification as the caller may see it: a resource URI made public (None:
+        a URI this mount cannot show, not the caller's to see)."""
+        params = {k: v for k, v in _dict(item.get("params")).items() if k != "_meta"}
+        if isinstance(params.get("uri"), str):
+            public_uri = self.namespace.public_uri(self.upstream(name), params["uri"])
+            if public_uri is None:
+                return None
+            params = {**params, "uri": public_uri}
+        return {"jsonrpc": "2.0", "method": item["method"], "params": params}
 
     async def _listen_modern(
         self, ctx: RequestContext, name: str, notifications: dict[str, Any], deadline: Deadline
