@@ -106,8 +106,12 @@ def bench_handler(calls: int, config_path: Path, lease_config: Path) -> None:
         from tollway.store.tables import ensure_tables
 
         ensure_tables(boto3.client("dynamodb"), ROOT / "template.yaml", {"TollwayTable": "TollwayTable"})
-        exact = _run(calls, config_path, "gateway_app_bench")
-        lease = _run(calls, lease_config, "gateway_app_bench_lease")
+        os.environ["TOLLWAY_RESPONSE_MODE"] = "buffered"  # as the template sets for the Mangum function
+        try:
+            exact = _run(calls, config_path, "gateway_app_bench")
+            lease = _run(calls, lease_config, "gateway_app_bench_lease")
+        finally:
+            del os.environ["TOLLWAY_RESPONSE_MODE"]  # the local servers of later sections stream
 
     print("2. warm tools/call through the Lambda handler (Mangum + Starlette + JWT validation + quota + usage,")
     print("   upstream on 127.0.0.1, moto in-process)")

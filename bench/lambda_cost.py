@@ -42,6 +42,7 @@ def measure(config: Path, dynamodb: str, calls: int) -> dict[str, Any]:
             "POWERTOOLS_METRICS_DISABLED": "false",
             "TOLLWAY_AUDIT_FILE": str(Path(tmp) / "audit.jsonl"),
             "TOLLWAY_METRICS_WINDOW_SECONDS": str(metrics_window_seconds()),
+            "TOLLWAY_RESPONSE_MODE": "buffered",  # as the template sets for the Mangum function
         }
         with open(os.environ.get("BENCH_KEEP_STDOUT") or Path(tmp) / "stdout", "wb") as stdout:
             run = subprocess.run(

@@ -444,3 +444,38 @@ def test_every_store_call_of_a_session_and_of_a_stateless_call_runs_off_the_even
         "ledger.charge",
     } <= set(calls)
     assert on_loop == []
+
+
+def test_on_the_buffered_deployment_store_calls_run_inline(
+    upstream: DeepUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One invocation at a time per Lambda instance: nothing else waits on the loop, so the thread
+    hop (CPU, a context switch) is skipped (`tollway.blocking`)."""
+    monkeypatch.setenv("TOLLWAY_RESPONSE_MODE", "buffered")
+    calls: list[str] = []
+    on_loop: list[str] = []
+    memory = Stores.memory()
+    stores = Stores(
+        sessions=OffLoop("sessions", memory.sessions, calls, on_loop),
+        ledger=OffLoop("ledger", memory.ledger, calls, on_loop),
+        pins=OffLoop("pins", memory.pins, calls, on_loop),
+    )
+    config = parse_config(
+        {
+            "resource": "https://gateway.example.com/mcp",
+            "auth": {"allow_anonymous": True},
+            "upstreams": [{"name": "rec", "url": upstream.url}],
+            "quotas": {"plans": {"p": {"tenant": {"per_minute": 100}}}, "default_plan": "p"},
+            "sessions": {"cache_seconds": 0},
+        }
+    )
+    app = create_app(config, stores=stores, streaming=False)
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        caller = Caller(client, None)
+        session = caller.open_session()
+        answer = caller.legacy("tools/call", {"name": "rec__echo", "arguments": {"n": 1}}, session=session)
+
+    assert answer.status_code == 200, answer.text
+    assert {"sessions.create", "sessions.get", "ledger.charge"} <= set(calls)
+    assert {"sessions.create", "sessions.get", "ledger.charge"} <= {c.split(" on ")[0] for c in on_loop}

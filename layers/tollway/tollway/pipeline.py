@@ -18,9 +18,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio.to_thread
+import anyio
 
 from tollway import spec
+from tollway.blocking import run_blocking
 from tollway.config import GatewayConfig
 from tollway.context import RequestContext
 from tollway.errors import ResultWithheld, UpstreamError, UpstreamTimeout
@@ -65,14 +66,14 @@ class Pipeline:
             check_arguments(target.public_name, target.definition["inputSchema"], params.get("arguments"))
         tenant = ctx.principal.tenant
         if self.masking.needs_hash_key(target.public_name):
-            await anyio.to_thread.run_sync(self.masking.load_hash_key)  # may read Secrets Manager
+            await run_blocking(self.masking.load_hash_key)  # may read Secrets Manager
         masked = self.masking.request(tenant, route.method, target.public_name, target.params)
         upstream_params = without_own_state(masked)  # the gateway's own approval round trip stays here
         facts.arguments_sha256 = digest(upstream_params.get("arguments", _without_meta(upstream_params)))
         arguments = upstream_params.get("arguments")
         if route.method == "tools/call" and self.approvals.rule(tenant, target.public_name, arguments) is not None:
             check = self.approvals.check  # a rule applies: the store decides, off the event loop
-            verdict = await anyio.to_thread.run_sync(check, ctx, target.public_name, arguments, facts.arguments_sha256)
+            verdict = await run_blocking(check, ctx, target.public_name, arguments, facts.arguments_sha256)
             if verdict is not None and not verdict.proceed:
                 yield {"jsonrpc": "2.0", "id": request_id, "result": self.approvals.answer(ctx, verdict, params)}
                 return
@@ -105,7 +106,7 @@ class Pipeline:
             if admission is not None and self._record(ctx, target.public_name, admission, started):
                 # Shielded: a call the caller abandoned (its task cancelled) still writes its outcome.
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.quota.flush_due)
+                    await run_blocking(self.quota.flush_due)
 
     async def cancel(self, ctx: RequestContext, params: dict[str, Any]) -> None:
         """A 2025-era client's `notifications/cancelled`: passed on to the upstream request it names
@@ -142,7 +143,7 @@ class Pipeline:
         try:
             if not self.quota.blocking(ctx.principal):
                 return self.quota.admit(ctx.principal, tool)
-            return await anyio.to_thread.run_sync(self.quota.admit, ctx.principal, tool)
+            return await run_blocking(self.quota.admit, ctx.principal, tool)
         except QuotaExceeded as refused:
             ctx.audit.decision, ctx.audit.rule = "rate_limited", str((refused.data or {}).get("limit", ""))
             raise

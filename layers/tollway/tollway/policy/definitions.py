@@ -25,9 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import anyio.to_thread
-
 from tollway import shapes
+from tollway.blocking import run_blocking
 from tollway.config import DefinitionPolicy
 from tollway.store.pins import Pin, PinStore, pin_key
 from tollway.telemetry import count, logger
@@ -276,7 +275,7 @@ class DefinitionGate:
         digests = [digest for ok, digest in facts if ok]
         pins = self._cached_pins(upstream)
         if pins is None and self.policy.pinning:
-            pins = await anyio.to_thread.run_sync(self._load_pins, upstream)
+            pins = await run_blocking(self._load_pins, upstream)
         allowed, events = check_definitions(upstream, kind, candidates, pins or {}, self.policy, digests)
         if events:
             await self._record(events)
@@ -366,7 +365,7 @@ class DefinitionGate:
             elif event.type == "pending" and not event.recorded:
                 logger.info("definition awaits approval", extra={"upstream": event.upstream, "item": event.name})
         if any(not e.recorded for e in events):
-            await anyio.to_thread.run_sync(record_events, self.store, events)
+            await run_blocking(record_events, self.store, events)
             self.forget(events[0].upstream)  # read the new state next time
 
     def _screen(self, kind: str, item: dict[str, Any], digest: str) -> dict[str, Any] | None:

@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from tollway import spec as c
+from tollway.blocking import run_blocking
 from tollway.config import GatewayConfig
 from tollway.context import (
     ANONYMOUS,
@@ -120,10 +120,10 @@ class McpEndpoint:
             raise NotAcceptable("Not Acceptable: Accept must include text/event-stream")
         principal: Principal = request.scope.get("principal", ANONYMOUS)
         _facts(request).method = "GET /mcp"
-        session = await anyio.to_thread.run_sync(self._session, request.headers.get(c.SESSION_ID_HEADER), principal)
+        session = await run_blocking(self._session, request.headers.get(c.SESSION_ID_HEADER), principal)
         ctx = self._session_context(request, principal, session, session.protocol_version, streaming=True)
         last = request.headers.get(c.LAST_EVENT_ID_HEADER, "")
-        missed = await anyio.to_thread.run_sync(self.events.after, session.id, last) if EVENT_ID.fullmatch(last) else []
+        missed = await run_blocking(self.events.after, session.id, last) if EVENT_ID.fullmatch(last) else []
         return StreamingResponse(
             self._standalone_events(ctx, listener, missed),
             media_type=c.CONTENT_TYPE_SSE,
@@ -140,14 +140,14 @@ class McpEndpoint:
         session_id = ctx.session.id
 
         async def reread() -> Session | None:
-            return await anyio.to_thread.run_sync(self.store.get, session_id)
+            return await run_blocking(self.store.get, session_id)
 
         async with contextlib.aclosing(listener.standalone(ctx, reread)) as messages:
             async for message in messages:
                 if message is None:
                     yield b": keep-alive\n\n"  # under API Gateway's idle cut
                     continue
-                event_id = await anyio.to_thread.run_sync(self.events.append, ctx.session.id, message)
+                event_id = await run_blocking(self.events.append, ctx.session.id, message)
                 yield _event(message, event_id)
 
     # --- POST ---------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class McpEndpoint:
                     audit=_facts(request),
                 ),
             )
-        session = await anyio.to_thread.run_sync(self._session, incoming.session_id, principal)
+        session = await run_blocking(self._session, incoming.session_id, principal)
         return self._session_context(request, principal, session, incoming.protocol_version, streaming)
 
     def _session_context(
@@ -279,7 +279,7 @@ class McpEndpoint:
         )
         _published(request, ctx)
         result = await self.server.initialize(ctx, version)
-        await anyio.to_thread.run_sync(self.store.create, session)
+        await run_blocking(self.store.create, session)
         logger.info("session started", extra={"protocol_version": version, "tenant": principal.tenant})
         body = {"jsonrpc": "2.0", "id": incoming.message["id"], "result": result}
         return json_response(body, headers={c.SESSION_ID_HEADER: session.id})
@@ -345,7 +345,7 @@ class McpEndpoint:
         principal: Principal = request.scope.get("principal", ANONYMOUS)
         # No renewal: a write right before the delete is wasted.
         session_id = request.headers.get(c.SESSION_ID_HEADER)
-        session = await anyio.to_thread.run_sync(self._session, session_id, principal, False)
+        session = await run_blocking(self._session, session_id, principal, False)
         self._session_context(request, principal, session, session.protocol_version, streaming=False)
         await self.pipeline.router.end_session(session)
         logger.info("session ended", extra={"tenant": principal.tenant})
