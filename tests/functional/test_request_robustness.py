@@ -387,17 +387,21 @@ class OffLoop:
         return call
 
 
+def watched_stores(calls: list[str], on_loop: list[str]) -> Stores:
+    memory = Stores.memory()
+    return Stores(
+        sessions=OffLoop("sessions", memory.sessions, calls, on_loop),
+        ledger=OffLoop("ledger", memory.ledger, calls, on_loop),
+        pins=OffLoop("pins", memory.pins, calls, on_loop),
+    )
+
+
 def test_every_store_call_of_a_session_and_of_a_stateless_call_runs_off_the_event_loop(
     upstream: DeepUpstream,
 ) -> None:
     calls: list[str] = []
     on_loop: list[str] = []
-    memory = Stores.memory()
-    stores = Stores(
-        sessions=OffLoop("sessions", memory.sessions, calls, on_loop),
-        ledger=OffLoop("ledger", memory.ledger, calls, on_loop),
-        pins=OffLoop("pins", memory.pins, calls, on_loop),
-    )
+    stores = watched_stores(calls, on_loop)
     config = parse_config(
         {
             "resource": "https://gateway.example.com/mcp",
@@ -454,12 +458,7 @@ def test_on_the_buffered_deployment_store_calls_run_inline(
     monkeypatch.setenv("TOLLWAY_RESPONSE_MODE", "buffered")
     calls: list[str] = []
     on_loop: list[str] = []
-    memory = Stores.memory()
-    stores = Stores(
-        sessions=OffLoop("sessions", memory.sessions, calls, on_loop),
-        ledger=OffLoop("ledger", memory.ledger, calls, on_loop),
-        pins=OffLoop("pins", memory.pins, calls, on_loop),
-    )
+    stores = watched_stores(calls, on_loop)
     config = parse_config(
         {
             "resource": "https://gateway.example.com/mcp",

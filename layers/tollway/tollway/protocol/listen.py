@@ -88,19 +88,11 @@ class Listener:
                 {"jsonrpc": "2.0", "method": spec.LISTEN_ACKNOWLEDGED, "params": {"notifications": honored}},
                 request_id,
             )
-            check_every = self.config.http.listen_check_seconds
-            next_check = time.monotonic() + check_every
-            while (left := ends - time.monotonic()) > 0:
-                try:
-                    message = await asyncio.wait_for(queue.get(), min(left, max(next_check - time.monotonic(), 0)))
-                except TimeoutError:
-                    if time.monotonic() < next_check:
-                        break  # the stream's time is up
-                    next_check = time.monotonic() + check_every
+            async for message in self._paced(queue, ends):
+                if message is None:  # time for a check
                     for changed in await self.changes(ctx, views):
                         yield _tagged(changed, request_id)
-                    continue
-                if _wanted(message, honored, uris):
+                elif _wanted(message, honored, uris):
                     masked = self.pipeline.masking.message(
                         ctx.principal.tenant, "subscriptions/listen", message["method"], message
                     )
@@ -138,27 +130,20 @@ class Listener:
                     on = dataclasses.replace(ctx, session=session, audit=AuditFacts(), budgets={})
                     pumps[key] = asyncio.create_task(self._pushes(on, name, deadline, queue))
 
-        check_every = self.config.http.listen_check_seconds
-        next_check = time.monotonic() + check_every
         try:
             follow(ctx.session)
-            while (left := ends - time.monotonic()) > 0:
-                try:
-                    message = await asyncio.wait_for(queue.get(), min(left, max(next_check - time.monotonic(), 0)))
-                except TimeoutError:
-                    if time.monotonic() < next_check:
-                        return  # the stream's time is up
-                    next_check = time.monotonic() + check_every
-                    changed = await self.changes(ctx, views)
-                    for message in changed:
-                        yield message
-                    if not changed:
-                        yield None
-                    if (session := await reread()) is None:
-                        return  # ended meanwhile
-                    follow(session)
+            async for message in self._paced(queue, ends):
+                if message is not None:
+                    yield self.pipeline.masking.message(ctx.principal.tenant, "GET /mcp", message["method"], message)
                     continue
-                yield self.pipeline.masking.message(ctx.principal.tenant, "GET /mcp", message["method"], message)
+                changed = await self.changes(ctx, views)  # time for a check
+                for found in changed:
+                    yield found
+                if not changed:
+                    yield None
+                if (session := await reread()) is None:
+                    return  # ended meanwhile
+                follow(session)
         finally:
             for task in pumps.values():
                 task.cancel()
@@ -174,6 +159,22 @@ class Listener:
                     await queue.put(item)
         except UpstreamError as error:
             logger.info("upstream session stream ended", extra={"upstream": name, "error": type(error).__name__})
+
+    async def _paced(self, queue: asyncio.Queue[dict[str, Any]], ends: float) -> AsyncIterator[dict[str, Any] | None]:
+        """A stream's pace, for both eras: each message from `queue` as it comes, and None every
+        `http.listen_check_seconds` (time for the gateway's own checks), until `ends`."""
+        check_every = self.config.http.listen_check_seconds
+        next_check = time.monotonic() + check_every
+        while (left := ends - time.monotonic()) > 0:
+            try:
+                message = await asyncio.wait_for(queue.get(), min(left, max(next_check - time.monotonic(), 0)))
+            except TimeoutError:
+                if time.monotonic() < next_check:
+                    return  # the stream's time is up
+                next_check = time.monotonic() + check_every
+                yield None
+                continue
+            yield message
 
     async def changes(self, ctx: RequestContext, views: dict[str, str]) -> list[dict[str, Any]]:
         """`notifications/<kind>/list_changed` for each list of `views` (kind -> digest) that the
