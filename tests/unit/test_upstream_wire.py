@@ -579,6 +579,17 @@ def test_a_stream_that_ends_right_after_our_response_is_read_to_its_end_so_its_c
     assert streams[0].exhausted and streams[0].closed
 
 
+def test_garbage_after_our_response_on_a_stream_is_not_ours_and_changes_nothing() -> None:
+    def make(message: dict[str, Any]) -> Chunks:
+        return Chunks([event(call_result(message)), b"data: 00\n\n"])
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        messages = exchange(monkeypatch, McpStandIn().on("tools/call", streamed(make)))
+
+    assert [m.get("method", "response") for m in messages] == ["response"]
+    assert "result" in messages[0]
+
+
 # --- an upstream's own errors ---------------------------------------------------------------------
 def test_an_upstream_error_keeps_its_own_code_message_and_small_data(monkeypatch: pytest.MonkeyPatch) -> None:
     data = {"field": "region", "allowed": ["EMEA", "APAC"]}

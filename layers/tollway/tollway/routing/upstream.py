@@ -242,8 +242,8 @@ class UpstreamClient:
                                 # end is read first (normally right behind our response; at most
                                 # DRAIN_SECONDS, and not past one more message): a stream closed
                                 # unread costs the connection, and each call would open a new one.
-                                with anyio.move_on_after(DRAIN_SECONDS):
-                                    async for _ in events:
+                                with anyio.move_on_after(DRAIN_SECONDS), contextlib.suppress(Exception):
+                                    async for _ in events:  # garbage after it is not ours either
                                         break  # the upstream keeps it open: closed unread after all
                                 yield checked
                                 return
