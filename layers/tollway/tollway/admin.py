@@ -41,12 +41,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tollway import spec
 from tollway.auth.middleware import insufficient_scope
+from tollway.blocking import run_blocking
 from tollway.config import GatewayConfig, UpstreamConfig
 from tollway.context import ANONYMOUS, Principal, Session
 from tollway.errors import Forbidden, InvalidRequest, NotFound, json_response
@@ -355,7 +355,7 @@ def _iso(epoch: int) -> str | None:
 
 async def _store(operation: Callable[[], Any]) -> Any:
     """Store I/O off the event loop (a StorageError becomes the retryable 503)."""
-    return await anyio.to_thread.run_sync(operation)
+    return await run_blocking(operation)
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tollway.blocking import run_blocking
 from tollway.config import GatewayConfig, config_from_text, config_source, config_ttl, read_source
 from tollway.errors import ConfigError
 from tollway.telemetry import count, logger
@@ -69,7 +69,7 @@ class LiveGateway:
         self._refreshing = True
         try:
             try:
-                text = await anyio.to_thread.run_sync(self._read, self.source, self.ttl)
+                text = await run_blocking(self._read, self.source, self.ttl)
             except ConfigError as exc:
                 logger.warning(
                     "config source unreadable: the last good config keeps serving",

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollway.auth.verifier import InvalidToken, TokenVerifier
+from tollway.blocking import run_blocking
 from tollway.config import GatewayConfig
 from tollway.context import ANONYMOUS, Principal
 from tollway.errors import Forbidden, Unauthorized
@@ -59,7 +59,7 @@ class AuthMiddleware:
             raise Unauthorized(headers={"www-authenticate": self.challenge})
         try:
             # A token seen before costs no thread hop and no signature check (see TokenVerifier).
-            claims = self.verifier.remembered(token) or await anyio.to_thread.run_sync(self.verifier.verify, token)
+            claims = self.verifier.remembered(token) or await run_blocking(self.verifier.verify, token)
             principal = principal_from_claims(claims, self.config)
         except InvalidToken as exc:
             _refuse(exc.reason)

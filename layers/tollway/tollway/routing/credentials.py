@@ -12,9 +12,9 @@ import json
 import time
 from dataclasses import dataclass
 
-import anyio.to_thread
 import httpx
 
+from tollway.blocking import run_blocking
 from tollway.config import UpstreamConfig
 from tollway.errors import UpstreamAuthError
 from tollway.secrets import get_secret
@@ -53,7 +53,7 @@ class UpstreamCredentials:
     async def _secret(self) -> str:
         name = str(self.config.auth.secret)
         try:
-            value = await anyio.to_thread.run_sync(get_secret, name, SECRET_MAX_AGE)
+            value = await run_blocking(get_secret, name, SECRET_MAX_AGE)
         except Exception as exc:  # boundary: any Secrets Manager failure is the same answer to the caller
             logger.error(
                 "upstream secret unavailable", extra={"upstream": self.config.name, "error": type(exc).__name__}

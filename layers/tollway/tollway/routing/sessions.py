@@ -12,8 +12,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import anyio.to_thread
-
+from tollway.blocking import run_blocking
 from tollway.config import GatewayConfig
 from tollway.context import Deadline, Principal, RequestContext, Session, UpstreamSession
 from tollway.routing.upstream import UpstreamClient
@@ -38,10 +37,10 @@ class UpstreamSessions:
         key = (ctx.principal, name)
         current = self._by_principal.get(key)
         if current is None and stale is None:
-            current = await anyio.to_thread.run_sync(self.store.get_principal_upstream, ctx.principal, name)
+            current = await run_blocking(self.store.get_principal_upstream, ctx.principal, name)
         if current is None or current == stale:
             current = await self._open(ctx, name, deadline)
-            await anyio.to_thread.run_sync(self.store.put_principal_upstream, ctx.principal, name, current, self.ttl)
+            await run_blocking(self.store.put_principal_upstream, ctx.principal, name, current, self.ttl)
         self._by_principal[key] = current
         return current
 
@@ -54,10 +53,10 @@ class UpstreamSessions:
             return current
         opened = await self._open(ctx, name, deadline)
         replacing = stale.session_id if stale else None
-        recorded = await anyio.to_thread.run_sync(self.store.add_upstream, ctx.session.id, name, opened, replacing)
+        recorded = await run_blocking(self.store.add_upstream, ctx.session.id, name, opened, replacing)
         if not recorded:
             # A concurrent request opened one first: use theirs, close ours.
-            winner = await anyio.to_thread.run_sync(self.store.get, ctx.session.id)
+            winner = await run_blocking(self.store.get, ctx.session.id)
             if winner is not None and name in winner.upstreams:
                 await self.clients[name].delete_session(opened)
                 opened = winner.upstreams[name]
@@ -80,4 +79,4 @@ class UpstreamSessions:
         ends early, whether its client or an admin ends it."""
         opened = [(n, s) for n, s in session.upstreams.items() if n in self.clients]
         await asyncio.gather(*(self.clients[n].delete_session(s) for n, s in opened))
-        await anyio.to_thread.run_sync(self.store.delete, session.id)
+        await run_blocking(self.store.delete, session.id)
