@@ -38,8 +38,12 @@ $(DEV_STAMP): pyproject.toml
 dev: $(DEV_STAMP)
 	$(BIN)/tollway dev --config $(CONFIG) --port $(PORT)
 
+# The unit and functional suites run on TEST_WORKERS processes (pytest-xdist); the e2e suite
+# (real processes, real time) one test at a time.
+TEST_WORKERS ?= 2
 test: $(STAMP) lint lint-template build conformance-install runtime-python
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) tests/unit tests/functional
+	$(BIN)/pytest -q tests/e2e
 
 # The unit and functional suites (the Lambda handler included) again on the Lambda runtime's
 # Python, 3.13, when the host has one: the main venv may be older (the code supports 3.11-3.13).
@@ -55,7 +59,7 @@ runtime-python:
 	@echo "warning: no CPython 3.13 found: the unit and functional suites run on $$($(BIN)/python -V) only"
 else
 runtime-python: $(RUNTIME_VENV)/.installed
-	$(RUNTIME_VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/functional
+	$(RUNTIME_VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests/unit tests/functional
 endif
 
 conformance-install:

@@ -214,18 +214,26 @@ def make_config() -> Callable[..., GatewayConfig]:
     return build_config
 
 
-_SUMMARY = pytest.StashKey[list[str]]()
+_FIGURES: list[str] = []
+"""The run's figures, in the order their tests ended (on the controller when run with xdist)."""
 
 
 @pytest.fixture
-def run_summary(pytestconfig: pytest.Config) -> list[str]:
-    """Lines a test adds here are printed at the end of the run (pytest captures print)."""
-    return pytestconfig.stash.setdefault(_SUMMARY, [])
+def run_summary(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """Lines a test adds here are printed at the end of the run (pytest captures print). They
+    travel on the test's report, so a parallel run's workers' figures are printed too."""
+    lines: list[str] = []
+    yield lines
+    request.node.user_properties.extend(("figure", line) for line in lines)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        _FIGURES.extend(value for name, value in report.user_properties if name == "figure")
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    lines = config.stash.get(_SUMMARY, [])
-    if lines:
+    if _FIGURES:
         terminalreporter.section("figures")
-        for line in lines:
+        for line in _FIGURES:
             terminalreporter.write_line(line)

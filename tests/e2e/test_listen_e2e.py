@@ -16,7 +16,7 @@ import contextlib
 import os
 import re
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -194,13 +194,24 @@ async def test_a_drifted_tool_withheld_then_approved_is_announced_both_times(wat
         assert "w__note" in {tool.name for tool in (await client.list_tools()).tools}
         await anyio.sleep(UPSTREAM_TIMEOUT + 1)  # the stream's checks outlive a request's upstream budget
 
-        await client.call_tool("w__redescribe", {"description": "Takes a note, and more"})  # announces nothing
-        assert await next_event(subscription) == ToolsListChanged()  # the gateway withheld the changed tool
-        assert "w__note" not in {tool.name for tool in (await client.list_tools()).tools}
+        # Announces nothing itself. The tool drifts under both mounts (`w__note`, `old__note`), whose
+        # catalogs refresh at their own times: one announcement each, or one for both.
+        await client.call_tool("w__redescribe", {"description": "Takes a note, and more"})
+        await announced_until(client, subscription, lambda tools: not {"w__note", "old__note"} & tools)
 
         approve(watched, "w", "note")
-        assert await next_event(subscription) == ToolsListChanged()  # the approval shows
-        assert "w__note" in {tool.name for tool in (await client.list_tools()).tools}
+        await announced_until(client, subscription, lambda tools: "w__note" in tools)  # the approval shows
+        assert "old__note" not in {tool.name for tool in (await client.list_tools()).tools}  # still withheld
+
+
+async def announced_until(client: Client, subscription: Any, seen: Callable[[set[str]], bool]) -> None:
+    """Read `tools/list_changed` announcements until the list the caller then gets satisfies
+    `seen`: a list is only checked after an announcement, so every state asserted was announced."""
+    with anyio.fail_after(TIMEOUT):
+        while True:
+            assert await anext(subscription) == ToolsListChanged()
+            if seen({tool.name for tool in (await client.list_tools()).tools}):
+                return
 
 
 async def test_a_resource_update_of_a_2025_era_upstream_reaches_a_2026_listener(watched: GatewayProcess) -> None:
