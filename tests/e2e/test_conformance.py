@@ -52,12 +52,10 @@ KNOWN_GAPS = {
     "retry, and no GET resumes them (issue 12: the 2025 GET stream); not scored",
     ("2025-11-25", "server-sse-multiple-streams"): "the gateway answers JSON when nothing streams before the "
     "response; the check is INFO then (SSE streams optional)",
-    ("2026-07-28", "http-header-validation"): "its whitespace case calls a tool with arguments its schema "
-    "refuses: the gateway answers -32602 (it validates arguments before charging), the SDK upstream an isError "
-    "result (2025-11-25 on: input validation errors are tool execution errors); not scored",
     **{
-        ("2026-07-28", name): "the fixture has no tasks tools: directly an unknown tool is an isError result, which "
-        "these checks accept; the gateway answers -32602; not scored"
+        ("2026-07-28", name): "the fixture has no tasks tools (greet, slow_compute): directly the SDK answers an "
+        "unknown tool with an isError result, which these checks accept; the gateway answers -32602 Unknown tool, "
+        "as the specification's error handling says (unknown tools are protocol errors); not scored"
         for name in ("tasks-lifecycle", "tasks-capability-negotiation", "tasks-dispatch-and-envelope")
     },
 }

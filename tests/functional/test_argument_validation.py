@@ -1,8 +1,11 @@
 """tools/call arguments are checked against the tool's inputSchema before anything goes upstream.
 
-A refusal is a 400 with -32602 whose message names the field and the rule, never the value the
-caller sent (arguments carry PII); a refused call reaches no upstream and costs no quota; a
-schema `$ref` to a URL is never fetched; valid arguments reach the upstream exactly as sent.
+A refusal names the field and the rule, never the value the caller sent (arguments carry PII).
+Callers speaking 2025-11-25 or later (both eras' current revisions) get it as a tool execution
+error, a result with `isError` a model can read and correct (SEP-1303); a 2025-06-18 session a
+400 with -32602, as its revision says. Arguments that are no object at all, or a schema that
+cannot be applied, are -32602 in every revision. A refused call reaches no upstream and costs no
+quota; a schema `$ref` to a URL is never fetched; valid arguments reach the upstream exactly as sent.
 The upstream is a real MCP server on 127.0.0.1 whose tools/list serves the schemas below.
 """
 
@@ -29,6 +32,9 @@ from tests.fixtures.recording_upstream import Caller, RecordingUpstream, serve_i
 from tests.unit.wire import assert_http_error
 
 ERAS = ("legacy", "modern")
+OLDER = "2025-06-18"
+"""A 2025-era session of the revision before SEP-1303: refused arguments are -32602 there."""
+REVISIONS = (*ERAS, OLDER)
 EMAIL = "jane.doe@example.com"
 LOOKUP_SCHEMA = {
     "type": "object",
@@ -117,15 +123,17 @@ class Gateway:
         self.stores = Stores.memory()
         self.client = TestClient(create_app(config, stores=self.stores, streaming=False), raise_server_exceptions=False)
         self.caller = Caller(self.client, None)
-        self._session: str | None = None
+        self._sessions: dict[str, str] = {}
 
     def call(self, era: str, tool: str, arguments: Any) -> Any:
+        """`era`: "modern", "legacy" (a 2025-11-25 session) or a 2025-era revision."""
         params = {"name": tool, "arguments": arguments}
         if era == "modern":
             return self.caller.modern("tools/call", params, request_id=11)
-        if self._session is None:
-            self._session = self.caller.open_session()
-        return self.caller.legacy("tools/call", params, session=self._session, request_id=11)
+        version = c.LATEST_HANDSHAKE_VERSION if era == "legacy" else era
+        if version not in self._sessions:
+            self._sessions[version] = self.caller.open_session(version)
+        return self.caller.legacy("tools/call", params, session=self._sessions[version], request_id=11, version=version)
 
 
 @pytest.fixture
@@ -135,15 +143,36 @@ def gateway(upstream: SchemaUpstream) -> Iterator[Gateway]:
         yield gateway
 
 
-def _refused(response: Any, message: str, *, upstream: RecordingUpstream) -> None:
+def _refused(response: Any, era: str, detail: str, *, upstream: RecordingUpstream) -> None:
+    """Arguments the schema refuses, answered as `era`'s revision says; `detail`: where and which rule."""
+    if era == OLDER:
+        message = f"Invalid params: arguments of tool 'rec__lookup': {detail}"
+        assert_http_error(response, 400, c.INVALID_PARAMS, message=message, request_id=11)
+    else:
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["id"] == 11
+        assert answer["result"]["isError"] is True
+        assert answer["result"]["content"] == [
+            {"type": "text", "text": f"Invalid arguments for tool 'rec__lookup': {detail}"}
+        ]
+    _nothing_leaked_or_sent(response, upstream)
+
+
+def _malformed(response: Any, message: str, *, upstream: RecordingUpstream) -> None:
+    """A request no revision lets through: -32602 whatever the caller speaks."""
     assert_http_error(response, 400, c.INVALID_PARAMS, message=message, request_id=11)
+    _nothing_leaked_or_sent(response, upstream)
+
+
+def _nothing_leaked_or_sent(response: Any, upstream: RecordingUpstream) -> None:
     assert EMAIL not in response.text
     assert "jane.doe" not in response.text
     assert upstream.calls("tools/call") == []
 
 
 # --- what a refusal says ------------------------------------------------------------------------
-@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("era", REVISIONS)
 def test_a_missing_required_field_is_named_without_the_values_sent(
     gateway: Gateway, upstream: SchemaUpstream, era: str
 ) -> None:
@@ -151,14 +180,10 @@ def test_a_missing_required_field_is_named_without_the_values_sent(
 
     response = gateway.call(era, "rec__lookup", {"contact": EMAIL})
 
-    _refused(
-        response,
-        "Invalid params: arguments of tool 'rec__lookup': arguments: missing required field 'region'",
-        upstream=upstream,
-    )
+    _refused(response, era, "arguments: missing required field 'region'", upstream=upstream)
 
 
-@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("era", REVISIONS)
 def test_a_field_of_the_wrong_type_is_named_with_its_type_not_its_value(
     gateway: Gateway, upstream: SchemaUpstream, era: str
 ) -> None:
@@ -166,14 +191,10 @@ def test_a_field_of_the_wrong_type_is_named_with_its_type_not_its_value(
 
     response = gateway.call(era, "rec__lookup", {"region": "EMEA", "count": EMAIL})
 
-    _refused(
-        response,
-        "Invalid params: arguments of tool 'rec__lookup': arguments.count: must be of type integer",
-        upstream=upstream,
-    )
+    _refused(response, era, "arguments.count: must be of type integer", upstream=upstream)
 
 
-@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("era", REVISIONS)
 def test_a_value_outside_an_enum_names_the_rule_not_the_value(
     gateway: Gateway, upstream: SchemaUpstream, era: str
 ) -> None:
@@ -181,14 +202,10 @@ def test_a_value_outside_an_enum_names_the_rule_not_the_value(
 
     response = gateway.call(era, "rec__lookup", {"region": EMAIL})
 
-    _refused(
-        response,
-        "Invalid params: arguments of tool 'rec__lookup': arguments.region: fails the schema's 'enum' rule",
-        upstream=upstream,
-    )
+    _refused(response, era, "arguments.region: fails the schema's 'enum' rule", upstream=upstream)
 
 
-@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("era", REVISIONS)
 def test_a_field_the_schema_does_not_allow_is_refused_without_naming_it(
     gateway: Gateway, upstream: SchemaUpstream, era: str
 ) -> None:
@@ -196,11 +213,7 @@ def test_a_field_the_schema_does_not_allow_is_refused_without_naming_it(
 
     response = gateway.call(era, "rec__lookup", {"region": "EMEA", EMAIL: "x"})
 
-    _refused(
-        response,
-        "Invalid params: arguments of tool 'rec__lookup': arguments: has a field the schema does not allow",
-        upstream=upstream,
-    )
+    _refused(response, era, "arguments: has a field the schema does not allow", upstream=upstream)
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -212,11 +225,11 @@ def test_arguments_that_are_not_an_object_are_refused_with_400(
 
     response = gateway.call(era, "rec__lookup", arguments)
 
-    _refused(response, "Invalid params: params.arguments must be an object", upstream=upstream)
+    _malformed(response, "Invalid params: params.arguments must be an object", upstream=upstream)
 
 
 # --- a refused call costs nothing -----------------------------------------------------------------
-@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("era", REVISIONS)
 def test_a_refused_call_consumes_no_quota_and_records_no_usage(upstream: SchemaUpstream, era: str) -> None:
     quotas = {"plans": {"one-a-minute": {"tenant": {"per_minute": 1}}}, "default_plan": "one-a-minute"}
     gateway = Gateway(_config(upstream.url, quotas=quotas))
@@ -228,7 +241,10 @@ def test_a_refused_call_consumes_no_quota_and_records_no_usage(upstream: SchemaU
         admitted = gateway.call(era, "rec__lookup", {"region": "EMEA"})
         over = gateway.call(era, "rec__lookup", {"region": "EMEA"})
 
-    assert_http_error(refused, 400, c.INVALID_PARAMS, contains="missing required field 'region'", request_id=11)
+    if era == OLDER:
+        assert_http_error(refused, 400, c.INVALID_PARAMS, contains="missing required field 'region'", request_id=11)
+    else:
+        assert refused.json()["result"]["isError"] is True
     assert usage_after_refusal == []
     assert admitted.status_code == 200, admitted.text
     assert admitted.json()["result"]["isError"] is False
@@ -248,11 +264,7 @@ def test_a_schema_ref_to_a_url_is_never_fetched_and_the_call_is_refused_cleanly(
 
     response = gateway.call(era, "rec__remote", {"x": 1})
 
-    _refused(
-        response,
-        "Invalid params: the input schema of tool 'rec__remote' cannot be checked",
-        upstream=upstream,
-    )
+    _malformed(response, "Invalid params: the input schema of tool 'rec__remote' cannot be checked", upstream=upstream)
     assert schema_server.hits == []
 
 
@@ -294,8 +306,4 @@ def test_omitted_arguments_are_checked_as_an_empty_object(gateway: Gateway, upst
     else:
         response = gateway.caller.legacy("tools/call", params, session=gateway.caller.open_session(), request_id=11)
 
-    _refused(
-        response,
-        "Invalid params: arguments of tool 'rec__lookup': arguments: missing required field 'region'",
-        upstream=upstream,
-    )
+    _refused(response, era, "arguments: missing required field 'region'", upstream=upstream)

@@ -207,9 +207,11 @@ def test_a_call_with_invalid_arguments_is_recorded_as_invalid(
 ) -> None:
     response = agent(start(), dev_key, era).send("tools/call", {"name": "mem__charge", "arguments": {"amount": "x"}})
 
-    assert response.status_code == 400
+    # Both eras' current revisions answer a tool execution error (SEP-1303), audited as the -32602 was.
+    assert response.status_code == 200
+    assert response.json()["result"]["isError"] is True
     record = the_call(audit_trail)
-    assert (record["decision"], record["rule"], record["outcome"]) == ("invalid", "MalformedParams", "refused")
+    assert (record["decision"], record["rule"], record["outcome"]) == ("invalid", "ArgumentsRefused", "refused")
     assert "x" not in json.dumps({k: v for k, v in record.items() if k not in ("time", "request_id")})
 
 

@@ -88,8 +88,8 @@ class EraCaller(Caller):
     def headers(self, **extra: str) -> dict[str, str]:
         return {**super().headers(**extra), "accept": self.accept}
 
-    def initialize(self) -> Any:
-        params = {"protocolVersion": "2025-11-25", "capabilities": self.capabilities, "clientInfo": _CLIENT_INFO}
+    def initialize(self, version: str = "2025-11-25") -> Any:
+        params = {"protocolVersion": version, "capabilities": self.capabilities, "clientInfo": _CLIENT_INFO}
         body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
         return self.client.post("/mcp", content=json.dumps(body), headers=self.headers())
 

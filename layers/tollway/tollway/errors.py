@@ -186,6 +186,19 @@ class MalformedParams(InvalidParams):
     status = 400
 
 
+class ArgumentsRefused(MalformedParams):
+    """Arguments a tool's inputSchema refuses (`detail`: where and which rule, no value). Before
+    2025-11-25 a -32602 like any malformed params; from it on a tool execution error
+    (`tool_result`), which the pipeline answers instead of raising."""
+
+    def __init__(self, tool: str, detail: str) -> None:
+        super().__init__(f"Invalid params: arguments of tool '{tool}': {detail}")
+        self.tool_text = f"Invalid arguments for tool '{tool}': {detail}"
+
+    def tool_result(self) -> dict[str, Any]:
+        return {"content": [{"type": "text", "text": self.tool_text}], "isError": True}
+
+
 class ResourceNotFound(InvalidParams):
     """-32002 in the 2025 era; 2026-07-28 (SEP-2164) answers an unknown resource with -32602."""
 

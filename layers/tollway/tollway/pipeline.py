@@ -1,6 +1,7 @@
 """What happens to one routed request (`tollway.methods.ROUTED`), in order. Read `handle`.
 
-    check params -> resolve + policy (gate, authorize, publish) -> validate arguments
+    check params -> resolve + policy (gate, authorize, publish) -> validate arguments (refused: a
+    tool execution error from 2025-11-25 on, -32602 before)
     -> mask request -> approval -> quota -> route + upstream call -> mask response -> guard -> usage
 
 Arguments are validated, and a call that waits for approval is answered, before the quota is
@@ -24,7 +25,7 @@ from tollway import spec
 from tollway.blocking import run_blocking
 from tollway.config import GatewayConfig
 from tollway.context import RequestContext
-from tollway.errors import ResultWithheld, UpstreamError, UpstreamTimeout
+from tollway.errors import ArgumentsRefused, ResultWithheld, UpstreamError, UpstreamTimeout
 from tollway.masking.stage import MaskingStage
 from tollway.methods import Routed
 from tollway.policy.approvals import Approvals, without_own_state
@@ -63,7 +64,15 @@ class Pipeline:
         route.check(params)
         target = await self.exposure.resolve(ctx, route, params)
         if target.definition is not None and "inputSchema" in target.definition:
-            check_arguments(target.public_name, target.definition["inputSchema"], params.get("arguments"))
+            try:
+                check_arguments(target.public_name, target.definition["inputSchema"], params.get("arguments"))
+            except ArgumentsRefused as refused:
+                if not spec.refuses_arguments_with_a_result(ctx.protocol_version):
+                    raise
+                # Audited as the -32602 would be; not sent upstream, not charged.
+                facts.decision, facts.rule, facts.outcome = "invalid", type(refused).__name__, "refused"
+                yield {"jsonrpc": "2.0", "id": request_id, "result": refused.tool_result()}
+                return
         tenant = ctx.principal.tenant
         if self.masking.needs_hash_key(target.public_name):
             await run_blocking(self.masking.load_hash_key)  # may read Secrets Manager

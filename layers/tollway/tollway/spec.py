@@ -17,6 +17,9 @@ DEFAULT_HANDSHAKE_VERSION: Final = "2025-03-26"
 MODERN_VERSIONS: Final = ("2026-07-28",)
 """Stateless revisions: per-request `_meta` envelope, routing headers, no session."""
 LATEST_MODERN_VERSION: Final = MODERN_VERSIONS[-1]
+ARGUMENT_ERRORS_AS_RESULTS_FROM: Final = "2025-11-25"
+"""From this revision on (SEP-1303), arguments a tool's inputSchema refuses are a tool execution
+error (a result with `isError`, which a model can read and correct), no longer -32602."""
 
 # HTTP headers (lowercase, as ASGI delivers them).
 SESSION_ID_HEADER: Final = "mcp-session-id"
@@ -74,6 +77,12 @@ MODERN_ERROR_STATUS: Final = {
     UNSUPPORTED_PROTOCOL_VERSION: 400,
     METHOD_NOT_FOUND: 404,
 }
+
+
+def refuses_arguments_with_a_result(protocol_version: str) -> bool:
+    """Whether a caller speaking `protocol_version` gets refused arguments as a tool execution
+    error (`ARGUMENT_ERRORS_AS_RESULTS_FROM`; revisions are dates, so they order as strings)."""
+    return protocol_version >= ARGUMENT_ERRORS_AS_RESULTS_FROM
 
 
 def error_http_status(code: int | None, modern: bool) -> int:

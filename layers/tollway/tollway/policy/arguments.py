@@ -12,7 +12,7 @@ import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from tollway.errors import MalformedParams
+from tollway.errors import ArgumentsRefused, MalformedParams
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -21,7 +21,9 @@ VALIDATOR_CACHE_SIZE = 1024
 
 
 def check_arguments(tool: str, schema: dict[str, Any], arguments: Any) -> None:
-    """MalformedParams naming the first failing field and rule, unless `arguments` fit `schema`."""
+    """ArgumentsRefused naming the first failing field and rule, unless `arguments` fit `schema`;
+    MalformedParams when they are no object at all (the request itself is malformed) or the
+    schema cannot be applied."""
     if arguments is None:
         arguments = {}
     if not isinstance(arguments, dict):
@@ -32,14 +34,14 @@ def check_arguments(tool: str, schema: dict[str, Any], arguments: Any) -> None:
     try:
         error = best_match(validator.iter_errors(arguments))
     except RecursionError:
-        raise MalformedParams(f"Invalid params: arguments of tool '{tool}' are nested too deeply") from None
+        raise ArgumentsRefused(tool, "arguments: nested too deeply") from None
     except Exception as exc:  # boundary: a schema jsonschema cannot apply (an unresolvable $ref)
         from tollway.telemetry import logger
 
         logger.warning("input schema unusable", extra={"tool": tool, "error": type(exc).__name__})
         raise MalformedParams(f"Invalid params: the input schema of tool '{tool}' cannot be checked") from None
     if error is not None:
-        raise MalformedParams(f"Invalid params: arguments of tool '{tool}': {_describe(error)}")
+        raise ArgumentsRefused(tool, _describe(error))
 
 
 def schema_problem(schema: dict[str, Any]) -> str | None:
