@@ -48,16 +48,10 @@ def _run_suite(url: str, out: Path, env: dict[str, str] | None = None, *options:
 
 
 KNOWN_GAPS = {
-    ("2025-11-25", "server-sse-polling"): "the gateway's own SSE answers carry no event ids, priming event or "
-    "retry, and no GET resumes them (issue 12: the 2025 GET stream); not scored",
-    ("2025-11-25", "server-sse-multiple-streams"): "the gateway answers JSON when nothing streams before the "
-    "response; the check is INFO then (SSE streams optional)",
-    **{
-        ("2026-07-28", name): "the fixture has no tasks tools (greet, slow_compute): directly the SDK answers an "
-        "unknown tool with an isError result, which these checks accept; the gateway answers -32602 Unknown tool, "
-        "as the specification's error handling says (unknown tools are protocol errors); not scored"
-        for name in ("tasks-lifecycle", "tasks-capability-negotiation", "tasks-dispatch-and-envelope")
-    },
+    ("2026-07-28", "tasks-dispatch-and-envelope"): "its resultType check also calls confirm_delete, which the "
+    "fixture does not serve: directly the SDK answers an unknown tool with an isError result, which the check "
+    "accepts; the gateway answers -32602 Unknown tool, as the specification's error handling says (unknown tools "
+    "are protocol errors); not scored",
 }
 """(revision, scenario) -> why a check of it differs direct vs through the gateway. Remove an entry
 once its checks are equal: the comparison below prints the ones that are."""

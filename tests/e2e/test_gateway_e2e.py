@@ -21,6 +21,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import LoggingMessageNotificationParams, TextContent, TextResourceContents
 
+from tests.fixtures.memory_upstream import final_message
+
 if TYPE_CHECKING:
     from tests.e2e.conftest import GatewayProcess
 
@@ -378,7 +380,7 @@ async def test_a_2025_session_answers_only_the_principal_that_opened_it(gateway:
     assert as_bob.status_code == 404
     assert as_bob.json()["error"]["message"] == "Session not found"
     assert as_alice.status_code == 200
-    assert len(as_alice.json()["result"]["tools"]) == 8
+    assert len(final_message(as_alice)["result"]["tools"]) == 8  # a stream it can resume (SEP-1699)
 
 
 # --- authentication, over raw HTTP --------------------------------------------------------------

@@ -12,9 +12,12 @@ timeout).
 
 from __future__ import annotations
 
+import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpx
 import pytest
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
@@ -322,7 +325,10 @@ async def test_a_2025_call_whose_upstream_closes_its_stream_before_answering_is_
     interactive_gateway: InteractiveGateway,
 ) -> None:
     """The fixture's test_reconnection closes its event stream mid-call (SEP-1699 polling): the
-    gateway resumes it from the upstream with GET and Last-Event-ID, and the caller gets the result."""
+    gateway resumes it from the upstream with GET and Last-Event-ID, closes the caller's stream
+    there too, and the SDK client resumes that one the same way and gets the result."""
+    log = interactive_gateway.gateway.log
+    resumed_before = log.read_text().count("request stream resumed")
     logs: list[str] = []
 
     async def on_log(params: LoggingMessageNotificationParams) -> None:
@@ -337,3 +343,101 @@ async def test_a_2025_call_whose_upstream_closes_its_stream_before_answering_is_
     assert not result.is_error
     assert text_of(result) == "Reconnection test completed"
     assert logs == ["Before disconnect", "After reconnect"]
+    assert log.read_text().count("request stream resumed") == resumed_before + 1  # by the client's GET
+
+
+# --- 2025 era: a request stream the gateway closes mid-call, resumed by raw HTTP ------------------
+RESUMABLE = "2025-11-25"
+STREAM_ID = re.compile(r"^(\d{16}-[0-9a-f]{8})/\1$")
+
+
+def sse_events(body: str) -> list[tuple[str | None, str]]:
+    """(id, data) of each event of an event-stream body, in order; `retry` and comments left out."""
+    events: list[tuple[str | None, str]] = []
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        lines = block.split("\n")
+        data = [line[5:].removeprefix(" ") for line in lines if line.startswith("data:")]
+        ids = [line[3:].removeprefix(" ") for line in lines if line.startswith("id:")]
+        if data or ids:
+            events.append((ids[-1] if ids else None, "\n".join(data)))
+    return events
+
+
+def open_raw_session(http: httpx.Client, url: str, version: str) -> dict[str, str]:
+    """The headers of a fresh 2025-era session at `version` (initialize + initialized)."""
+    init = {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+    answer = http.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init})
+    assert answer.status_code == 200, answer.text
+    headers = {"mcp-session-id": answer.headers["mcp-session-id"], "mcp-protocol-version": version}
+    done = http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+    assert done.status_code == 202, done.text
+    return headers
+
+
+def reconnection_call(http: httpx.Client, url: str, session: dict[str, str], accept: str) -> httpx.Response:
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "conf__test_reconnection"}}
+    return http.post(url, json=call, headers={**session, "accept": accept})
+
+
+def test_a_paused_request_stream_is_resumed_with_last_event_id_and_replayed_again_after_a_drop(
+    interactive_gateway: InteractiveGateway,
+) -> None:
+    url = interactive_gateway.url
+    with httpx.Client(timeout=TIMEOUT, headers={"accept": "application/json, text/event-stream"}) as http:
+        session = open_raw_session(http, url, RESUMABLE)
+        posted = reconnection_call(http, url, session, "application/json, text/event-stream")
+
+        assert posted.headers["content-type"].startswith("text/event-stream")
+        (stream_id, priming), *live = sse_events(posted.text)
+        assert stream_id is not None and STREAM_ID.fullmatch(stream_id), posted.text  # the priming event: first
+        assert priming == ""
+        assert "retry: 2000" in posted.text
+        # The upstream paused its stream: so did the gateway, before the response.
+        assert all("id" not in json.loads(data) for _, data in live)
+
+        resumed = http.get(url, headers={**session, "accept": "text/event-stream", "last-event-id": stream_id})
+        assert resumed.status_code == 200
+        *notes, (answer_id, answer_data) = sse_events(resumed.text)
+        answer = json.loads(answer_data)
+        assert answer["id"] == 7
+        assert answer["result"]["content"] == [{"type": "text", "text": "Reconnection test completed"}]
+        # Each log once, in order, on whichever stream the upstream sent it.
+        logs = [json.loads(data)["params"]["data"] for _, data in [*live, *notes]]
+        assert logs == ["Before disconnect", "After reconnect"]
+        prefix = stream_id.split("/")[0] + "/"
+        assert all(event_id is not None and event_id.startswith(prefix) for event_id, _ in [*notes, (answer_id, "")])
+
+        # That stream dropped before the answer: from the last id it saw, only what came after it.
+        again = http.get(url, headers={**session, "accept": "text/event-stream", "last-event-id": notes[-1][0]})
+        assert [json.loads(data)["id"] for _, data in sse_events(again.text)] == [7]
+
+        # Another session cannot read it: to it, there is nothing to resume.
+        other = open_raw_session(http, url, RESUMABLE)
+        foreign = http.get(url, headers={**other, "accept": "text/event-stream", "last-event-id": stream_id})
+        assert foreign.status_code == 200
+        assert sse_events(foreign.text) == []
+
+
+@pytest.mark.parametrize(
+    ("version", "accept"),
+    [("2025-06-18", "application/json, text/event-stream"), (RESUMABLE, "application/json")],
+    ids=["a-2025-06-18-session", "a-json-only-client"],
+)
+def test_a_client_that_cannot_resume_gets_the_whole_answer_on_its_request(
+    interactive_gateway: InteractiveGateway, version: str, accept: str
+) -> None:
+    """Before 2025-11-25 a client does not resume streams, and a JSON-only one has none: the
+    gateway resumes the upstream's stream itself and answers on the request."""
+    url = interactive_gateway.url
+    with httpx.Client(timeout=TIMEOUT, headers={"accept": accept}) as http:
+        posted = reconnection_call(http, url, open_raw_session(http, url, version), accept)
+
+    assert posted.status_code == 200
+    if accept == "application/json":
+        assert posted.headers["content-type"].startswith("application/json")
+        answer = posted.json()
+    else:
+        events = sse_events(posted.text)
+        assert all(event_id is None for event_id, _ in events)  # nothing to resume from
+        answer = json.loads(events[-1][1])
+    assert answer["result"]["content"] == [{"type": "text", "text": "Reconnection test completed"}]

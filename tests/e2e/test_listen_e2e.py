@@ -152,7 +152,7 @@ async def test_listen_frames_carry_the_subscription_id_and_end_gracefully(watche
     """Raw HTTP: the acknowledgement first, every frame tagged, the closing result last."""
     listen = {"notifications": {"toolsListChanged": True, "resourceSubscriptions": ["w+watch://nobody/serves-this"]}}
     request = modern_post(watched, "subscriptions/listen", listen, "sub-7")
-    frames = []
+    frames, comments = [], []
     async with httpx.AsyncClient(timeout=LISTEN_SECONDS + TIMEOUT) as raw:  # noqa: SIM117
         async with raw.stream("POST", **request) as response:
             assert response.status_code == 200
@@ -160,6 +160,8 @@ async def test_listen_frames_carry_the_subscription_id_and_end_gracefully(watche
             async for line in response.aiter_lines():
                 if line.startswith("data:"):
                     frames.append(httpx.Response(200, content=line[5:]).json())
+                elif line.startswith(":"):
+                    comments.append(line)
     acknowledgement, *_, closing = frames
     assert acknowledgement["method"] == "notifications/subscriptions/acknowledged"
     # Only what is delivered is acknowledged: a URI nobody serves is left out.
@@ -168,6 +170,8 @@ async def test_listen_frames_carry_the_subscription_id_and_end_gracefully(watche
     assert closing["id"] == "sub-7"
     assert closing["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-7"
     assert closing["result"]["resultType"] == "complete"
+    # Nothing changed: each check said so with a keep-alive comment, which no client mistakes for a frame.
+    assert comments and set(comments) == {": keep-alive"}
 
 
 def approve(gateway: GatewayProcess, upstream: str, tool: str) -> None:

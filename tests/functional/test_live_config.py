@@ -27,6 +27,7 @@ from tollway.store import Stores
 from tollway.telemetry import metrics
 
 from tests.conftest import config_data
+from tests.fixtures.memory_upstream import final_message
 from tests.fixtures.recording_upstream import Caller, RecordingUpstream
 from tests.functional.lambda_harness import LambdaGateway, assert_lambda_error, load_handler
 from tests.unit.wire import assert_http_error
@@ -209,7 +210,7 @@ def test_a_2025_session_opened_before_a_change_keeps_working_after_it(
 
     response = caller.legacy("tools/call", {"name": WHOAMI, "arguments": {}}, session=session)
     assert response.status_code == 200, response.text
-    assert response.json()["result"]["isError"] is False
+    assert final_message(response)["result"]["isError"] is False
 
 
 def test_an_unreadable_source_keeps_the_last_good_config(

@@ -39,6 +39,7 @@ from tests.fixtures.faulty_upstream import (
     PII_EMAIL,
     FaultyUpstream,
 )
+from tests.fixtures.memory_upstream import final_message, is_sse, sse_messages
 from tests.fixtures.recording_upstream import Caller, RecordingUpstream
 from tests.unit.wire import _LEAKS, assert_error, assert_http_error
 
@@ -170,29 +171,6 @@ def start_gateway(recorder: RecordingUpstream) -> Iterator[Callable[..., Gateway
             return Gateway(stack.enter_context(TestClient(app, raise_server_exceptions=False)))
 
         yield start
-
-
-# --- reading answers -------------------------------------------------------------------------------
-def is_sse(response: Any) -> bool:
-    return response.headers.get("content-type", "").startswith(c.CONTENT_TYPE_SSE)
-
-
-def sse_messages(text: str) -> list[dict[str, Any]]:
-    """The JSON-RPC messages of an event stream (events without data skipped)."""
-    messages = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        data = [line[5:].removeprefix(" ") for line in block.split("\n") if line.startswith("data:")]
-        if data and "\n".join(data).strip():
-            messages.append(json.loads("\n".join(data)))
-    return messages
-
-
-def final_message(response: Any) -> dict[str, Any]:
-    if is_sse(response):
-        messages = sse_messages(response.text)
-        assert messages, f"an event stream without messages: {response.text[:500]}"
-        return messages[-1]
-    return response.json()
 
 
 def assert_fault_answer(

@@ -43,7 +43,13 @@ from tollway.errors import (
 )
 from tollway.http import create_app
 from tollway.routing import upstream as upstream_module
-from tollway.routing.upstream import ERROR_DATA_BYTES, ERROR_MESSAGE_CHARS, UpstreamClient, next_request_id
+from tollway.routing.upstream import (
+    ERROR_DATA_BYTES,
+    ERROR_MESSAGE_CHARS,
+    STREAM_PAUSED,
+    UpstreamClient,
+    next_request_id,
+)
 from tollway.store import Stores
 
 from tests.unit.wire import assert_http_error
@@ -517,7 +523,8 @@ def test_a_stream_the_upstream_closes_before_answering_is_resumed_from_its_last_
 
     messages = legacy_exchange(monkeypatch, resumable_upstream(resumes))
 
-    assert [m.get("method", "response") for m in messages] == ["notifications/progress", "response"]
+    # Where the upstream paused its stream, the marker says so (a resumable caller's pauses too).
+    assert [m.get("method", "response") for m in messages] == ["notifications/progress", STREAM_PAUSED, "response"]
     assert messages[-1]["result"]["content"] == [{"type": "text", "text": "resumed"}]
     assert len(resumes) == 1
     assert resumes[0]["last-event-id"] == "ev-2"

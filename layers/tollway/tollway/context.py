@@ -107,6 +107,10 @@ class RequestContext:
     session: Session | None = None
     streaming: bool = False
     """Whether this response can stream, so server-to-client requests can be relayed."""
+    resumable: bool = False
+    """Whether this caller's event stream may be closed mid-call and resumed with GET and
+    `Last-Event-ID` (a 2025-11-25 session, SEP-1699), as the endpoint does where an upstream
+    closed its own (`routing.upstream.STREAM_PAUSED`)."""
     forward_headers: dict[str, str] = field(default_factory=dict)
     """`Mcp-Param-*` headers of a 2026-07-28 call, forwarded to the upstream as sent."""
     deadline: float | None = None

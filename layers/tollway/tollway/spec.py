@@ -17,6 +17,9 @@ DEFAULT_HANDSHAKE_VERSION: Final = "2025-03-26"
 MODERN_VERSIONS: Final = ("2026-07-28",)
 """Stateless revisions: per-request `_meta` envelope, routing headers, no session."""
 LATEST_MODERN_VERSION: Final = MODERN_VERSIONS[-1]
+RESUMABLE_STREAMS_FROM: Final = "2025-11-25"
+"""From this revision on (SEP-1699), a server may close a request's event stream mid-call; its
+client resumes it with GET and `Last-Event-ID` (a priming event gives the id first)."""
 ARGUMENT_ERRORS_AS_RESULTS_FROM: Final = "2025-11-25"
 """From this revision on (SEP-1303), arguments a tool's inputSchema refuses are a tool execution
 error (a result with `isError`, which a model can read and correct), no longer -32602."""

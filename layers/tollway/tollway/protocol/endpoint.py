@@ -5,6 +5,12 @@ own envelope (2026-07-28), sends it to the gateway's own methods (`protocol.serv
 the pipeline, and writes what comes back: plain JSON when the answer is a single response, SSE
 when notifications or relayed server requests come first and the client accepts a stream.
 Failures are raised, and answered by the one error middleware (`tollway.http`).
+
+Where the gateway's process outlives a response (`tollway dev`, uvicorn; not Lambda), a
+2025-11-25 session that accepts SSE gets every answer as a resumable stream (SEP-1699): a
+priming event with an id and `retry` first. When the upstream closes its stream mid-call, so
+does the gateway; the call goes on, its messages kept in the event store, and the client's GET
+with `Last-Event-ID` (on any instance) replays them up to the response.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -48,11 +55,11 @@ from tollway.errors import (
 )
 from tollway.methods import OWN_LEGACY_ONLY, OWN_MODERN_ONLY, ROUTED, check_envelope
 from tollway.pipeline import Pipeline
-from tollway.protocol.listen import Listener
+from tollway.protocol.listen import KEEP_ALIVE, Listener
 from tollway.protocol.server import GatewayServer
 from tollway.protocol.transport import Incoming, is_modern, read_post
-from tollway.routing.upstream import drain
-from tollway.store.events import EVENT_ID, EventStore, MemoryEventStore
+from tollway.routing.upstream import STREAM_PAUSED, drain
+from tollway.store.events import CALL_EVENT_ID, EVENT_ID, EventStore, MemoryEventStore, call_stream, new_event_id
 from tollway.store.sessions import SessionStore
 from tollway.telemetry import logger
 
@@ -60,7 +67,12 @@ ALLOW_LEGACY = "POST, DELETE"
 ALLOW_LEGACY_STREAMING = "GET, POST, DELETE"
 STREAM_RETRY_MS = 2000
 """The standalone stream's `retry`: how soon a client reconnects (with `Last-Event-ID`) when it ends."""
+RESUME_POLL_SECONDS = 0.2
+"""How often a resumed request stream looks for the paused call's next messages."""
+RESUME_GRACE_SECONDS = 5.0
+"""A resumed request stream waits this much longer than the slowest upstream may take."""
 ALLOW_MODERN = "POST"
+KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
 LAMBDA_MARGIN_SECONDS = 1.0
 """On Lambda, an answer is written this long before the invocation would be cut off."""
 LAMBDA_CONTEXT_HEADER = "x-amzn-lambda-context"
@@ -93,6 +105,9 @@ class McpEndpoint:
         """The standalone streams' events, for `Last-Event-ID` on any instance."""
         self.cap = config.http.buffered_deadline_seconds if buffered else None
         """Buffered deployment: how long a request may take before API Gateway would cut it."""
+        self.pausing = streaming and not buffered and not _BEHIND_ADAPTER
+        """Whether a call may go on after its response ended: only where the process outlives
+        the response (Lambda freezes an instance once its response is written)."""
 
     async def handle(self, request: Request) -> Response:
         if request.method == "POST":
@@ -123,12 +138,10 @@ class McpEndpoint:
         session = await run_blocking(self._session, request.headers.get(c.SESSION_ID_HEADER), principal)
         ctx = self._session_context(request, principal, session, session.protocol_version, streaming=True)
         last = request.headers.get(c.LAST_EVENT_ID_HEADER, "")
+        if (resumed := CALL_EVENT_ID.fullmatch(last)) is not None:
+            return _event_stream(self._resumed_call(session.id, resumed.group(1), resumed.group(2)))
         missed = await run_blocking(self.events.after, session.id, last) if EVENT_ID.fullmatch(last) else []
-        return StreamingResponse(
-            self._standalone_events(ctx, listener, missed),
-            media_type=c.CONTENT_TYPE_SSE,
-            headers={"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"},
-        )
+        return _event_stream(self._standalone_events(ctx, listener, missed))
 
     async def _standalone_events(
         self, ctx: RequestContext, listener: Listener, missed: list[tuple[str, dict[str, Any]]]
@@ -145,10 +158,30 @@ class McpEndpoint:
         async with contextlib.aclosing(listener.standalone(ctx, reread)) as messages:
             async for message in messages:
                 if message is None:
-                    yield b": keep-alive\n\n"  # under API Gateway's idle cut
+                    yield KEEP_ALIVE_COMMENT  # under API Gateway's idle cut
                     continue
                 event_id = await run_blocking(self.events.append, ctx.session.id, message)
                 yield _event(message, event_id)
+
+    async def _resumed_call(self, session_id: str, stream_id: str, after: str) -> AsyncIterator[bytes]:
+        """A request stream the gateway closed mid-call, resumed: the call's messages after
+        `after` as the paused call keeps them (on whichever instance it runs), up to its
+        response. Bounded: a call that never answers (its instance gone) ends it empty."""
+        stream = call_stream(session_id, stream_id)
+        if not await run_blocking(self.events.after, stream, stream_id):
+            return  # no call paused by that id (or its events expired): nothing to resume
+        logger.info("request stream resumed")
+        slowest = max((max(u.timeout_seconds, u.interaction_timeout_seconds) for u in self.config.upstreams), default=0)
+        ends = time.monotonic() + slowest + RESUME_GRACE_SECONDS
+        while time.monotonic() < ends:
+            for event_id, message in await run_blocking(self.events.after, stream, after):
+                after = event_id
+                if message.get("method") == STREAM_PAUSED:
+                    continue  # where the call paused: no message
+                yield _event(message, f"{stream_id}/{event_id}")
+                if "method" not in message:
+                    return  # the response: the request's stream ends with it
+            await anyio.sleep(RESUME_POLL_SECONDS)
 
     # --- POST ---------------------------------------------------------------------------------
     async def post(self, request: Request) -> Response:
@@ -168,7 +201,7 @@ class McpEndpoint:
             return Response(status_code=202)
         return await self._answer(ctx, incoming, self._dispatch(ctx, incoming.message), request)
 
-    async def _dispatch(self, ctx: RequestContext, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _dispatch(self, ctx: RequestContext, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any]]:
         """The gateway's own methods, or the pipeline for routed ones; the final result framed for the era."""
         method, params, request_id = request["method"], request.get("params") or {}, request["id"]
         check_envelope(params)
@@ -232,6 +265,7 @@ class McpEndpoint:
                 client_capabilities=session.client_capabilities,
                 session=session,
                 streaming=streaming,
+                resumable=streaming and self.pausing and protocol_version >= c.RESUMABLE_STREAMS_FROM,
                 deadline=self._deadline(request),
                 audit=_facts(request),
             ),
@@ -295,24 +329,76 @@ class McpEndpoint:
         return min(ends, default=None)
 
     async def _answer(
-        self, ctx: RequestContext, incoming: Incoming, stream: AsyncIterator[dict[str, Any]], request: Request
+        self, ctx: RequestContext, incoming: Incoming, stream: AsyncGenerator[dict[str, Any]], request: Request
     ) -> Response:
         """JSON when the first thing the pipeline yields is the response; SSE when events come first."""
         first = await self._first(stream, request)
         if first is None:
             return Response(status_code=CLIENT_CLOSED)
         request_id = incoming.message["id"]
+        if ctx.resumable:
+            return self._resumable(ctx, first, stream, request_id)
         if _is_final(first, request_id):
             await drain(stream)  # let the upstream exchange finish and release its connection
             return json_response(first, status=_status_of(first, ctx.modern))
         if not incoming.accepts_sse:
             final = await drain(stream)
             return json_response(final, status=_status_of(final, ctx.modern))
-        return StreamingResponse(
-            _sse(first, stream, request_id, ctx.modern),
-            media_type=c.CONTENT_TYPE_SSE,
-            headers={"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"},
-        )
+        return _event_stream(_sse(first, stream, request_id, ctx.modern))
+
+    def _resumable(
+        self, ctx: RequestContext, first: dict[str, Any], stream: AsyncGenerator[dict[str, Any]], request_id: Any
+    ) -> Response:
+        """A 2025-11-25 session's answer as a stream it can resume (SEP-1699): a priming event
+        whose id names the stream, then the messages. Where the upstream paused its stream
+        (`STREAM_PAUSED`), this one ends too; the call goes on after the response, each
+        message kept in the event store for the client's GET (`_resumed_call`)."""
+        assert ctx.session is not None
+        stream_id, paused = new_event_id(), False
+        key = call_stream(ctx.session.id, stream_id)
+
+        async def live() -> AsyncIterator[bytes]:
+            nonlocal paused
+            yield f"id: {stream_id}/{stream_id}\nretry: {STREAM_RETRY_MS}\ndata: \n\n".encode()
+            message: dict[str, Any] | None = first
+            try:
+                while message is not None:
+                    if message.get("method") == STREAM_PAUSED and await self._paused(key, message):
+                        paused = True
+                        return  # the rest goes to the event store: `kept` below
+                    if message.get("method") != STREAM_PAUSED:
+                        yield _event(message)
+                    message = await anext(stream, None)
+            except Exception as exc:
+                yield _event(error_body(answer_for(exc), request_id, False))
+            finally:
+                if not paused:  # ended, failed, or the client went away: so does the call
+                    await stream.aclose()
+
+        async def kept() -> None:
+            if not paused:
+                return
+            try:
+                async with contextlib.aclosing(stream):
+                    async for message in stream:
+                        if message.get("method") != STREAM_PAUSED:  # paused again: the client resumes anyway
+                            await run_blocking(self.events.append, key, message)
+            except Exception as exc:
+                with contextlib.suppress(Exception):  # the event store itself may be what failed
+                    await run_blocking(self.events.append, key, error_body(answer_for(exc), request_id, False))
+
+        return _event_stream(live(), background=BackgroundTask(kept))
+
+    async def _paused(self, key: str, marker: dict[str, Any]) -> bool:
+        """Whether the request's stream may end here: its pause is kept first (a GET that finds
+        no stream has nothing to resume); a store that cannot keep it keeps the stream live."""
+        try:
+            await run_blocking(self.events.append, key, marker)
+        except Exception:
+            logger.warning("request stream not paused: the event store failed", exc_info=True)
+            return False
+        logger.info("request stream paused")
+        return True
 
     async def _first(self, stream: AsyncIterator[dict[str, Any]], request: Request) -> dict[str, Any] | None:
         """The stream's first message; None when the client went away before it (the call is then
@@ -409,9 +495,18 @@ async def _sse(
     try:
         async with contextlib.aclosing(rest):  # a client that goes away ends the upstream exchange too
             async for item in rest:
-                yield _event(item)
+                yield KEEP_ALIVE_COMMENT if item is KEEP_ALIVE else _event(item)
     except Exception as exc:
         yield _event(error_body(answer_for(exc), request_id, modern))
+
+
+def _event_stream(body: AsyncIterator[bytes], background: BackgroundTask | None = None) -> StreamingResponse:
+    return StreamingResponse(
+        body,
+        media_type=c.CONTENT_TYPE_SSE,
+        headers={"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"},
+        background=background,
+    )
 
 
 def _event(message: dict[str, Any], event_id: str | None = None) -> bytes:

@@ -54,6 +54,11 @@ def offers(info: UpstreamInfo, capability: str, feature: str) -> bool:
     return isinstance(value, dict) and value.get(feature) is True
 
 
+KEEP_ALIVE: dict[str, Any] = {}
+"""Yielded by a listen stream after a check that found nothing: the endpoint writes an SSE
+comment, so idle streams stay under proxies' and API Gateway's idle cut."""
+
+
 class Listener:
     def __init__(self, config: GatewayConfig, pipeline: Pipeline) -> None:
         self.config = config
@@ -90,8 +95,11 @@ class Listener:
             )
             async for message in self._paced(queue, ends):
                 if message is None:  # time for a check
-                    for changed in await self.changes(ctx, views):
+                    changes = await self.changes(ctx, views)
+                    for changed in changes:
                         yield _tagged(changed, request_id)
+                    if not changes:
+                        yield KEEP_ALIVE
                 elif _wanted(message, honored, uris):
                     masked = self.pipeline.masking.message(
                         ctx.principal.tenant, "subscriptions/listen", message["method"], message

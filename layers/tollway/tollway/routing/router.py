@@ -34,7 +34,15 @@ from tollway.routing.catalog import Catalog, log_skip
 from tollway.routing.namespace import Namespace
 from tollway.routing.resilience import backoff
 from tollway.routing.sessions import UpstreamSessions
-from tollway.routing.upstream import NotSpoken, SessionLost, UpstreamClient, UpstreamInfo, drain, next_request_id
+from tollway.routing.upstream import (
+    STREAM_PAUSED,
+    NotSpoken,
+    SessionLost,
+    UpstreamClient,
+    UpstreamInfo,
+    drain,
+    next_request_id,
+)
 from tollway.store.sessions import SessionStore
 from tollway.telemetry import logger
 
@@ -400,6 +408,10 @@ class Router:
                 async with contextlib.aclosing(exchange):
                     async for item in exchange:
                         answered = answered or "method" not in item
+                        if item.get("method") == STREAM_PAUSED:
+                            if ctx.resumable:
+                                yield item  # the caller's stream pauses too (its endpoint resumes it)
+                            continue
                         if "method" in item and "id" in item:
                             if not ctx.relays:
                                 await client.decline(item, deadline=deadline, **wire)

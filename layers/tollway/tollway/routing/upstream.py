@@ -49,6 +49,10 @@ DRAIN_SECONDS = 0.05
 MAX_RETRY_SECONDS = 5.0
 """An upstream's `retry:` is honoured up to this long (the request's deadline bounds it too)."""
 MAX_EVENT_ID_CHARS = 256
+STREAM_PAUSED = "tollway/stream-paused"
+"""The method of the marker a request's message stream carries where the upstream closed its event
+stream before answering (SEP-1699 polling) and is about to be resumed: a caller whose own stream
+can be resumed (`RequestContext.resumable`) gets its stream closed there too. Never sent anywhere."""
 _T = TypeVar("_T")
 _ids = itertools.count(1)
 
@@ -254,6 +258,7 @@ class UpstreamClient:
                     # (2025 era, SEP-1699 polling): resume it with GET and Last-Event-ID after `retry`.
                     if current is not response:
                         await current.aclose()
+                    yield {"jsonrpc": "2.0", "method": STREAM_PAUSED}
                     await self._within(deadline, anyio.sleep(cursor.retry_seconds))
                     current = await self._resume(deadline, session, protocol_version, cursor.event_id)
                 raise self._invalid("stream ended without a response")

@@ -8,6 +8,11 @@ An event id is `<µs since the epoch, 16 digits>-<8 hex>`, strictly increasing w
 (a session's stream is served by one instance at a time, so its events are in order) and sorting
 by time across instances, so an id names a point in the session's stream that any instance can
 resume after; the random part keeps two instances' ids apart. A replay is bounded (`REPLAY_LIMIT`).
+
+A request's own stream that the gateway closed mid-call (SEP-1699, `protocol.endpoint`) keeps
+the rest of the call's messages the same way, under `EVENTS#<session id>/<stream id>`
+(`call_stream`); the client sees their ids as `<stream id>/<event id>` (`CALL_EVENT_ID`), so a
+`Last-Event-ID` names which stream it resumes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ MAX_PAGES = 5
 """Pages one replay reads at most (expired events not yet deleted come first)."""
 EVENT_ID = re.compile(r"^\d{16}-[0-9a-f]{8}$")
 """The form of the ids this store hands out: anything else cannot name one of its events."""
+CALL_EVENT_ID = re.compile(r"^(\d{16}-[0-9a-f]{8})/(\d{16}-[0-9a-f]{8})$")
+"""An event of a request's own stream, as its client sees it: `<stream id>/<event id>`."""
 
 
 _last = [0]
@@ -38,6 +45,11 @@ def new_event_id() -> str:
         _last[0] = max(_last[0] + 1, time.time_ns() // 1000)
         micros = _last[0]
     return f"{micros:016d}-{secrets.token_hex(4)}"
+
+
+def call_stream(session: str, stream_id: str) -> str:
+    """The store's stream of one request's events (`stream_id`: the id of its first event)."""
+    return f"{session}/{stream_id}"
 
 
 class EventStore(Protocol):
