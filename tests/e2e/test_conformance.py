@@ -47,12 +47,7 @@ def _run_suite(url: str, out: Path, env: dict[str, str] | None = None, *options:
     return json.loads(out.read_text())
 
 
-KNOWN_GAPS = {
-    ("2026-07-28", "tasks-dispatch-and-envelope"): "its resultType check also calls confirm_delete, which the "
-    "fixture does not serve: directly the SDK answers an unknown tool with an isError result, which the check "
-    "accepts; the gateway answers -32602 Unknown tool, as the specification's error handling says (unknown tools "
-    "are protocol errors); not scored",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 """(revision, scenario) -> why a check of it differs direct vs through the gateway. Remove an entry
 once its checks are equal: the comparison below prints the ones that are."""
 

