@@ -3,10 +3,11 @@ it runs, through `tollway dev` and through the streaming deployment's Lambda ent
 way Lambda runs it (functions/gateway/run.sh, with the function's environment from template.yaml:
 uvicorn serving streaming.py, as the Lambda Web Adapter would reach it), with the official SDK
 client in both eras; and the entry point's answers to an SSE-accepting client, a JSON-only one,
-and a call that outlives its invocation.
+and a call that outlives its invocation; and a tool that asks the user mid-call, through both.
 
-The upstream is tests/fixtures/slow_upstream.py (`long_task`: progress and a log message every
-few seconds). The four 60-second calls run side by side: the module takes about a minute.
+The upstreams are tests/fixtures/slow_upstream.py (`slow`; `long_task`: progress and a log message
+every few seconds) and the conformance fixture (`ask`: tools that elicit). The four 60-second calls
+run side by side: the module takes about a minute.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import httpx
 import pytest
 import yaml
 from mcp.client import Client
-from mcp_types import LoggingMessageNotificationParams, TextContent
+from mcp_types import ElicitRequestParams, ElicitResult, LoggingMessageNotificationParams, TextContent
 from moto.server import ThreadedMotoServer
 from tollway import spec as c
 from tollway.store.tables import ensure_tables, find_template
@@ -160,17 +161,21 @@ class Targets:
         return self.local.url if target == "local" else self.lambda_entry.url
 
 
-def _mount(upstream: UpstreamProcess) -> list[dict[str, Any]]:
-    return [{"name": "slow", "url": upstream.url, "prefix": "slow", "timeout_seconds": UPSTREAM_TIMEOUT}]
+def _mount(upstream: UpstreamProcess, asking: UpstreamProcess) -> list[dict[str, Any]]:
+    return [
+        {"name": "slow", "url": upstream.url, "prefix": "slow", "timeout_seconds": UPSTREAM_TIMEOUT},
+        {"name": "ask", "url": asking.url, "prefix": "ask"},
+    ]
 
 
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Targets]:
     workdir = tmp_path_factory.mktemp("long-calls")
     upstream = UpstreamProcess("tests.fixtures.slow_upstream", workdir / "upstream.log")
+    asking = UpstreamProcess("tests.fixtures.conformance_upstream", workdir / "asking.log")  # tools that ask
     local_port, lambda_port = free_port(), free_port()
     local = GatewayProcess(
-        gateway_config(local_port, auth={"allow_anonymous": True}, upstreams=_mount(upstream)),
+        gateway_config(local_port, auth={"allow_anonymous": True}, upstreams=_mount(upstream, asking)),
         workdir / "local",
         local_port,
     )
@@ -189,13 +194,13 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Targets]:
         )
         ensure_tables(client, find_template(REPO_ROOT), {"TollwayTable": TABLE})
         entry = StreamingEntryPoint(
-            gateway_config(lambda_port, auth={"allow_anonymous": True}, upstreams=_mount(upstream)),
+            gateway_config(lambda_port, auth={"allow_anonymous": True}, upstreams=_mount(upstream, asking)),
             workdir / "lambda",
             lambda_port,
             dynamodb,
         )
         entry.workdir.mkdir()
-        with running(local, [upstream]):
+        with running(local, [upstream, asking]):
             try:
                 entry.start()
                 entry.wait_ready()
@@ -371,3 +376,38 @@ def test_a_call_that_outlives_its_invocation_is_answered_with_a_timeout_error_be
     assert elapsed < 15  # the invocation's end (4 s, less the gateway's margin), not the call's (30 s)
     record = targets.lambda_entry.audit_record(answer.headers["x-request-id"])
     assert (record["outcome"], record["status"]) == ("timeout", 504)
+
+
+# --- a question mid-call ------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ["local", "lambda"])
+@pytest.mark.parametrize(
+    ("mode", "tool"),
+    [("legacy", "ask__test_elicitation"), ("2026-07-28", "ask__test_input_required_result_elicitation")],
+    ids=["legacy-relayed-request", "2026-07-28-input-required"],
+)
+async def test_a_tool_that_asks_the_user_mid_call_gets_the_answer(
+    targets: Targets, target: str, mode: str, tool: str
+) -> None:
+    """2025 era: the upstream's elicitation/create is relayed on the call's stream and the answer
+    routed back to its upstream session; 2026-07-28: the input_required round trip."""
+    questions: list[str] = []
+
+    async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        questions.append(params.message)
+        content = {"username": "ada", "email": "ada@example.com"} if mode == "legacy" else {"name": "Ada"}
+        return ElicitResult(action="accept", content=content)
+
+    with anyio.fail_after(30):
+        async with Client(targets.url(target), mode=mode, read_timeout_seconds=15, elicitation_callback=answer) as s:
+            result = await s.call_tool(tool, {"message": "Who are you?"} if mode == "legacy" else {})
+
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    assert not result.is_error, block.text
+    if mode == "legacy":
+        assert questions == ["Who are you?"]
+        assert block.text.startswith("User response: action=accept")
+        assert block.text.endswith('content={"username": "ada", "email": "ada@example.com"}')
+    else:
+        assert questions == ["What is your name?"]
+        assert block.text == "Hello, Ada!"

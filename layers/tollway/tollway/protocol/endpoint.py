@@ -73,6 +73,8 @@ RESUME_GRACE_SECONDS = 5.0
 """A resumed request stream waits this much longer than the slowest upstream may take."""
 ALLOW_MODERN = "POST"
 KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
+SSE_HEADERS = {"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"}
+"""An event stream is neither cached nor buffered on its way (nginx reads `x-accel-buffering`)."""
 LAMBDA_MARGIN_SECONDS = 1.0
 """On Lambda, an answer is written this long before the invocation would be cut off."""
 LAMBDA_CONTEXT_HEADER = "x-amzn-lambda-context"
@@ -337,7 +339,7 @@ class McpEndpoint:
             return Response(status_code=CLIENT_CLOSED)
         request_id = incoming.message["id"]
         if ctx.resumable:
-            return self._resumable(ctx, first, stream, request_id)
+            return await self._resumable(ctx, first, stream, request_id)
         if _is_final(first, request_id):
             await drain(stream)  # let the upstream exchange finish and release its connection
             return json_response(first, status=_status_of(first, ctx.modern))
@@ -346,7 +348,7 @@ class McpEndpoint:
             return json_response(final, status=_status_of(final, ctx.modern))
         return _event_stream(_sse(first, stream, request_id, ctx.modern))
 
-    def _resumable(
+    async def _resumable(
         self, ctx: RequestContext, first: dict[str, Any], stream: AsyncGenerator[dict[str, Any]], request_id: Any
     ) -> Response:
         """A 2025-11-25 session's answer as a stream it can resume (SEP-1699): a priming event
@@ -356,10 +358,14 @@ class McpEndpoint:
         assert ctx.session is not None
         stream_id, paused = new_event_id(), False
         key = call_stream(ctx.session.id, stream_id)
+        priming = f"id: {stream_id}/{stream_id}\nretry: {STREAM_RETRY_MS}\ndata: \n\n".encode()
+        if _is_final(first, request_id):  # the usual answer: written at once, no stream to keep open
+            await drain(stream)
+            return Response(priming + _event(first), media_type=c.CONTENT_TYPE_SSE, headers=SSE_HEADERS)
 
         async def live() -> AsyncIterator[bytes]:
             nonlocal paused
-            yield f"id: {stream_id}/{stream_id}\nretry: {STREAM_RETRY_MS}\ndata: \n\n".encode()
+            yield priming
             message: dict[str, Any] | None = first
             try:
                 while message is not None:
@@ -501,12 +507,7 @@ async def _sse(
 
 
 def _event_stream(body: AsyncIterator[bytes], background: BackgroundTask | None = None) -> StreamingResponse:
-    return StreamingResponse(
-        body,
-        media_type=c.CONTENT_TYPE_SSE,
-        headers={"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"},
-        background=background,
-    )
+    return StreamingResponse(body, media_type=c.CONTENT_TYPE_SSE, headers=SSE_HEADERS, background=background)
 
 
 def _event(message: dict[str, Any], event_id: str | None = None) -> bytes:
