@@ -170,20 +170,25 @@ class McpEndpoint:
         `after` as the paused call keeps them (on whichever instance it runs), up to its
         response. Bounded: a call that never answers (its instance gone) ends it empty."""
         stream = call_stream(session_id, stream_id)
-        if not await run_blocking(self.events.after, stream, stream_id):
-            return  # no call paused by that id (or its events expired): nothing to resume
+        found = await run_blocking(self.events.after, stream, after)
+        # Nothing after `after`: known stream (its pause is kept first), or none to resume?
+        if not found and (after == stream_id or not await run_blocking(self.events.after, stream, stream_id)):
+            return  # no call paused by that id (or its events expired)
         logger.info("request stream resumed")
         slowest = max((max(u.timeout_seconds, u.interaction_timeout_seconds) for u in self.config.upstreams), default=0)
         ends = time.monotonic() + slowest + RESUME_GRACE_SECONDS
-        while time.monotonic() < ends:
-            for event_id, message in await run_blocking(self.events.after, stream, after):
+        while True:
+            for event_id, message in found:
                 after = event_id
                 if message.get("method") == STREAM_PAUSED:
                     continue  # where the call paused: no message
                 yield _event(message, f"{stream_id}/{event_id}")
                 if "method" not in message:
                     return  # the response: the request's stream ends with it
+            if time.monotonic() >= ends:
+                return
             await anyio.sleep(RESUME_POLL_SECONDS)
+            found = await run_blocking(self.events.after, stream, after)
 
     # --- POST ---------------------------------------------------------------------------------
     async def post(self, request: Request) -> Response:
@@ -369,11 +374,11 @@ class McpEndpoint:
             message: dict[str, Any] | None = first
             try:
                 while message is not None:
-                    if message.get("method") == STREAM_PAUSED and await self._paused(key, message):
-                        paused = True
-                        return  # the rest goes to the event store: `kept` below
                     if message.get("method") != STREAM_PAUSED:
                         yield _event(message)
+                    elif await self._paused(key, message):
+                        paused = True
+                        return  # the rest goes to the event store: `kept` below
                     message = await anext(stream, None)
             except Exception as exc:
                 yield _event(error_body(answer_for(exc), request_id, False))
@@ -390,6 +395,7 @@ class McpEndpoint:
                         if message.get("method") != STREAM_PAUSED:  # paused again: the client resumes anyway
                             await run_blocking(self.events.append, key, message)
             except Exception as exc:
+                logger.warning("paused request ended by a failure", extra={"error": type(exc).__name__})
                 with contextlib.suppress(Exception):  # the event store itself may be what failed
                     await run_blocking(self.events.append, key, error_body(answer_for(exc), request_id, False))
 
@@ -400,8 +406,8 @@ class McpEndpoint:
         no stream has nothing to resume); a store that cannot keep it keeps the stream live."""
         try:
             await run_blocking(self.events.append, key, marker)
-        except Exception:
-            logger.warning("request stream not paused: the event store failed", exc_info=True)
+        except Exception as exc:  # boundary: whatever the store raised, the stream stays live
+            logger.warning("request stream not paused: the event store failed", extra={"error": type(exc).__name__})
             return False
         logger.info("request stream paused")
         return True
