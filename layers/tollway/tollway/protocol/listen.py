@@ -174,14 +174,16 @@ class Listener:
         check_every = self.config.http.listen_check_seconds
         next_check = time.monotonic() + check_every
         while (left := ends - time.monotonic()) > 0:
+            until_check = next_check - time.monotonic()
             try:
-                message = await asyncio.wait_for(queue.get(), min(left, max(next_check - time.monotonic(), 0)))
+                message = await asyncio.wait_for(queue.get(), min(left, max(until_check, 0)))
             except TimeoutError:
-                if time.monotonic() < next_check:
-                    return  # the stream's time is up
-                next_check = time.monotonic() + check_every
-                yield None
-                continue
+                # Which wait ended says what is due, not the clock: a loop's timers may fire a
+                # moment early (uvloop's run on a millisecond clock read once per iteration).
+                if until_check < left:
+                    next_check = time.monotonic() + check_every
+                    yield None
+                continue  # else the stream's time: the loop's test ends it once it is up
             yield message
 
     async def changes(self, ctx: RequestContext, views: dict[str, str]) -> list[dict[str, Any]]:
