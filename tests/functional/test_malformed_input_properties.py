@@ -230,8 +230,6 @@ def read_answer(reply: Reply, *, request_id: Any = NO_ID) -> dict[str, Any] | No
         text = reply.body.decode("utf-8")
     except UnicodeDecodeError:
         raise AssertionError(f"the answer is not UTF-8: {reply!r}") from None
-    for leak in _LEAKS:
-        assert leak not in text, f"{leak!r} leaked into {reply!r}"
     try:
         if reply.content_type == JSON_TYPE:
             messages = [strict_json(reply.body)]
@@ -243,6 +241,13 @@ def read_answer(reply: Reply, *, request_id: Any = NO_ID) -> dict[str, Any] | No
             raise AssertionError(f"content type {reply.headers.get('content-type')!r}: {reply!r}")
     except NotJson as exc:
         raise AssertionError(f"the answer is not JSON ({exc}): {reply!r}") from None
+    for message in messages:
+        # The id is the caller's own, echoed as JSON-RPC requires (it may be any word at all).
+        said = "\n".join(
+            _strings({k: v for k, v in message.items() if k != "id"} if isinstance(message, dict) else message)
+        )
+        for leak in _LEAKS:
+            assert leak not in said, f"{leak!r} leaked into {reply!r}"
     for message in messages[:-1]:
         _assert_server_message(message, reply)
     final = messages[-1]
@@ -255,6 +260,19 @@ def read_answer(reply: Reply, *, request_id: Any = NO_ID) -> dict[str, Any] | No
             f"id of {reply!r}, sent {request_id!r}"
         )
     return final
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _assert_response(message: Any, reply: Reply) -> None:
