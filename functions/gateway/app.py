@@ -5,13 +5,19 @@ X-Ray: the function is traced by Lambda (`Tracing: Active`). Powertools Tracer a
 but imports the X-Ray SDK (~0.5 s of cold start), so it is wired in only when TOLLWAY_TRACER=on.
 """
 
+import asyncio
 import os
 from typing import Any
 
+import uvloop
 from mangum import Mangum
 from tollway.live import deployed
 from tollway.telemetry import logger
 from tollway.telemetry.metrics import flush_due
+
+# Mangum runs every invocation on this thread's event loop: libuv's (uvloop) spends about a sixth
+# less CPU per call than asyncio's own (make bench).
+asyncio.set_event_loop(uvloop.new_event_loop())
 
 # Built once per instance; warm invocations reuse config, connections and caches. The config is
 # read again every TOLLWAY_CONFIG_TTL_SECONDS and a valid change applied (tollway.live).
