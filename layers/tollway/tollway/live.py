@@ -19,6 +19,7 @@ start, where an invalid config fails closed, and again at most once per TTL
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -111,6 +112,35 @@ def deployed() -> LiveGateway:
     from tollway.store import Stores
 
     stores = Stores.dynamo()
-    return LiveGateway(
+    gateway = LiveGateway(
         config_source(), lambda config, previous: create_app(config, stores=stores, previous=previous), ttl=config_ttl()
     )
+    threading.Thread(target=warm_up, args=(gateway, stores), name="tollway-warm-up", daemon=True).start()
+    return gateway
+
+
+def warm_up(gateway: LiveGateway, stores: Any) -> None:
+    """What an instance's first request would otherwise do itself, begun at init in a thread of
+    its own so the import does not wait for it: the DynamoDB client (boto3's import and client
+    are the largest part of a first request), the modules the request path imports on first use,
+    and the JWKS. It overlaps the first request's own waits (upstream exchanges); the request
+    takes whatever is ready and makes the rest itself (each part is made once, under a lock). A
+    step that fails is the first request's to do again; a freeze pauses the thread, no more."""
+    verifier = gateway.state.verifier
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("dynamodb client", stores.connect),
+        ("modules", _import_first_use_modules),
+        ("jwks", verifier.prefetch if verifier is not None else lambda: None),
+    ]
+    for name, step in steps:
+        try:
+            step()
+        except Exception as exc:  # never raised into a request: the request redoes the step
+            logger.info("warm-up step failed", extra={"step": name, "error": type(exc).__name__})
+
+
+def _import_first_use_modules() -> None:
+    import httpcore  # httpx imports it when the first upstream client is made
+    import jsonschema.validators  # tool arguments (tollway.policy.arguments)
+
+    del httpcore, jsonschema

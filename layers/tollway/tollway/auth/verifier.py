@@ -109,21 +109,37 @@ class TokenVerifier:
             raise InvalidToken("unknown kid")
         import jwt
 
-        if self._client is None and self.auth.jwks_url:
-            # Made once per warm instance: the JWKS cache lives in it.
-            self._client = jwt.PyJWKClient(
-                self.auth.jwks_url,
-                lifespan=self.auth.jwks_cache_seconds,
-                cooldown_duration=self.auth.jwks_refresh_cooldown,
-                timeout=JWKS_TIMEOUT_SECONDS,
-            )
-        if self._client is None:
+        client = self._jwks()
+        if client is None:
             raise InvalidToken("no JWKS configured")
         try:
-            return self._client.get_signing_key(kid).key
+            return client.get_signing_key(kid).key
         except jwt.PyJWKClientConnectionError:
             raise InvalidToken("JWKS unreachable") from None
         except jwt.PyJWKClientError:
             raise InvalidToken("unknown kid") from None
         except (jwt.PyJWKSetError, jwt.InvalidKeyError, ValueError):
             raise InvalidToken("JWKS is not a usable key set") from None
+
+    def _jwks(self) -> PyJWKClient | None:
+        """The JWKS client, made once per instance (the JWKS cache lives in it); None when the
+        keys are static or no JWKS is configured."""
+        if self._client is None and self._static is None and self.auth.jwks_url:
+            import jwt
+
+            with self._lock:
+                if self._client is None:
+                    self._client = jwt.PyJWKClient(
+                        self.auth.jwks_url,
+                        lifespan=self.auth.jwks_cache_seconds,
+                        cooldown_duration=self.auth.jwks_refresh_cooldown,
+                        timeout=JWKS_TIMEOUT_SECONDS,
+                    )
+        return self._client
+
+    def prefetch(self) -> None:
+        """Fetch the JWKS now (an instance's warm-up, off the first request's path). A failure
+        is the first token's to report: it fetches again."""
+        client = self._jwks()
+        if client is not None:
+            client.get_signing_keys()

@@ -9,6 +9,7 @@ from tollway.store.events import DynamoEventStore, EventStore, MemoryEventStore
 from tollway.store.ledger import DynamoLedger, Ledger, MemoryLedger
 from tollway.store.pins import DynamoPinStore, MemoryPinStore, PinStore
 from tollway.store.sessions import DynamoSessionStore, MemorySessionStore, SessionStore
+from tollway.store.table import DynamoClient
 from tollway.store.usage import UsageReader
 
 
@@ -29,9 +30,20 @@ class Stores:
 
     @classmethod
     def dynamo(cls) -> Stores:
-        """The deployed stores; boto3 clients are created on first use, so requests that need
-        no DynamoDB never import boto3."""
-        return cls(DynamoSessionStore(), DynamoLedger(), DynamoPinStore(), DynamoApprovalStore(), DynamoEventStore())
+        """The deployed stores, sharing one boto3 client, created on first use (or by
+        `connect`), so requests that need no DynamoDB never import boto3."""
+        shared = DynamoClient()
+        return cls(
+            DynamoSessionStore(shared=shared),
+            DynamoLedger(shared=shared),
+            DynamoPinStore(shared=shared),
+            DynamoApprovalStore(shared=shared),
+            DynamoEventStore(shared=shared),
+        )
+
+    def connect(self) -> None:
+        """Create the DynamoDB client now (the deployed stores share it); memory stores need none."""
+        getattr(self.ledger, "client", None)
 
     @classmethod
     def memory(cls, sessions: SessionStore | None = None) -> Stores:

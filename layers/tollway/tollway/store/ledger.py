@@ -80,7 +80,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from tollway.errors import StorageError
-from tollway.store.table import DynamoTable, key
+from tollway.store.table import DynamoClient, DynamoTable, key
 
 Period = Literal["second", "minute", "day", "month"]
 RATE_SECONDS = {"second": 1, "minute": 60}
@@ -372,8 +372,8 @@ class DynamoLedger(DynamoTable):
     """Admission maps any ledger failure to its own answer (the failure policy); this one is what
     a reader of usage (finance) is told."""
 
-    def __init__(self, table_name: str | None = None, client: Any = None) -> None:
-        super().__init__(table_name, client)
+    def __init__(self, table_name: str | None = None, client: Any = None, shared: DynamoClient | None = None) -> None:
+        super().__init__(table_name, client, shared)
         self._bases: dict[tuple[str, str], int] = {}
         """(scope, day) -> the month's units before that day (sealed, so final)."""
         self._seen: dict[tuple[str, str], dict[str, Any]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from tollway.errors import StorageError
@@ -18,26 +19,46 @@ def key(*parts: str) -> str:
     return "#".join(part.replace("%", "%25").replace("#", "%23") for part in parts)
 
 
+class DynamoClient:
+    """A boto3 DynamoDB client made on first use, once, by whichever thread comes first: the
+    deployed stores share one (boto3 clients are thread-safe), so an instance creates one
+    client and keeps one connection pool, not one of each per store."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import boto3
+                    from botocore.config import Config
+
+                    # The stores build every request themselves: botocore's own check of each one
+                    # costs about a seventh of a request's CPU and catches nothing DynamoDB would
+                    # not refuse.
+                    self._client = boto3.client("dynamodb", config=Config(parameter_validation=False))
+        return self._client
+
+
 class DynamoTable:
-    """Base of the DynamoDB stores: the table's name and a boto3 client made on first use, so
-    requests that touch no table never import boto3. Tests inject a client."""
+    """Base of the DynamoDB stores: the table's name and a boto3 client made on first use (from
+    `shared`, else a client of its own), so requests that touch no table never import boto3.
+    Tests inject a client."""
 
     unavailable = "Store unavailable"
     """What the `StorageError` every other DynamoDB failure becomes says (in the log)."""
 
-    def __init__(self, table_name: str | None = None, client: Any = None) -> None:
+    def __init__(self, table_name: str | None = None, client: Any = None, shared: DynamoClient | None = None) -> None:
         self.table_name = table_name or os.environ.get("TOLLWAY_TABLE", "TollwayTable")
         self._client = client
+        self._shared = shared or DynamoClient()
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            # The stores build every request themselves: botocore's own check of each one costs
-            # about a seventh of a request's CPU and catches nothing DynamoDB would not refuse.
-            self._client = boto3.client("dynamodb", config=Config(parameter_validation=False))
+            self._client = self._shared.get()
         return self._client
 
     def _call(self, operation: str, *, conditional: bool = False, **kwargs: Any) -> dict[str, Any]:
