@@ -5,7 +5,8 @@ Measured per call, in both eras: the handler's CPU time (`time.process_time()`, 
 its wall time, DynamoDB requests and billed write units (botocore events; DynamoDB is moto's
 server in a process of its own, so its work is not counted), the bytes the function writes to
 its log group at the template's level (INFO, EMF metrics on) and the bytes of audit records.
-Also the instance's first request (probe, JWKS, boto3 client, connections).
+Also the instance's first request (probe, JWKS, boto3 client, connections), and where its time
+goes (bench/first_request.py).
 
     python -m bench.lambda_cost CONFIG DYNAMODB_URL CALLS   (prints one JSON line; run by bench)
 """
@@ -33,6 +34,12 @@ ARGUMENTS = {"card_number": "4242424242424242", "amount": 12.5}
 def measure(config: Path, dynamodb: str, calls: int) -> dict[str, Any]:
     """Runs this module in a fresh process (the handler is imported once per instance) with the
     template's logging (INFO, metrics on) and returns its figures."""
+    import boto3
+    from tollway.store.tables import ensure_tables
+
+    # Here, not in the child: the child's first request imports boto3, as a Lambda instance's does.
+    tables = {"TollwayTable": "TollwayTable"}
+    ensure_tables(boto3.client("dynamodb", endpoint_url=dynamodb), ROOT / "template.yaml", tables)
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             **os.environ,
@@ -66,13 +73,8 @@ def metrics_window_seconds() -> int:
 
 
 def _child(config: Path, dynamodb: str, calls: int) -> dict[str, Any]:
-    import boto3
-    from tollway.store.tables import ensure_tables
-
     from bench.handler import FakeContext, legacy, modern_call
 
-    tables = {"TollwayTable": "TollwayTable"}
-    ensure_tables(boto3.client("dynamodb", endpoint_url=dynamodb), ROOT / "template.yaml", tables)
     import_started = time.perf_counter()
     spec = importlib.util.spec_from_file_location("gateway_app", HANDLER)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -87,9 +89,14 @@ def _child(config: Path, dynamodb: str, calls: int) -> dict[str, Any]:
         return reply
 
     out: dict[str, Any] = {"import_ms": import_ms}
-    started = time.perf_counter()
-    invoke(modern_call(TOOL, ARGUMENTS, 0))
-    out["first_request_ms"] = (time.perf_counter() - started) * 1000
+    from bench.first_request import breakdown
+
+    with breakdown() as parts:
+        started = time.perf_counter()
+        invoke(modern_call(TOOL, ARGUMENTS, 0))
+        out["first_request_ms"] = (time.perf_counter() - started) * 1000
+    out["first_request_parts"] = {**parts, "rest": out["first_request_ms"] - sum(parts.values())}
+    out["first_request_imports"] = dict(parts.modules.most_common(6))
     counter = _DynamoCounter(module.app.state.endpoint)
     init = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
     session = invoke(legacy("initialize", init, 0, None))["headers"]["mcp-session-id"]

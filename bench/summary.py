@@ -23,6 +23,8 @@ from bench.__main__ import ROOT
 MODERN, LEGACY = "2026-07-28", "2025-11-25"
 FULL_VCPU_MB = 1769
 """Lambda gives one full vCPU at 1,769 MB, and CPU in proportion below it."""
+LAMBDA_GB_SECOND = 0.0000133334
+"""arm64 Lambda's price per GB-second (us-east-1)."""
 DYNAMODB_MS_PER_REQUEST = 4.0
 """In-region DynamoDB UpdateItem latency, as waited on by the function (an input: not measured here)."""
 EVENT_OVERHEAD_BYTES = 26
@@ -147,6 +149,7 @@ def print_summary(
     if cold_import_ms is not None:
         print(f"   cold import (runtime Python, layer bytecode): {cold_import_ms:.0f} ms (goal <= 200 ms)")
     print("   first request after the import: " + ", ".join(f"{n} {ms:.0f} ms" for n, ms in first.items()))
+    print_first_request(handlers["exact"], cold_import_ms, memory)
     print(
         f"   cost model inputs (per call, {MODERN}; {memory} MB, CPU x{max(1.0, FULL_VCPU_MB / memory):.2f} for "
         f"Lambda's vCPU share, DynamoDB {DYNAMODB_MS_PER_REQUEST:.0f} ms per request waited):"
@@ -164,11 +167,32 @@ def print_summary(
     xray = XRAY_PER_MILLION_TRACES * XRAY_SAMPLED
     print(
         f"   not in $/M: X-Ray at its default sampling (~{XRAY_SAMPLED:.0%} of calls) adds ~${xray:.2f}; the"
-        f" upstream's own time adds ${memory / 1024 * 0.001 * 0.0000133334 * 1e6:.4f} per ms."
+        f" upstream's own time adds ${memory / 1024 * 0.001 * LAMBDA_GB_SECOND * 1e6:.4f} per ms."
         f" Peer: AgentCore Gateway ${AGENTCORE_PER_MILLION:.2f} per million tool calls before Lambda/upstream costs."
     )
     print("   goals: server CPU fully on <= 1.0x, every feature off <= 0.5x; exact quotas <= $2.50 per million\n")
     return out
+
+
+def print_first_request(figures: dict[str, Any], cold_import_ms: float | None, memory_mb: int) -> None:
+    """Where the first request's time goes (fully on, exact quotas: every part there is), and
+    what a cold start costs at the template's memory size (host ms scaled by the model's vCPU
+    share, as for warm calls)."""
+    parts = figures["first_request_parts"]
+    order = ["boto3 client", "first imports", "DynamoDB requests", "upstream exchanges", "JWKS fetch", "rest"]
+    modules = ", ".join(f"{name or 'relative'} {ms:.0f}" for name, ms in figures["first_request_imports"].items())
+    print(
+        "   first request, exact, where the time goes (ms, each part on its own): "
+        + ", ".join(f"{name} {parts.get(name, 0.0):.0f}" for name in order)
+        + f"; first imports: {modules}"
+    )
+    cold_ms = (cold_import_ms or figures["import_ms"]) + figures["first_request_ms"]
+    billed_ms = cold_ms * max(1.0, FULL_VCPU_MB / memory_mb)
+    dollars = memory_mb / 1024 * billed_ms / 1000 * LAMBDA_GB_SECOND
+    print(
+        f"   a cold start (import + first request, {cold_ms:.0f} ms here, ~{billed_ms:.0f} ms at {memory_mb} MB)"
+        f" costs ${dollars * 1e6:.2f} per million cold starts of Lambda time"
+    )
 
 
 def write_json(figures: dict[str, Any], path: Path) -> None:
