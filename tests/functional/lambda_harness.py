@@ -153,11 +153,17 @@ class LambdaGateway:
         self.app = module.app
         self.store = self.app.state.endpoint.store
         self.dynamodb_calls: list[str] = []
-        self.store.client.meta.events.register("before-call.dynamodb.*", self._count)
-        self.loop = asyncio.new_event_loop()
+        """The session store's DynamoDB requests (`GetItem`, ...): the stores share one client,
+        so they are counted where the session store makes them."""
+        sessions = getattr(self.store, "inner", self.store)  # under its cache, if any
+        request = sessions._request
 
-    def _count(self, model: Any, **_: Any) -> None:
-        self.dynamodb_calls.append(model.name)
+        def counted(operation: str, **kwargs: Any) -> Any:
+            self.dynamodb_calls.append("".join(part.title() for part in operation.split("_")))
+            return request(operation, **kwargs)
+
+        sessions._request = counted
+        self.loop = asyncio.new_event_loop()
 
     def invoke(self, event: dict[str, Any]) -> Answer:
         # Lambda's runtime keeps one loop per instance; other tests may have cleared the thread's.
