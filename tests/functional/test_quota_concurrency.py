@@ -1,7 +1,7 @@
 """Limits hold under concurrency: many callers, one DynamoDB, exactly the limit admitted.
 
 DynamoDB is moto's server over real HTTP on 127.0.0.1. Every caller plays one Lambda instance:
-its own boto3 client and its own QuotaEnforcer. Instances run as threads of this process, or as
+its own client (`DynamoWire`, as deployed) and its own QuotaEnforcer. Instances run as threads of this process, or as
 separate spawned Python processes. Each test has a table of its own and a frozen clock (the
 quota module's `time`), so no window ends in the middle of a test unless the test moves the clock.
 
@@ -33,6 +33,7 @@ from tollway.store.ledger import DynamoLedger
 from tollway.store.table import key
 from tollway.store.tables import ensure_tables, find_template
 from tollway.store.usage import UsageReader
+from tollway.store.wire import DynamoWire
 
 NOON = datetime(2026, 3, 14, 12, 0, 30, tzinfo=UTC).timestamp()
 """The frozen instant: half a minute into a minute, noon of a day, mid-month."""
@@ -88,8 +89,10 @@ def endpoint() -> Iterator[str]:
 
 
 def dynamodb(endpoint: str, session: boto3.session.Session | None = None) -> Any:
+    """A client as a deployed instance has one: its data requests through `DynamoWire`."""
+    session = session or boto3.session.Session()
     config = Config(max_pool_connections=MAX_THREADS, retries={"total_max_attempts": 1})
-    return (session or boto3.session.Session()).client("dynamodb", endpoint_url=endpoint, config=config)
+    return DynamoWire(session.client("dynamodb", endpoint_url=endpoint, config=config), session.get_credentials())
 
 
 @pytest.fixture(scope="module")
@@ -497,7 +500,7 @@ def _saturate(enforcers: list[QuotaEnforcer], clock: FrozenClock, principal: Pri
 
 
 def _hot_instances(endpoint: str, table: str, tenant: str, threads: int, start: Any, out: Any) -> None:
-    """A process of `threads` Lambda instances (one boto3 client each) of the hot tenant."""
+    """A process of `threads` Lambda instances (one client each) of the hot tenant."""
     clock = FrozenClock(NOON)
     quota.time = clock  # type: ignore[assignment]  # this process only
     config = parse_config(quota_config({"per_second": HOT_RATE}, shards=SHARDS))

@@ -1,0 +1,226 @@
+"""The stores' DynamoDB requests, without boto3's per-request machinery.
+
+The stores build every request in DynamoDB's own JSON (typed attribute values, `{"S": ...}`),
+which is the body the service takes. boto3's client spends about 1.3 ms of CPU on each one
+besides (parameter building, a dozen event hooks, its retry handler, urllib3, response
+parsing): a fifth of a fully-on call's CPU on the local server (py-spy, `make bench`). `DynamoWire`
+sends the same JSON, signed by botocore's own SigV4 signer, over a kept-alive HTTP connection,
+for about a quarter of that. It takes the data operations the stores make (`DATA_OPERATIONS`);
+anything else (creating tables, paginators, `meta`) is the boto3 client's, unchanged.
+
+What stays boto3's and botocore's: the endpoint and region (the client's own, so
+`AWS_ENDPOINT_URL_DYNAMODB`, FIPS and dual-stack settings hold), the credentials (the session's
+provider chain, refreshed as it refreshes them), timeouts and the attempt count (the client's
+config, `AWS_MAX_ATTEMPTS`), the CA bundle (`AWS_CA_BUNDLE`, else botocore's), and the modeled
+exceptions (`client.exceptions`). Each request is offered to botocore's `before-send` event
+first, as botocore's endpoint offers it, so what hooks there (moto's in-process mock, counters
+in tests and the bench) sees these requests too. A proxied environment keeps the boto3 client
+(`DynamoClient`): this sends directly.
+
+Answers: a result is the body's JSON, as the client returns it (no `ResponseMetadata`); a
+refusal is the modeled `ClientError` with botocore's response shape (`Error.Code`/`Message`, and
+the body's other members: the `Item` of a failed condition); a connection that cannot be made
+or breaks is `EndpointConnectionError`. Throttling, 5xx answers and connection failures are
+tried again, up to the client's attempts (3 unless configured), after a jittered exponential
+pause (50 ms doubling, as botocore does for DynamoDB); a kept-alive connection the server
+closed while idle (an instance frozen a while) is replaced at once, not counted as an attempt.
+Binary attribute values (`B`, `BS`) are not taken: the stores write none.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import json
+import os
+import queue
+import random
+import ssl
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+DATA_OPERATIONS = {
+    "get_item": "GetItem",
+    "put_item": "PutItem",
+    "update_item": "UpdateItem",
+    "delete_item": "DeleteItem",
+    "query": "Query",
+    "scan": "Scan",
+    "batch_get_item": "BatchGetItem",
+    "batch_write_item": "BatchWriteItem",
+    "transact_get_items": "TransactGetItems",
+    "transact_write_items": "TransactWriteItems",
+}
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TransactionInProgressException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+DEFAULT_ATTEMPTS = 3
+BACKOFF_BASE_SECONDS = 0.05
+IDLE_CONNECTIONS = 10
+"""Connections kept open between requests (botocore's default pool size)."""
+
+
+class DynamoWire:
+    """A boto3 DynamoDB client whose data operations go out as signed JSON on kept-alive
+    connections (thread-safe: a connection serves one request at a time)."""
+
+    def __init__(self, client: Any, credentials: Any) -> None:
+        self._client = client
+        self._credentials = credentials
+        self._region = client.meta.region_name
+        self._url = client.meta.endpoint_url
+        self._target = client.meta.service_model.metadata["targetPrefix"]
+        self._events = client.meta.events
+        parts = urlsplit(self._url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._path = parts.path or "/"
+        config = client.meta.config
+        self._timeout = max(config.connect_timeout, config.read_timeout)
+        retries = config.retries or {}
+        self._attempts = retries.get("total_max_attempts") or (
+            retries["max_attempts"] + 1 if "max_attempts" in retries else DEFAULT_ATTEMPTS
+        )
+        self._context = (
+            ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or _botocore_ca_bundle())
+            if self._https
+            else None
+        )
+        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(IDLE_CONNECTIONS)
+
+    def __getattr__(self, name: str) -> Any:
+        operation = DATA_OPERATIONS.get(name)
+        if operation is None:
+            return getattr(self._client, name)  # the boto3 client's own: meta, exceptions, create_table...
+        call = functools.partial(self._call, operation)
+        setattr(self, name, call)  # found directly from now on
+        return call
+
+    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        body = json.dumps(params, separators=(",", ":")).encode()
+        for attempt in range(1, self._attempts + 1):
+            try:
+                status, data = self._send(operation, body)
+            except (OSError, http.client.HTTPException) as exc:
+                if attempt == self._attempts:
+                    raise EndpointConnectionError(endpoint_url=self._url, error=type(exc).__name__) from exc
+                _pause(attempt)
+                continue
+            if status == 200:
+                return json.loads(data) if data else {}
+            refusal = self._refusal(operation, status, data)
+            if attempt < self._attempts and (status >= 500 or refusal.response["Error"]["Code"] in RETRYABLE_CODES):
+                _pause(attempt)
+                continue
+            raise refusal
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
+        if self._credentials is None:
+            raise NoCredentialsError()
+        request = AWSRequest(
+            method="POST",
+            url=self._url + ("" if self._url.endswith("/") else "/"),
+            data=body,
+            headers={"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": f"{self._target}.{operation}"},
+        )
+        SigV4Auth(self._credentials.get_frozen_credentials(), "dynamodb", self._region).add_auth(request)
+        prepared = request.prepare()
+        _, answer = self._events.emit_until_response(f"before-send.dynamodb.{operation}", request=prepared)
+        if answer is not None:  # a hook answered (a mock, a stub): as botocore's endpoint does
+            return answer.status_code, answer.content
+        headers = dict(prepared.headers.items())
+        while True:
+            connection, reused = self._connection()
+            try:
+                connection.request("POST", self._path, body=prepared.body, headers=headers)
+                reply = connection.getresponse()
+                data = reply.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                connection.close()
+                if reused:
+                    continue  # closed by the server while idle: a fresh connection, same attempt
+                raise
+            except BaseException:
+                connection.close()
+                raise
+            if reply.will_close:
+                connection.close()
+            else:
+                try:
+                    self._idle.put_nowait(connection)
+                except queue.Full:
+                    connection.close()
+            return reply.status, data
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        try:
+            return self._idle.get_nowait(), True
+        except queue.Empty:
+            pass
+        if self._https:
+            return _OneWriteHTTPS(self._host, self._port, timeout=self._timeout, context=self._context), False
+        return _OneWrite(self._host, self._port, timeout=self._timeout), False
+
+    def _refusal(self, operation: str, status: int, data: bytes) -> Exception:
+        """botocore's ClientError (the modeled subclass where there is one) for an error answer."""
+        try:
+            body = json.loads(data) if data else {}
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        code = str(body.get("__type") or status).rpartition("#")[2]
+        message = body.get("message") or body.get("Message") or ""
+        response = {k: v for k, v in body.items() if k not in ("__type", "message", "Message")}
+        response["Error"] = {"Code": code, "Message": str(message)}
+        response["ResponseMetadata"] = {"HTTPStatusCode": status}
+        return self._client.exceptions.from_code(code)(response, operation)
+
+
+class _OneWrite(http.client.HTTPConnection):
+    """Writes a request in one system call: http.client sends the head and the body apart (a
+    second write costs as much CPU as the rest of the sending)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unsent: list[bytes] = []
+
+    def send(self, data: Any) -> None:
+        self._unsent.append(bytes(data))
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        unsent, self._unsent = b"".join(self._unsent), []
+        super().send(unsent)
+        return super().getresponse()
+
+
+class _OneWriteHTTPS(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
+def _pause(attempt: int) -> None:
+    time.sleep(random.uniform(0, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)))
+
+
+def _botocore_ca_bundle() -> str | None:
+    from botocore.httpsession import get_cert_path
+
+    path = get_cert_path(True)
+    return path if isinstance(path, str) else None

@@ -1,0 +1,272 @@
+"""The stores' DynamoDB client (tollway.store.wire.DynamoWire) over real HTTP: the same answers
+as boto3's client for the stores' operations (moto's server), botocore's refusals and their
+shapes, retries of throttling, 5xx and broken connections (a scripted server), signed requests,
+and boto3 itself where a proxy is configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError
+from moto.server import ThreadedMotoServer
+from tollway.errors import StorageError
+from tollway.store.sessions import DynamoSessionStore
+from tollway.store.table import DynamoClient
+from tollway.store.wire import DynamoWire
+
+TABLE = "WireTable"
+KEY = {"pk": {"S": "k#1"}, "sk": {"S": "META"}}
+
+
+@pytest.fixture(autouse=True)
+def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDWIRE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wire-secret-never-sent")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    for name in (
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "AWS_MAX_ATTEMPTS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def _clients(url: str, **config: Any) -> tuple[Any, DynamoWire]:
+    session = boto3.session.Session()
+    client = session.client("dynamodb", endpoint_url=url, config=Config(**config))
+    return client, DynamoWire(client, session.get_credentials())
+
+
+def _plain(answer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in answer.items() if k != "ResponseMetadata"}
+
+
+def test_the_stores_operations_answer_as_boto3s_client_does(moto_url: str) -> None:
+    boto, wire = _clients(moto_url)
+    with contextlib.suppress(boto.exceptions.ResourceInUseException):
+        wire.create_table(  # not a data operation: the boto3 client's own
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    assert wire.meta is boto.meta
+
+    wire.put_item(
+        TableName=TABLE, Item={**KEY, "n": {"N": "1"}, "m": {"M": {"a": {"L": [{"S": "x"}, {"BOOL": True}]}}}}
+    )
+    update = {
+        "TableName": TABLE,
+        "Key": KEY,
+        "UpdateExpression": "ADD n :one",
+        "ExpressionAttributeValues": {":one": {"N": "1"}},
+        "ReturnValues": "UPDATED_NEW",
+    }
+    by_wire, by_boto = wire.update_item(**update), _plain(boto.update_item(**update))
+    assert (by_wire["Attributes"], by_boto["Attributes"]) == ({"n": {"N": "2"}}, {"n": {"N": "3"}})
+    assert set(by_wire) == set(by_boto)
+    assert wire.get_item(TableName=TABLE, Key=KEY) == _plain(boto.get_item(TableName=TABLE, Key=KEY))
+    query = {"TableName": TABLE, "KeyConditionExpression": "pk = :pk", "ExpressionAttributeValues": {":pk": KEY["pk"]}}
+    assert wire.query(**query) == _plain(boto.query(**query))
+    batch = {"RequestItems": {TABLE: {"Keys": [KEY]}}}
+    assert wire.batch_get_item(**batch) == _plain(boto.batch_get_item(**batch))
+    assert wire.delete_item(TableName=TABLE, Key=KEY) == {}
+    assert wire.get_item(TableName=TABLE, Key=KEY) == {}
+
+
+def test_a_failed_condition_is_botocores_modeled_refusal_with_the_item(moto_url: str) -> None:
+    boto, wire = _clients(moto_url)
+    with contextlib.suppress(boto.exceptions.ResourceInUseException):
+        boto.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    wire.put_item(TableName=TABLE, Item={**KEY, "n": {"N": "5"}})
+    refused = {
+        "TableName": TABLE,
+        "Key": KEY,
+        "UpdateExpression": "ADD n :one",
+        "ConditionExpression": "n < :one",
+        "ExpressionAttributeValues": {":one": {"N": "1"}},
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+    with pytest.raises(boto.exceptions.ConditionalCheckFailedException) as caught:
+        wire.update_item(**refused)
+    with pytest.raises(boto.exceptions.ConditionalCheckFailedException) as expected:
+        boto.update_item(**refused)
+    for response in (caught.value.response, expected.value.response):
+        assert response["Error"]["Code"] == "ConditionalCheckFailedException"
+        assert response["Item"] == {**KEY, "n": {"N": "5"}}
+    assert caught.value.operation_name == "UpdateItem"
+
+
+# --- a scripted DynamoDB ------------------------------------------------------------------------
+class Scripted:
+    """An HTTP server answering each POST with the next (status, body) of `answers` (the last one
+    again when they run out); it records each request's headers and body. `close_after_each`:
+    it closes every connection after answering, without saying so (a server that drops idle
+    keep-alive connections)."""
+
+    def __init__(self, answers: list[tuple[int, Any]], close_after_each: bool = False) -> None:
+        self.answers = answers
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.connections = 0
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                scripted.connections += 1
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                scripted.requests.append((dict(self.headers.items()), body))
+                status, answer = scripted.answers[min(len(scripted.requests), len(scripted.answers)) - 1]
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/x-amz-json-1.0")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                if close_after_each:
+                    self.close_connection = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Scripted]:
+        thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.server.shutdown()
+            self.server.server_close()
+            thread.join(timeout=5)
+
+
+THROTTLED = (
+    400,
+    {"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException", "message": "slow down"},
+)
+OK = (200, {"Item": {"pk": {"S": "k#1"}}})
+
+
+def test_throttling_is_tried_again_until_it_passes() -> None:
+    with Scripted([THROTTLED, THROTTLED, OK]).running() as server:
+        _, wire = _clients(server.url, retries={"total_max_attempts": 3})
+        assert wire.get_item(TableName=TABLE, Key=KEY) == {"Item": {"pk": {"S": "k#1"}}}
+    assert len(server.requests) == 3
+
+
+def test_throttling_past_the_attempts_is_the_refusal_and_the_store_says_it_is_unavailable() -> None:
+    with Scripted([THROTTLED]).running() as server:
+        _, wire = _clients(server.url, retries={"total_max_attempts": 2})
+        with pytest.raises(ClientError) as caught:
+            wire.get_item(TableName=TABLE, Key=KEY)
+        assert caught.value.response["Error"] == {
+            "Code": "ProvisionedThroughputExceededException",
+            "Message": "slow down",
+        }
+        with pytest.raises(StorageError, match=r"^Session store unavailable$"):
+            DynamoSessionStore(TABLE, client=wire).get("s-1")
+    assert len(server.requests) == 4  # two attempts each
+
+
+def test_a_5xx_answer_that_is_not_json_is_tried_again_then_refused_by_its_status() -> None:
+    with Scripted([(503, b"<html>unavailable</html>")]).running() as server:
+        _, wire = _clients(server.url, retries={"total_max_attempts": 2})
+        with pytest.raises(ClientError) as caught:
+            wire.get_item(TableName=TABLE, Key=KEY)
+    assert caught.value.response["Error"]["Code"] == "503"
+    assert len(server.requests) == 2
+
+
+def test_a_refusal_that_is_not_retryable_is_not_tried_again() -> None:
+    invalid = (400, {"__type": "com.amazonaws.dynamodb.v20120810#ValidationException", "message": "bad key"})
+    with Scripted([invalid]).running() as server:
+        _, wire = _clients(server.url, retries={"total_max_attempts": 3})
+        with pytest.raises(ClientError) as caught:
+            wire.get_item(TableName=TABLE, Key=KEY)
+    assert caught.value.response["Error"] == {"Code": "ValidationException", "Message": "bad key"}
+    assert len(server.requests) == 1
+
+
+def test_a_connection_closed_while_idle_is_replaced_without_using_an_attempt() -> None:
+    with Scripted([OK], close_after_each=True).running() as server:
+        _, wire = _clients(server.url, retries={"total_max_attempts": 1})
+        for _ in range(3):
+            assert wire.get_item(TableName=TABLE, Key=KEY) == {"Item": {"pk": {"S": "k#1"}}}
+    assert len(server.requests) == 3
+    assert server.connections == 3
+
+
+def test_an_endpoint_nobody_answers_is_a_connection_error_after_the_attempts(dead_url: str) -> None:
+    _, wire = _clients(dead_url, retries={"total_max_attempts": 2})
+    with pytest.raises(EndpointConnectionError):
+        wire.get_item(TableName=TABLE, Key=KEY)
+    with pytest.raises(StorageError, match=r"^Session store unavailable$"):
+        DynamoSessionStore(TABLE, client=wire).get("s-1")
+
+
+def test_requests_are_signed_json_with_the_target_and_never_carry_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token-1")
+    with Scripted([OK]).running() as server:
+        _, wire = _clients(server.url)
+        wire.get_item(TableName=TABLE, Key=KEY)
+        wire.get_item(TableName=TABLE, Key=KEY)  # on the kept-alive connection
+    assert server.connections == 1
+    headers, body = server.requests[0]
+    assert json.loads(body) == {"TableName": TABLE, "Key": KEY}
+    assert headers["X-Amz-Target"] == "DynamoDB_20120810.GetItem"
+    assert headers["Content-Type"] == "application/x-amz-json-1.0"
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDWIRE/")
+    assert "/eu-west-1/dynamodb/aws4_request" in headers["Authorization"]
+    assert headers["X-Amz-Security-Token"] == "session-token-1"
+    assert all("wire-secret-never-sent" not in value for value in headers.values())
+    assert b"wire-secret-never-sent" not in body
+
+
+def test_the_shared_client_is_boto3s_own_where_a_proxy_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "https://dynamodb.eu-west-1.amazonaws.com")
+    assert isinstance(DynamoClient().get(), DynamoWire)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert not isinstance(DynamoClient().get(), DynamoWire)
