@@ -127,10 +127,10 @@ def warm_up(gateway: LiveGateway, stores: Any) -> None:
     takes whatever is ready and makes the rest itself (each part is made once, under a lock). A
     step that fails is the first request's to do again; a freeze pauses the thread, no more."""
     verifier = gateway.state.verifier
-    steps: list[tuple[str, Callable[[], Any]]] = [
-        ("dynamodb client", stores.connect),
-        ("modules", _import_first_use_modules),
+    steps: list[tuple[str, Callable[[], Any]]] = [  # in the order the first request needs them
         ("jwks", verifier.prefetch if verifier is not None else lambda: None),
+        ("modules", _import_first_use_modules),
+        ("dynamodb client", stores.connect),
     ]
     for name, step in steps:
         try:
