@@ -5,8 +5,9 @@ measures. Bench-only wrappers; nothing here is on the gateway's path.
 Parts: modules imported for the first time (lazily, on first use), the boto3 client's creation,
 the JWKS fetch, DynamoDB requests, upstream exchanges (probe, initialize, catalog, the call);
 the rest (the request's time less those parts) is the gateway's own work on a cold instance:
-caches filled, validators and clients built. The work is sequential (the request awaits each
-DynamoDB request's thread), so the parts do not overlap.
+caches filled, validators and clients built. Only the request's own thread is timed (the
+buffered handler runs store calls inline), so the parts do not overlap; the instance's warm-up
+(tollway.live.warm_up) runs beside it, and shows only where the request waits for it.
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ PARTS = ("first imports", "boto3 client", "JWKS fetch", "DynamoDB requests", "up
 
 
 class _Clock:
+    """Times parts on one thread, the request's (the buffered handler runs a request on its
+    thread, store calls included); what other threads do meanwhile (the instance's warm-up) is
+    only seen where the request waits for it."""
+
     def __init__(self) -> None:
         self.spent: Counter[str] = Counter()
         self._local = threading.local()
+        self.thread = threading.get_ident()
 
     def _stack(self) -> list[list[Any]]:
         if not hasattr(self._local, "stack"):
@@ -37,6 +43,9 @@ class _Clock:
 
     @contextmanager
     def part(self, label: str) -> Iterator[None]:
+        if threading.get_ident() != self.thread:
+            yield
+            return
         stack = self._stack()
         now = time.perf_counter()
         if stack:  # the enclosing part stops counting while this one runs
@@ -110,7 +119,7 @@ def breakdown() -> Iterator[_Parts]:
     def timed_import(name: str, *args: Any, **kwargs: Any) -> Any:
         if name in sys.modules:
             return real_import(name, *args, **kwargs)
-        if getattr(outermost, "busy", False):
+        if getattr(outermost, "busy", False) or threading.get_ident() != clock.thread:
             return real_import(name, *args, **kwargs)
         outermost.busy = True
         started = time.perf_counter()

@@ -139,32 +139,31 @@ def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
     endpoint = module.app.state.endpoint
     counts: Counter[str] = Counter()
 
-    started: list[float] = []
-
-    def count(model: Any, params: dict[str, Any], **_: Any) -> None:
-        counts.update([model.name])
+    def count(operation: str, params: dict[str, Any]) -> None:
+        counts.update([operation])
         # Billing: a transactional write costs 2 write units per KB of each item; a plain write 1
         # per KB of the larger of the item before and after (`_write_units` reads the item's size).
-        if model.name == "TransactWriteItems":
+        if operation == "TransactWriteItems":
             counts.update({"write units": 2 * len(params.get("TransactItems", []))})
-        elif model.name in ("PutItem", "UpdateItem", "DeleteItem") and counting:
+        elif operation in ("PutItem", "UpdateItem", "DeleteItem") and counting:
             counts.update({"write units": _write_units(params)})
-
-    def before_send(**_: Any) -> None:
-        started.append(time.perf_counter())
-
-    def after_call(**_: Any) -> None:
-        if started:
-            dynamodb_ms.append((time.perf_counter() - started.pop()) * 1000)
 
     dynamodb_ms: list[float] = []
     pipeline = endpoint.pipeline
     stores = (endpoint.store, pipeline.quota.ledger, pipeline.exposure.gate.store)
-    for store in stores:
-        events = store.client.meta.events
-        events.register("before-parameter-build.dynamodb.*", count)
-        events.register("before-call.dynamodb.*", before_send)
-        events.register("after-call.dynamodb.*", after_call)
+    on_requests(stores, count)
+    from tollway.store.table import DynamoTable
+
+    timed = DynamoTable._request
+
+    def timed_request(self: Any, operation: str, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return timed(self, operation, **kwargs)
+        finally:
+            dynamodb_ms.append((time.perf_counter() - started) * 1000)
+
+    DynamoTable._request = timed_request  # type: ignore[method-assign]
 
     def invoke(ev: dict[str, Any]) -> dict[str, Any]:
         reply = module.handler(ev, ctx)
@@ -202,7 +201,20 @@ def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
     dynamodb_ms.clear()
     times["2025-11-25"] = _time(lambda i: invoke(legacy("tools/call", call, i, session)), calls)
     times["2025-11-25 minus DynamoDB"] = _minus(times["2025-11-25"], dynamodb_ms, calls)
+    DynamoTable._request = timed  # type: ignore[method-assign]
     return {"times": times, "requests": requests, "first_ms": first_ms}
+
+
+def on_requests(stores: Any, callback: Any) -> None:
+    """`callback(operation, params)` for each DynamoDB request the stores send: botocore's
+    `before-send` event, which the boto3 client and the stores' DynamoWire both emit."""
+    emitters = {id(c.meta.events): c.meta.events for c in (getattr(s, "client", None) for s in stores) if c}
+
+    def hook(request: Any, event_name: str, **_: Any) -> None:
+        callback(event_name.rsplit(".", 1)[1], json.loads(request.body or b"{}"))
+
+    for events in emitters.values():
+        events.register("before-send.dynamodb.*", hook)
 
 
 def _write_units(params: dict[str, Any]) -> int:

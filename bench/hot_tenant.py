@@ -42,6 +42,7 @@ def _run(dynamodb: str, table: str, shards: int, calls: int, admitters: int) -> 
     from tollway.context import Principal
     from tollway.policy.quota import QuotaEnforcer
     from tollway.store.ledger import DynamoLedger
+    from tollway.store.wire import DynamoWire
 
     session = boto3.session.Session()
     config = Config(max_pool_connections=admitters, retries={"total_max_attempts": 1})
@@ -55,7 +56,8 @@ def _run(dynamodb: str, table: str, shards: int, calls: int, admitters: int) -> 
 
     for client in clients:
         client.meta.events.register("before-send.dynamodb.UpdateItem", count)
-    enforcers = [QuotaEnforcer(_config(shards), DynamoLedger(table, client)) for client in clients]
+    wires = [DynamoWire(client, session.get_credentials()) for client in clients]  # as deployed
+    enforcers = [QuotaEnforcer(_config(shards), DynamoLedger(table, wire)) for wire in wires]
     caller = Principal(subject="agent", tenant=f"hot-{uuid.uuid4().hex[:8]}")
     for enforcer in enforcers:  # warm: each instance's first charge of each item reads its month base
         for _ in range(3 * shards):

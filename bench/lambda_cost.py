@@ -133,26 +133,25 @@ def _child(config: Path, dynamodb: str, calls: int) -> dict[str, Any]:
 
 
 class _DynamoCounter:
-    """DynamoDB requests and billed write units, from botocore's events on the stores' clients."""
+    """DynamoDB requests and billed write units, from botocore's `before-send` on the stores' client."""
 
     def __init__(self, endpoint: Any) -> None:
+        from bench.handler import on_requests
+
         self._counts: Counter[str] = Counter()
         self._on = False
         pipeline = endpoint.pipeline
-        stores = (endpoint.store, pipeline.quota.ledger, pipeline.exposure.gate.store)
-        clients = {id(c): c for c in map(_client, stores) if c is not None}
-        for client in clients.values():
-            client.meta.events.register("before-parameter-build.dynamodb.*", self._count)
+        on_requests((endpoint.store, pipeline.quota.ledger, pipeline.exposure.gate.store), self._count)
 
-    def _count(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+    def _count(self, operation: str, params: dict[str, Any]) -> None:
         if not self._on:
             return
         self._counts["requests"] += 1
-        if model.name in ("GetItem", "Query", "BatchGetItem"):
+        if operation in ("GetItem", "Query", "BatchGetItem"):
             self._counts["reads"] += 1  # at most one read unit each here (small items)
-        if model.name == "TransactWriteItems":
+        if operation == "TransactWriteItems":
             self._counts["units"] += 2 * len(params.get("TransactItems", []))
-        elif model.name in ("PutItem", "UpdateItem", "DeleteItem"):
+        elif operation in ("PutItem", "UpdateItem", "DeleteItem"):
             from bench.handler import _write_units  # reads the item with a client of its own
 
             self._counts["units"] += _write_units(params)
@@ -165,11 +164,6 @@ class _DynamoCounter:
         finally:
             self._on = False
         return self._counts["requests"] / n, self._counts["units"] / n, self._counts["reads"] / n
-
-
-def _client(store: Any) -> Any:
-    """The boto3 client behind a store (caching wrappers pass it through); None for in-memory ones."""
-    return getattr(store, "client", None)
 
 
 def _lines(fd: int) -> tuple[int, int]:
