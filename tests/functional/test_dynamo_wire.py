@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 from tollway.errors import StorageError
 from tollway.store.sessions import DynamoSessionStore
 from tollway.store.table import DynamoClient
-from tollway.store.wire import DynamoWire
+from tollway.store.wire import DynamoWire, MalformedAnswer
 
 TABLE = "WireTable"
 KEY = {"pk": {"S": "k#1"}, "sk": {"S": "META"}}
@@ -228,6 +228,15 @@ def test_a_refusal_that_is_not_retryable_is_not_tried_again() -> None:
             wire.get_item(TableName=TABLE, Key=KEY)
     assert caught.value.response["Error"] == {"Code": "ValidationException", "Message": "bad key"}
     assert len(server.requests) == 1
+
+
+def test_a_success_that_is_not_json_is_a_parser_error_and_the_store_says_it_is_unavailable() -> None:
+    with Scripted([(200, b"<html>hello</html>")]).running() as server:
+        _, wire = _clients(server.url, retries={"total_max_attempts": 1})
+        with pytest.raises(MalformedAnswer):
+            wire.get_item(TableName=TABLE, Key=KEY)
+        with pytest.raises(StorageError, match=r"^Session store unavailable$"):
+            DynamoSessionStore(TABLE, client=wire).get("s-1")
 
 
 def test_a_connection_closed_while_idle_is_replaced_without_using_an_attempt() -> None:

@@ -20,10 +20,12 @@ in tests and the bench) sees these requests too. A proxied environment keeps the
 Answers: a result is the body's JSON, as the client returns it (no `ResponseMetadata`); a
 refusal is the modeled `ClientError` with botocore's response shape (`Error.Code`/`Message`, and
 the body's other members: the `Item` of a failed condition); a connection that cannot be made
-or breaks is `EndpointConnectionError`. Throttling, 5xx answers and connection failures are
-tried again, up to the client's attempts (3 unless configured), after a jittered exponential
-pause (50 ms doubling, as botocore does for DynamoDB); a kept-alive connection the server
-closed while idle (an instance frozen a while) is replaced at once, not counted as an attempt.
+or breaks is `EndpointConnectionError`, and an answer that is not a JSON object
+`MalformedAnswer` (a BotoCoreError, as the stores expect of a failure). Throttling, 5xx answers
+and connection failures are tried again, up to the client's attempts (3 unless configured),
+after a jittered exponential pause (50 ms doubling, as botocore does for DynamoDB); a kept-alive
+connection the server closed while idle (an instance frozen a while) is replaced at once, not
+counted as an attempt.
 Binary attribute values (`B`, `BS`) are not taken: the stores write none.
 """
 
@@ -42,7 +44,7 @@ from urllib.parse import urlsplit
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, EndpointConnectionError, NoCredentialsError
 
 DATA_OPERATIONS = {
     "get_item": "GetItem",
@@ -73,6 +75,10 @@ DEFAULT_ATTEMPTS = 3
 BACKOFF_BASE_SECONDS = 0.05
 IDLE_CONNECTIONS = 10
 """Connections kept open between requests (botocore's default pool size)."""
+
+
+class MalformedAnswer(BotoCoreError):
+    fmt = "DynamoDB answered {operation} with something that is not a JSON object"
 
 
 class DynamoWire:
@@ -123,7 +129,13 @@ class DynamoWire:
                 _pause(attempt)
                 continue
             if status == 200:
-                return json.loads(data) if data else {}
+                try:
+                    answer = json.loads(data) if data else {}
+                except ValueError:
+                    answer = None
+                if not isinstance(answer, dict):
+                    raise MalformedAnswer(operation=operation)
+                return answer
             refusal = self._refusal(operation, status, data)
             if attempt < self._attempts and (status >= 500 or refusal.response["Error"]["Code"] in RETRYABLE_CODES):
                 _pause(attempt)
