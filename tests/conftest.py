@@ -104,6 +104,20 @@ def moto_table(name: str) -> Iterator[Any]:
         yield client
 
 
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's server on 127.0.0.1 (threads of this process, real HTTP); yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def table_name() -> str:
     """The name `moto_dynamodb` and `fresh_dynamodb` give the gateway's table. A conftest or a

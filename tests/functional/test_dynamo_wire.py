@@ -17,11 +17,12 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
-from moto.server import ThreadedMotoServer
 from tollway.errors import StorageError
 from tollway.store.sessions import DynamoSessionStore
 from tollway.store.table import DynamoClient
 from tollway.store.wire import DynamoWire, MalformedAnswer
+
+from tests.conftest import moto_server
 
 TABLE = "WireTable"
 KEY = {"pk": {"S": "k#1"}, "sk": {"S": "META"}}
@@ -46,13 +47,18 @@ def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    """moto's server holding the table `TABLE` (pk, sk)."""
+    with moto_server() as url:
+        boto3.client("dynamodb", endpoint_url=url, region_name="eu-west-1").create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield url
 
 
 def _clients(url: str, **config: Any) -> tuple[Any, DynamoWire]:
@@ -67,17 +73,8 @@ def _plain(answer: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_stores_operations_answer_as_boto3s_client_does(moto_url: str) -> None:
     boto, wire = _clients(moto_url)
-    with contextlib.suppress(boto.exceptions.ResourceInUseException):
-        wire.create_table(  # not a data operation: the boto3 client's own
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    assert wire.meta is boto.meta
+    assert wire.meta is boto.meta  # not a data operation: the boto3 client's own
+    assert wire.describe_table(TableName=TABLE)["Table"]["TableName"] == TABLE
 
     wire.put_item(
         TableName=TABLE, Item={**KEY, "n": {"N": "1"}, "m": {"M": {"a": {"L": [{"S": "x"}, {"BOOL": True}]}}}}
@@ -103,16 +100,6 @@ def test_the_stores_operations_answer_as_boto3s_client_does(moto_url: str) -> No
 
 def test_a_failed_condition_is_botocores_modeled_refusal_with_the_item(moto_url: str) -> None:
     boto, wire = _clients(moto_url)
-    with contextlib.suppress(boto.exceptions.ResourceInUseException):
-        boto.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
     wire.put_item(TableName=TABLE, Item={**KEY, "n": {"N": "5"}})
     refused = {
         "TableName": TABLE,

@@ -24,7 +24,6 @@ import boto3
 import pytest
 from botocore.config import Config
 from moto.dynamodb.models import DynamoDBBackend
-from moto.server import ThreadedMotoServer
 from tollway.config import parse_config
 from tollway.context import Principal
 from tollway.policy import quota
@@ -34,6 +33,8 @@ from tollway.store.table import key
 from tollway.store.tables import ensure_tables, find_template
 from tollway.store.usage import UsageReader
 from tollway.store.wire import DynamoWire
+
+from tests.conftest import moto_server
 
 NOON = datetime(2026, 3, 14, 12, 0, 30, tzinfo=UTC).timestamp()
 """The frozen instant: half a minute into a minute, noon of a day, mid-month."""
@@ -77,15 +78,10 @@ def endpoint() -> Iterator[str]:
         with lock:
             return original(self, *args, **kwargs)
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DynamoDBBackend, "update_item", atomic_updates)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
+        with moto_server() as url:
+            yield url
 
 
 def dynamodb(endpoint: str, session: boto3.session.Session | None = None) -> Any:
