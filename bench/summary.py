@@ -179,11 +179,12 @@ def print_first_request(figures: dict[str, Any], cold_import_ms: float | None, m
     what a cold start costs at the template's memory size (host ms scaled by the model's vCPU
     share, as for warm calls)."""
     parts = figures["first_request_parts"]
-    order = ["boto3 client", "first imports", "DynamoDB requests", "upstream exchanges", "JWKS fetch", "rest"]
+    from bench.first_request import PARTS
+
     modules = ", ".join(f"{name or 'relative'} {ms:.0f}" for name, ms in figures["first_request_imports"].items())
     print(
         "   first request, exact, where the time goes (ms, each part on its own): "
-        + ", ".join(f"{name} {parts.get(name, 0.0):.0f}" for name in order)
+        + ", ".join(f"{name} {parts.get(name, 0.0):.0f}" for name in (*PARTS, "rest"))
         + f"; first imports: {modules}"
     )
     cold_ms = (cold_import_ms or figures["import_ms"]) + figures["first_request_ms"]

@@ -15,8 +15,8 @@ from tollway.live import deployed
 from tollway.telemetry import logger
 from tollway.telemetry.metrics import flush_due
 
-# Mangum runs every invocation on this thread's event loop: libuv's (uvloop) spends about a sixth
-# less CPU per call than asyncio's own (make bench).
+# Mangum runs every invocation on this thread's event loop: libuv's (uvloop) spent about a sixth
+# less CPU per call than asyncio's own, in an A/B of this handler with every feature off.
 asyncio.set_event_loop(uvloop.new_event_loop())
 
 # Built once per instance; warm invocations reuse config, connections and caches. The config is

@@ -30,7 +30,7 @@ class Stores:
 
     @classmethod
     def dynamo(cls) -> Stores:
-        """The deployed stores, sharing one boto3 client, created on first use (or by
+        """The deployed stores, sharing one DynamoDB client, created on first use (or by
         `connect`), so requests that need no DynamoDB never import boto3."""
         shared = DynamoClient()
         return cls(

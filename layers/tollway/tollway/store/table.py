@@ -23,7 +23,7 @@ class DynamoClient:
     """A DynamoDB client made on first use, once, by whichever thread comes first: the deployed
     stores share one (it is thread-safe), so an instance creates one client and keeps one
     connection pool, not one of each per store. Their data requests go out through `DynamoWire`
-    (store/wire.py: a quarter of boto3's CPU per request); with a proxy configured, through
+    (store/wire.py: about a third of boto3's CPU per request); with a proxy configured, through
     boto3 itself."""
 
     def __init__(self) -> None:
@@ -51,8 +51,8 @@ class DynamoClient:
 
 
 class DynamoTable:
-    """Base of the DynamoDB stores: the table's name and a boto3 client made on first use (from
-    `shared`, else a client of its own), so requests that touch no table never import boto3.
+    """Base of the DynamoDB stores: the table's name and a DynamoDB client made on first use
+    (from `shared`, else one of its own), so requests that touch no table never import boto3.
     Tests inject a client."""
 
     unavailable = "Store unavailable"

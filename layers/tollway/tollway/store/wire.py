@@ -3,9 +3,9 @@
 The stores build every request in DynamoDB's own JSON (typed attribute values, `{"S": ...}`),
 which is the body the service takes. boto3's client spends about 1.3 ms of CPU on each one
 besides (parameter building, a dozen event hooks, its retry handler, urllib3, response
-parsing): a fifth of a fully-on call's CPU on the local server (py-spy, `make bench`). `DynamoWire`
-sends the same JSON, signed by botocore's own SigV4 signer, over a kept-alive HTTP connection,
-for about a quarter of that. It takes the data operations the stores make (`DATA_OPERATIONS`);
+parsing): a fifth of a fully-on call's CPU on the local server (py-spy). `DynamoWire` sends the
+same JSON, signed by botocore's own SigV4 signer, over a kept-alive HTTP connection, for about a
+third of boto3's CPU per request. It takes the data operations the stores make (`DATA_OPERATIONS`);
 anything else (creating tables, paginators, `meta`) is the boto3 client's, unchanged.
 
 What stays boto3's and botocore's: the endpoint and region (the client's own, so
