@@ -15,6 +15,7 @@ from tollway.context import Deadline, UpstreamSession
 from tollway.errors import UpstreamError
 from tollway.routing import upstream as upstream_module
 from tollway.routing.upstream import NotSpoken, UpstreamClient
+from tollway.routing.wire import HttpxHttp
 
 from tests.unit.test_router import CATALOG, HEADERS, FakeUpstream, Gateway, _upstream
 from tests.unit.wire import assert_http_error
@@ -88,7 +89,7 @@ def test_a_catalog_error_is_an_upstream_error_not_an_unknown_tool_and_is_not_cac
 # --- opening a 2025-era upstream session, over (mock) HTTP -----------------------------------------
 def _over_http(monkeypatch: pytest.MonkeyPatch, handler: Callable[[httpx.Request], httpx.Response]) -> UpstreamClient:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    monkeypatch.setattr(upstream_module, "http_client", lambda: client)
+    monkeypatch.setattr(upstream_module, "http_client", lambda: HttpxHttp(client))
     return UpstreamClient(_upstream("alpha"))
 
 

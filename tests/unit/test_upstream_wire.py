@@ -50,6 +50,7 @@ from tollway.routing.upstream import (
     UpstreamClient,
     next_request_id,
 )
+from tollway.routing.wire import HttpxHttp
 from tollway.store import Stores
 
 from tests.unit.wire import assert_http_error
@@ -270,7 +271,7 @@ def use_stand_ins(monkeypatch: pytest.MonkeyPatch, *stand_ins: McpStandIn) -> No
         return await by_host[request.url.host](request)
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(route))
-    monkeypatch.setattr(upstream_module, "http_client", lambda: client)
+    monkeypatch.setattr(upstream_module, "http_client", lambda: HttpxHttp(client))
 
 
 def gateway_config(*stand_ins: McpStandIn, **settings: Any) -> Any:
@@ -505,7 +506,7 @@ def resumable_upstream(resumes: list[dict[str, str]], *, resumable: bool = True)
 def legacy_exchange(monkeypatch: pytest.MonkeyPatch, route: Callable[..., Any]) -> list[dict[str, Any]]:
     """Every message `UpstreamClient.exchange` yields for one tools/call in 2025-era session `s-1`."""
     client = httpx.AsyncClient(transport=httpx.MockTransport(route))
-    monkeypatch.setattr(upstream_module, "http_client", lambda: client)
+    monkeypatch.setattr(upstream_module, "http_client", lambda: HttpxHttp(client))
     upstream = UpstreamClient(UpstreamConfig(name="x", url="http://x.upstream.test/mcp"))
     message = {"jsonrpc": "2.0", "id": "tw-1", "method": "tools/call", "params": {"name": "echo", "arguments": {}}}
 

@@ -140,7 +140,6 @@ def warm_up(gateway: LiveGateway, stores: Any) -> None:
 
 
 def _import_first_use_modules() -> None:
-    import httpcore  # httpx imports it when the first upstream client is made
     import jsonschema.validators  # tool arguments (tollway.policy.arguments)
 
-    del httpcore, jsonschema
+    del jsonschema

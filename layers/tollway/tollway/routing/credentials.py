@@ -12,8 +12,6 @@ import json
 import time
 from dataclasses import dataclass
 
-import httpx
-
 from tollway.blocking import run_blocking
 from tollway.config import UpstreamConfig
 from tollway.errors import UpstreamAuthError
@@ -79,6 +77,8 @@ class UpstreamCredentials:
             raise self._unavailable() from exc
         if auth.scope:
             form["scope"] = auth.scope
+        import httpx  # only here, about once an hour: not on every instance's import path
+
         try:
             async with httpx.AsyncClient() as http:
                 reply = await http.post(auth.token_url or "", data=form, timeout=10.0)

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
-import httpx
 
 from tollway import shapes, spec
 from tollway.config import UpstreamConfig
@@ -35,6 +34,7 @@ from tollway.errors import (
 )
 from tollway.routing.credentials import UpstreamCredentials
 from tollway.routing.resilience import CircuitBreaker
+from tollway.routing.wire import Answer, ConnectionFailed, Http, LeanHttp, NotConnected
 from tollway.telemetry import logger
 
 ERROR_MESSAGE_CHARS = 500
@@ -90,21 +90,22 @@ class UpstreamInfo:
     capabilities: dict[str, Any] = field(default_factory=dict)
 
 
-_http_client: httpx.AsyncClient | None = None
+_http_client: Http | None = None
 _http_loop: asyncio.AbstractEventLoop | None = None
 
 
-def http_client() -> httpx.AsyncClient:
+def http_client() -> Http:
     """One pooled client per event loop: warm invocations reuse connections to upstreams."""
     global _http_client, _http_loop
     loop = asyncio.get_running_loop()
     if _http_client is None or _http_loop is not loop:
-        _http_client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            follow_redirects=False,
-        )
+        _http_client = LeanHttp()
         _http_loop = loop
     return _http_client
+
+
+def _connect_seconds(deadline: Deadline) -> float:
+    return min(CONNECT_TIMEOUT_SECONDS, max(deadline.remaining(), 0.01))
 
 
 class UpstreamClient:
@@ -177,12 +178,10 @@ class UpstreamClient:
             if isinstance(name, str):
                 headers[spec.NAME_HEADER] = spec.encode_header_value(name)
         body = json.dumps(message, separators=(",", ":")).encode()
-        client = http_client()
-        # The deadline bounds every wait below; httpx's own timeout only bounds connecting.
-        timeout = httpx.Timeout(None, connect=min(CONNECT_TIMEOUT_SECONDS, max(deadline.remaining(), 0.01)))
-        request = client.build_request("POST", self.config.url, content=body, headers=headers, timeout=timeout)
+        # The deadline bounds every wait below; the client's own timeout only bounds connecting.
+        sending = http_client().send("POST", self.config.url, headers, body, _connect_seconds(deadline))
         try:
-            response = await self._within(deadline, client.send(request, stream=True))
+            response = await self._within(deadline, sending)
             try:
                 async with contextlib.aclosing(
                     self._read(response, message, deadline, session, protocol_version, response_headers)
@@ -194,14 +193,11 @@ class UpstreamClient:
         except TimeoutError:
             logger.warning("upstream timed out", extra={"upstream": self.name})
             raise UpstreamTimeout(self.name, retryable=True) from None
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            logger.warning("upstream unreachable", extra={"upstream": self.name, "error": type(exc).__name__})
+        except NotConnected as exc:
+            logger.warning("upstream unreachable", extra={"upstream": self.name, "error": str(exc)})
             raise UpstreamUnavailable(self.name, retryable=True, sent=False) from exc
-        except httpx.TimeoutException as exc:
-            logger.warning("upstream timed out", extra={"upstream": self.name})
-            raise UpstreamTimeout(self.name, retryable=True) from exc
-        except httpx.HTTPError as exc:
-            logger.warning("upstream connection failed", extra={"upstream": self.name, "error": type(exc).__name__})
+        except ConnectionFailed as exc:
+            logger.warning("upstream connection failed", extra={"upstream": self.name, "error": str(exc)})
             raise UpstreamUnavailable(self.name, retryable=True) from exc
 
     async def _within(self, deadline: Deadline, step: Awaitable[_T]) -> _T:
@@ -216,7 +212,7 @@ class UpstreamClient:
 
     async def _read(
         self,
-        response: httpx.Response,
+        response: Answer,
         sent: dict[str, Any],
         deadline: Deadline,
         session: str | None,
@@ -277,7 +273,7 @@ class UpstreamClient:
             raise self._unusable(status, f"HTTP {status}")
         yield self._check(message, sent)
 
-    async def _chunks(self, response: httpx.Response, deadline: Deadline) -> AsyncIterator[bytes]:
+    async def _chunks(self, response: Answer, deadline: Deadline) -> AsyncIterator[bytes]:
         """The body, chunk by chunk, each within the deadline; refused past the size limit."""
         limit, total = self.config.max_response_bytes, 0
         async with contextlib.aclosing(response.aiter_bytes()) as chunks:
@@ -292,7 +288,7 @@ class UpstreamClient:
                     raise UpstreamTooLarge(self.name, data={"maxBytes": limit})
                 yield chunk
 
-    async def _events(self, response: httpx.Response, deadline: Deadline, cursor: _Cursor) -> AsyncIterator[Any]:
+    async def _events(self, response: Answer, deadline: Deadline, cursor: _Cursor) -> AsyncIterator[Any]:
         """JSON-RPC messages of an event stream; events without data (priming, keepalive) skipped.
         `cursor` keeps the last event id and `retry` the stream gave, to resume it from."""
         buffer, data = b"", []
@@ -317,9 +313,7 @@ class UpstreamClient:
                         except ValueError:
                             raise self._invalid("event data is not JSON") from None
 
-    async def _resume(
-        self, deadline: Deadline, session: str, protocol_version: str | None, event_id: str
-    ) -> httpx.Response:
+    async def _resume(self, deadline: Deadline, session: str, protocol_version: str | None, event_id: str) -> Answer:
         """GET the upstream's stream again from after `event_id`; an answer that is not an event
         stream fails the request (the upstream cannot resume it)."""
         headers = {
@@ -331,10 +325,8 @@ class UpstreamClient:
         }
         if protocol_version:
             headers[spec.PROTOCOL_VERSION_HEADER] = protocol_version
-        client = http_client()
-        timeout = httpx.Timeout(None, connect=min(CONNECT_TIMEOUT_SECONDS, max(deadline.remaining(), 0.01)))
-        request = client.build_request("GET", self.config.url, headers=headers, timeout=timeout)
-        response = await self._within(deadline, client.send(request, stream=True))
+        sending = http_client().send("GET", self.config.url, headers, None, _connect_seconds(deadline))
+        response = await self._within(deadline, sending)
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if response.status_code in (401, 403):
             await response.aclose()
@@ -444,11 +436,9 @@ class UpstreamClient:
             spec.SESSION_ID_HEADER: session.session_id,
             spec.PROTOCOL_VERSION_HEADER: session.protocol_version,
         }
-        client = http_client()
-        timeout = httpx.Timeout(None, connect=min(CONNECT_TIMEOUT_SECONDS, max(deadline.remaining(), 0.01)))
-        request = client.build_request("GET", self.config.url, headers=headers, timeout=timeout)
+        sending = http_client().send("GET", self.config.url, headers, None, _connect_seconds(deadline))
         try:
-            response = await self._within(deadline, client.send(request, stream=True))
+            response = await self._within(deadline, sending)
             try:
                 content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
                 if response.status_code in (401, 403):
@@ -473,8 +463,8 @@ class UpstreamClient:
                 await response.aclose()
         except TimeoutError:
             return  # the stream's time is up
-        except httpx.HTTPError as exc:
-            logger.info("upstream stream ended", extra={"upstream": self.name, "error": type(exc).__name__})
+        except (NotConnected, ConnectionFailed) as exc:
+            logger.info("upstream stream ended", extra={"upstream": self.name, "error": str(exc)})
 
     async def delete_session(self, session: UpstreamSession) -> None:
         if not session.session_id:
@@ -482,8 +472,10 @@ class UpstreamClient:
         headers = {spec.SESSION_ID_HEADER: session.session_id, spec.PROTOCOL_VERSION_HEADER: session.protocol_version}
         try:
             headers.update(await self.credentials.headers())
-            await http_client().delete(self.config.url, headers=headers, timeout=5.0)
-        except (httpx.HTTPError, UpstreamError):
+            with anyio.fail_after(CONNECT_TIMEOUT_SECONDS):
+                answer = await http_client().send("DELETE", self.config.url, headers, None, CONNECT_TIMEOUT_SECONDS)
+                await answer.aclose()
+        except (NotConnected, ConnectionFailed, TimeoutError, UpstreamError):
             logger.info("upstream session delete failed", extra={"upstream": self.name})
 
     async def discover(self, deadline: Deadline) -> UpstreamInfo:
