@@ -15,7 +15,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EndpointConnectionError
 from tollway.errors import StorageError
 from tollway.store.sessions import DynamoSessionStore
@@ -129,6 +132,8 @@ class Scripted:
     def __init__(self, answers: list[tuple[int, Any]], close_after_each: bool = False) -> None:
         self.answers = answers
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.fields: list[list[tuple[str, str]]] = []
+        """Each request's header fields as they came, repeated names included."""
         self.connections = 0
         scripted = self
 
@@ -142,6 +147,7 @@ class Scripted:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 scripted.requests.append((dict(self.headers.items()), body))
+                scripted.fields.append(list(self.headers.items()))
                 status, answer = scripted.answers[min(len(scripted.requests), len(scripted.answers)) - 1]
                 data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 self.send_response(status)
@@ -259,6 +265,32 @@ def test_requests_are_signed_json_with_the_target_and_never_carry_the_secret(mon
     assert headers["X-Amz-Security-Token"] == "session-token-1"
     assert all("wire-secret-never-sent" not in value for value in headers.values())
     assert b"wire-secret-never-sent" not in body
+
+
+def test_the_request_as_sent_is_the_request_as_signed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB refuses a request whose Host or signed headers differ from what was signed: the
+    signature is computed again from what arrived, and each header comes once."""
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token-1")
+    with Scripted([OK]).running() as server:
+        _, wire = _clients(server.url)
+        wire.get_item(TableName=TABLE, Key=KEY)
+    headers, body = server.requests[0]
+    names = [name.lower() for name, _ in server.fields[0]]
+    assert len(names) == len(set(names)), names
+    assert headers["Content-Length"] == str(len(body))
+    authorization = headers["Authorization"]
+    signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert "host" in signed
+    request = AWSRequest(
+        method="POST",
+        url=f"http://{headers['Host']}/",
+        data=body,
+        headers={name: value for name, value in headers.items() if name.lower() in signed and name.lower() != "host"},
+    )
+    request.context["timestamp"] = headers["X-Amz-Date"]
+    auth = SigV4Auth(Credentials("AKIDWIRE", "wire-secret-never-sent", "session-token-1"), "dynamodb", "eu-west-1")
+    signature = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
+    assert authorization.endswith(f"Signature={signature}")
 
 
 def test_the_shared_client_is_boto3s_own_where_a_proxy_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,16 +32,17 @@ Binary attribute values (`B`, `BS`) are not taken: the stores write none.
 from __future__ import annotations
 
 import functools
-import http.client
 import json
 import os
 import queue
 import random
+import socket
 import ssl
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import httptools
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import BotoCoreError, EndpointConnectionError, NoCredentialsError
@@ -95,8 +96,11 @@ class DynamoWire:
         parts = urlsplit(self._url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
-        self._port = parts.port
-        self._path = parts.path or "/"
+        self._port = parts.port or (443 if self._https else 80)
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        if parts.port not in (None, 443 if self._https else 80):
+            host += f":{parts.port}"  # as SigV4 signs it: the default port is left out
+        self._head = f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}\r\n".encode("ascii")
         config = client.meta.config
         self._timeout = max(config.connect_timeout, config.read_timeout)
         retries = config.retries or {}
@@ -108,7 +112,7 @@ class DynamoWire:
             if self._https
             else None
         )
-        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(IDLE_CONNECTIONS)
+        self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue(IDLE_CONNECTIONS)
 
     def __getattr__(self, name: str) -> Any:
         operation = DATA_OPERATIONS.get(name)
@@ -123,7 +127,7 @@ class DynamoWire:
         for attempt in range(1, self._attempts + 1):
             try:
                 status, data = self._send(operation, body)
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 if attempt == self._attempts:
                     raise EndpointConnectionError(endpoint_url=self._url, error=type(exc).__name__) from exc
                 _pause(attempt)
@@ -157,38 +161,37 @@ class DynamoWire:
         _, answer = self._events.emit_until_response(f"before-send.dynamodb.{operation}", request=prepared)
         if answer is not None:  # a hook answered (a mock, a stub): as botocore's endpoint does
             return answer.status_code, answer.content
-        headers = dict(prepared.headers.items())
+        fields = dict(prepared.headers.items())  # botocore's, Content-Length included
+        fields["Content-Length"] = str(len(prepared.body))
+        head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        request = self._head + head.encode("latin-1") + b"\r\n" + prepared.body
         while True:
             connection, reused = self._connection()
             try:
-                connection.request("POST", self._path, body=prepared.body, headers=headers)
-                reply = connection.getresponse()
-                data = reply.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                status, data = connection.exchange(request)
+            except _Closed as closed:
                 connection.close()
-                if reused:
+                if reused and not closed.received:
                     continue  # closed by the server while idle: a fresh connection, same attempt
                 raise
             except BaseException:
                 connection.close()
                 raise
-            if reply.will_close:
+            if not connection.keep_alive:
                 connection.close()
             else:
                 try:
                     self._idle.put_nowait(connection)
                 except queue.Full:
                     connection.close()
-            return reply.status, data
+            return status, data
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _connection(self) -> tuple[_Connection, bool]:
         try:
             return self._idle.get_nowait(), True
         except queue.Empty:
             pass
-        if self._https:
-            return _OneWriteHTTPS(self._host, self._port, timeout=self._timeout, context=self._context), False
-        return _OneWrite(self._host, self._port, timeout=self._timeout), False
+        return _Connection(self._host, self._port, self._timeout, self._context), False
 
     def _refusal(self, operation: str, status: int, data: bytes) -> Exception:
         """botocore's ClientError (the modeled subclass where there is one) for an error answer."""
@@ -206,25 +209,63 @@ class DynamoWire:
         return self._client.exceptions.from_code(code)(response, operation)
 
 
-class _OneWrite(http.client.HTTPConnection):
-    """Writes a request in one system call: http.client sends the head and the body apart (a
-    second write costs as much CPU as the rest of the sending)."""
+class _Closed(ConnectionError):
+    """The connection ended before the answer did; `received`: how many bytes of it came."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._unsent: list[bytes] = []
-
-    def send(self, data: Any) -> None:
-        self._unsent.append(bytes(data))
-
-    def getresponse(self) -> http.client.HTTPResponse:
-        unsent, self._unsent = b"".join(self._unsent), []
-        super().send(unsent)
-        return super().getresponse()
+    def __init__(self, received: int) -> None:
+        super().__init__("connection closed before the answer ended")
+        self.received = received
 
 
-class _OneWriteHTTPS(_OneWrite, http.client.HTTPSConnection):
-    pass
+class _Connection:
+    """One kept-alive connection: a request written in one system call, the answer parsed by
+    httptools (llhttp, the parser uvicorn uses). Through http.client, which parses an answer's
+    headers with the email package, an `UpdateItem` against the emulator cost 0.46-0.52 ms of
+    CPU; through this, 0.32-0.45 ms (one process, side by side, an ad-hoc A/B)."""
+
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext | None) -> None:
+        sock = socket.create_connection((host, port), timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = context.wrap_socket(sock, server_hostname=host) if context is not None else sock
+        except BaseException:
+            sock.close()
+            raise
+        self.keep_alive = False
+        self._parser: Any = None
+        self._status = 0
+        self._body: list[bytes] = []
+        self._complete = False
+
+    def exchange(self, request: bytes) -> tuple[int, bytes]:
+        self._body, self._complete, self.keep_alive = [], False, False
+        parser = self._parser = httptools.HttpResponseParser(self)
+        self.sock.sendall(request)
+        received = 0
+        while not self._complete:
+            data = self.sock.recv(65536)
+            if not data:
+                raise _Closed(received)
+            received += len(data)
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserError:
+                raise ConnectionError("the answer is not HTTP/1.1") from None
+        return self._status, b"".join(self._body)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # httptools' callbacks
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            return  # an interim answer (100 Continue): the real one follows
+        self._status, self.keep_alive = status, self._parser.should_keep_alive()
+        self._complete = True
 
 
 def _pause(attempt: int) -> None:
