@@ -117,3 +117,20 @@ def test_a_request_changing_its_copy_does_not_change_what_is_remembered(
     copy.upstreams["support"] = UpstreamSession("unrecorded", "2025-11-25")  # type: ignore[union-attr]
 
     assert cached.get("s-1").upstreams == {}  # type: ignore[union-attr]
+
+
+def test_what_is_remembered_is_answered_from_memory_only(
+    clock: Clock, stores: tuple[Counting, CachedSessionStore]
+) -> None:
+    inner, cached = stores
+    inner.create(session())
+
+    before = cached.remembered("s-1")  # never read here: not asked of the store either
+    cached.get("s-1")
+    after = cached.remembered("s-1")
+    clock.now += 10
+    stale = cached.remembered("s-1")
+
+    assert before is None and stale is None
+    assert after is not None and after.id == "s-1"
+    assert inner.reads == 1

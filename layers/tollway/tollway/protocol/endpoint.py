@@ -60,7 +60,7 @@ from tollway.protocol.server import GatewayServer
 from tollway.protocol.transport import Incoming, is_modern, read_post
 from tollway.routing.upstream import STREAM_PAUSED, drain
 from tollway.store.events import CALL_EVENT_ID, EVENT_ID, EventStore, MemoryEventStore, call_stream, new_event_id
-from tollway.store.sessions import SessionStore
+from tollway.store.sessions import CachedSessionStore, SessionStore
 from tollway.telemetry import logger
 
 ALLOW_LEGACY = "POST, DELETE"
@@ -137,7 +137,7 @@ class McpEndpoint:
             raise NotAcceptable("Not Acceptable: Accept must include text/event-stream")
         principal: Principal = request.scope.get("principal", ANONYMOUS)
         _facts(request).method = "GET /mcp"
-        session = await run_blocking(self._session, request.headers.get(c.SESSION_ID_HEADER), principal)
+        session = await self._session_of(request.headers.get(c.SESSION_ID_HEADER), principal)
         ctx = self._session_context(request, principal, session, session.protocol_version, streaming=True)
         last = request.headers.get(c.LAST_EVENT_ID_HEADER, "")
         if (resumed := CALL_EVENT_ID.fullmatch(last)) is not None:
@@ -254,7 +254,7 @@ class McpEndpoint:
                     audit=_facts(request),
                 ),
             )
-        session = await run_blocking(self._session, incoming.session_id, principal)
+        session = await self._session_of(incoming.session_id, principal)
         return self._session_context(request, principal, session, incoming.protocol_version, streaming)
 
     def _session_context(
@@ -278,6 +278,18 @@ class McpEndpoint:
             ),
         )
 
+    async def _session_of(self, session_id: str | None, principal: Principal) -> Session:
+        """The caller's session: from this instance's memory, on the event loop, when it was read
+        lately and needs no renewal (most 2025-era calls: no thread hop); else `_session`."""
+        if session_id and isinstance(self.store, CachedSessionStore):
+            session = self.store.remembered(session_id)
+            if session is not None and session.owned_by(principal) and not self._renewal_due(session):
+                return session
+        return await run_blocking(self._session, session_id, principal)
+
+    def _renewal_due(self, session: Session) -> bool:
+        return session.expires_at - time.time() < self.config.sessions.ttl_seconds / 2
+
     def _session(self, session_id: str | None, principal: Principal, renew: bool = True) -> Session:
         """The caller's session (blocking store I/O: called off the event loop)."""
         if not session_id:
@@ -287,7 +299,7 @@ class McpEndpoint:
         if session is None or not session.owned_by(principal):
             raise SessionNotFound()
         ttl = self.config.sessions.ttl_seconds
-        if renew and session.expires_at - time.time() < ttl / 2:
+        if renew and self._renewal_due(session):
             # Renew a used session once half its lifetime is gone: one write per half-TTL, not per
             # call (so its "last used" time, the renewal's, is accurate to half the TTL).
             session.expires_at = int(time.time()) + ttl

@@ -106,15 +106,24 @@ class CachedSessionStore:
         return getattr(self.inner, name)  # listings and principal upstreams: as they are
 
     def get(self, session_id: str) -> Session | None:
+        session = self.remembered(session_id)
+        if session is not None:
+            return session
+        now = time.time()
+        session = self.inner.get(session_id)
+        if session is not None:
+            self._keep(session, now)
+        return session
+
+    def remembered(self, session_id: str) -> Session | None:
+        """The session as this instance read it within `seconds`, or None: memory only, no I/O
+        (so the event loop may ask without a thread hop)."""
         now = time.time()
         with self._lock:
             entry = self._seen.get(session_id)
             if entry is not None and now - entry[0] < self.seconds and entry[1].expires_at > now:
                 return _copy(entry[1])
-        session = self.inner.get(session_id)
-        if session is not None:
-            self._keep(session, now)
-        return session
+        return None
 
     def create(self, session: Session) -> None:
         self.inner.create(session)
