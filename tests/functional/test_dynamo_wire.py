@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,7 +131,7 @@ class Scripted:
     it closes every connection after answering, without saying so (a server that drops idle
     keep-alive connections)."""
 
-    def __init__(self, answers: list[tuple[int, Any]], close_after_each: bool = False) -> None:
+    def __init__(self, answers: list[tuple[int, Any]], close_after_each: bool = False, reset: bool = False) -> None:
         self.answers = answers
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.fields: list[list[tuple[str, str]]] = []
@@ -157,6 +159,9 @@ class Scripted:
                 self.wfile.write(data)
                 if close_after_each:
                     self.close_connection = True
+                    if reset:  # ended with a TCP reset, not a FIN
+                        self.wfile.flush()
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -232,8 +237,9 @@ def test_a_success_that_is_not_json_is_a_parser_error_and_the_store_says_it_is_u
             DynamoSessionStore(TABLE, client=wire).get("s-1")
 
 
-def test_a_connection_closed_while_idle_is_replaced_without_using_an_attempt() -> None:
-    with Scripted([OK], close_after_each=True).running() as server:
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+def test_a_connection_closed_while_idle_is_replaced_without_using_an_attempt(reset: bool) -> None:
+    with Scripted([OK], close_after_each=True, reset=reset).running() as server:
         _, wire = _clients(server.url, retries={"total_max_attempts": 1})
         for _ in range(3):
             assert wire.get_item(TableName=TABLE, Key=KEY) == {"Item": {"pk": {"S": "k#1"}}}

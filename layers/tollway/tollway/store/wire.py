@@ -240,10 +240,16 @@ class _Connection:
     def exchange(self, request: bytes) -> tuple[int, bytes]:
         self._body, self._complete, self.keep_alive = [], False, False
         parser = self._parser = httptools.HttpResponseParser(self)
-        self.sock.sendall(request)
         received = 0
+        try:
+            self.sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            raise _Closed(received) from None  # closed by the server before the request went
         while not self._complete:
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
             if not data:
                 raise _Closed(received)
             received += len(data)
