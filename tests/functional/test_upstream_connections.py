@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tollway.routing.wire import ConnectionFailed, LeanHttp, NotConnected
+from tollway.routing.wire import ConnectionFailed, LeanHttp, NotConnected, _origin
 
 JSON = {"content-type": "application/json"}
 BOUND = 5.0
@@ -353,6 +353,16 @@ def test_an_upstream_the_proxy_settings_exclude_is_reached_directly(monkeypatch:
         return served
 
     assert run(scenario).requests[0].startswith(b"POST /mcp HTTP/1.1\r\n")
+
+
+def test_what_the_lean_client_leaves_to_httpx() -> None:
+    assert _origin("http://user:secret@upstream.example/mcp") is None  # credentials in the URL
+    assert _origin("http://bücher.example/mcp") is None  # a name DNS needs encoded
+    assert _origin("ftp://upstream.example/mcp") is None
+    direct = _origin("https://upstream.example:8443/mcp?x=1")
+    assert direct is not None
+    assert (direct.host, direct.port, direct.tls) == ("upstream.example", 8443, True)
+    assert direct.head == b"/mcp?x=1 HTTP/1.1\r\nhost: upstream.example:8443"
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:

@@ -176,11 +176,12 @@ _UNKNOWN: Any = object()
 
 
 def _origin(url: str) -> _Origin | None:
-    """How to reach `url` directly, or None when httpx should (a proxy, user information, another scheme)."""
+    """How to reach `url` directly, or None when httpx should (a proxy, user information, another
+    scheme, a name that is not ASCII: httpx encodes it for DNS)."""
     import urllib.request  # once per upstream URL; it costs ~5 ms of a cold import
 
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc or not url.isascii():
         return None
     proxies = urllib.request.getproxies_environment()
     if (proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass_environment(
