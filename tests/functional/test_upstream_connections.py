@@ -283,6 +283,35 @@ def test_an_answer_left_unread_closes_its_connection() -> None:
     assert run(scenario).connections == 2
 
 
+def test_bytes_an_upstream_sends_beyond_its_answer_are_not_part_of_it() -> None:
+    async def answer_twice(served: Served, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(served, reader) is not None:
+            writer.write(answer(b'{"a":1}') + answer(b"bad"))  # one asked for, one not: in one write
+            await writer.drain()
+
+    async def scenario() -> tuple[tuple[int, bytes], dict[str, str], Served]:
+        http = LeanHttp()
+        async with scripted(answer_twice) as served:
+            reply = await http.send("POST", served.url, JSON, b"{}", BOUND)
+            body = b"".join([chunk async for chunk in reply.aiter_bytes()])
+            headers = dict(reply.headers)
+            await reply.aclose()
+            await body_of(http, served.url)
+            await http.aclose()
+        return (reply.status_code, body), headers, served
+
+    (status, body), headers, served = run(scenario)
+    assert (status, body) == (200, b'{"a":1}')
+    assert headers["content-length"] == "7"
+    assert served.connections == 2  # the connection that carried more was not used again
+
+
+def test_an_upstream_url_is_sent_percent_encoded() -> None:
+    direct = _origin("http://upstream.example/mcp/a b?x=1 2&y=%41")
+    assert direct is not None
+    assert direct.head == b"/mcp/a%20b?x=1%202&y=%41 HTTP/1.1\r\nhost: upstream.example"
+
+
 def test_an_answer_that_ends_with_its_connection_is_read_whole() -> None:
     async def until_close(served: Served, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(served, reader)

@@ -33,7 +33,7 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -189,9 +189,10 @@ def _origin(url: str) -> _Origin | None:
     ):
         return None
     tls = parts.scheme == "https"
-    target = parts.path or "/"
+    # Percent-encoded as httpx would (a space is %20); what is encoded already stays as it is.
+    target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=")
     if parts.query:
-        target += "?" + parts.query
+        target += "?" + quote(parts.query, safe="/?%:@!$&'()*+,;=")
     return _Origin(
         parts.hostname,
         parts.port or (443 if tls else 80),
@@ -295,6 +296,8 @@ class _Connection(asyncio.Protocol):
             self._fail("data while idle")  # nothing may arrive between exchanges
             return
         self.received += len(data)
+        if self._after_the_answer():
+            return  # more than the answer: never read as part of it, and not reused
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
@@ -316,7 +319,16 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # --- httptools' callbacks ----------------------------------------------------------------
+    def _after_the_answer(self) -> bool:
+        """Whether the parser is past our answer: bytes the upstream sent beyond it (a second,
+        unrequested message) are never part of it, and the connection is not used again."""
+        if self.complete:
+            self.keep_alive = False
+        return self.complete
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._after_the_answer():
+            return
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
@@ -324,6 +336,8 @@ class _Connection(asyncio.Protocol):
             self._delimited = True
 
     def on_headers_complete(self) -> None:
+        if self._after_the_answer():
+            return
         assert self._parser is not None
         status = self._parser.get_status_code()
         if 100 <= status < 200:
@@ -335,6 +349,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._after_the_answer():
+            return
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > READ_AHEAD_BYTES and not self.paused and self.transport is not None:
@@ -343,6 +359,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._after_the_answer():
+            return
         if self.head_done:
             assert self._parser is not None
             self.keep_alive = self._parser.should_keep_alive()  # llhttp knows it only until the next message
