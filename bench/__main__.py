@@ -1,6 +1,7 @@
 """`make bench`: the gateway's first-cut figures, all from one run.
 
-1. cold import of the Lambda handler module (median of fresh processes), with and without bytecode
+1. cold import of the Lambda handler module (median of fresh processes), with and without bytecode,
+   and its libraries imported alone beside it (the part no change to Tollway's code can remove)
 2. warm in-process tools/call through the Lambda handler (p50/p99), both eras
 3. DynamoDB requests per tools/call and per tools/list (botocore events), both eras
 4. the estimated cost per million calls (default cost model)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -139,11 +141,16 @@ def bench_config(issuer: object, upstream_url: str, name: str) -> str:
     )
 
 
-def bench_import(runs: int) -> float:
+def bench_import(runs: int) -> dict[str, float]:
     """Cold import as on Lambda: the runtime's Python (3.13, when the host has one) with only the
     layer's requirements installed, measured twice — with the bytecode the layer ships (compiled
     as layers/tollway/Makefile does) and without any (what a layer built without a CPython 3.13
-    costs: /opt is read-only, so every module is compiled at each cold start)."""
+    costs: /opt is read-only, so every module is compiled at each cold start).
+
+    Its peer, in the same processes' turn: the libraries the import loads, imported alone (the
+    same modules in the same order, no Tollway code). The difference is what Tollway's own
+    modules, config load and app build add; the libraries' share is a floor no change to
+    Tollway's code can go under."""
     python, layer = _runtime_layer()
     version = subprocess.run(
         [str(python), "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True
@@ -159,21 +166,28 @@ def bench_import(runs: int) -> float:
     for directory in compiled_dirs:
         for cache in directory.rglob("__pycache__"):
             shutil.rmtree(cache, ignore_errors=True)
-    without = _import_times(python, layer, runs)
+    handler, libraries = _timing_scripts(python, layer)
+    without = _import_times(python, layer, [handler], runs)[0]
     subprocess.run(
         [str(python), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash"]
         + [str(d) for d in compiled_dirs],
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    with_bytecode = _import_times(python, layer, runs)
-    for label, times in (("with the layer's bytecode", with_bytecode), ("without bytecode", without)):
+    with_bytecode, alone = _import_times(python, layer, [handler, libraries], runs)
+    for label, times in (
+        ("with the layer's bytecode", with_bytecode),
+        ("its libraries alone", alone),
+        ("without bytecode", without),
+    ):
         print(
             f"   {label:>27}: median {statistics.median(times):.0f} ms over {runs} fresh processes "
             f"(min {min(times):.0f}, max {max(times):.0f})"
         )
+    own = statistics.median(with_bytecode) - statistics.median(alone)
+    print(f"   Tollway's own modules, config load and app build: {own:.0f} ms (the medians' difference)")
     print("   goal: <= 200 ms with the layer's bytecode\n")
-    return statistics.median(with_bytecode)
+    return {"handler_ms": statistics.median(with_bytecode), "libraries_ms": statistics.median(alone)}
 
 
 def _runtime_layer() -> tuple[Path, Path]:
@@ -207,14 +221,39 @@ def _runtime_layer() -> tuple[Path, Path]:
     return python, layer
 
 
-def _import_times(python: Path, layer: Path, runs: int) -> list[float]:
-    code = (
+def _timing_scripts(python: Path, layer: Path) -> tuple[str, str]:
+    """Two scripts printing their import's wall time in ms: the handler's, and the libraries'
+    alone — the modules the handler's import leaves loaded other than Tollway's, listed by one
+    import with the warm-up thread held back (it starts as the import ends, and its modules are
+    the first request's)."""
+    handler = (
         "import time, importlib.util as u\n"
         "t = time.perf_counter()\n"
         f"s = u.spec_from_file_location('gateway_app', {str(HANDLER)!r})\n"
         "m = u.module_from_spec(s); s.loader.exec_module(m)\n"
         "print((time.perf_counter() - t) * 1000)\n"
     )
+    listing = (
+        "import sys, json, importlib.util as u\n"
+        "before = set(sys.modules)\n"
+        "import tollway.live\n"
+        "tollway.live.warm_up = lambda *args: None\n"
+        f"s = u.spec_from_file_location('gateway_app', {str(HANDLER)!r})\n"
+        "m = u.module_from_spec(s); s.loader.exec_module(m)\n"
+        "print(json.dumps([name for name in sys.modules if name not in before]))\n"
+    )
+    loaded = json.loads(_run(python, layer, listing))
+    # Private modules (`_ssl`, `_decimal`) come with the public ones that import them.
+    libraries = [name for name in loaded if not name.startswith(("tollway", "gateway_app", "_"))]
+    alone = (
+        "import time\nt = time.perf_counter()\n"
+        + "".join(f"import {name}\n" for name in libraries)
+        + "print((time.perf_counter() - t) * 1000)\n"
+    )
+    return handler, alone
+
+
+def _run(python: Path, layer: Path, code: str) -> str:
     # As on Lambda: nothing is written next to the modules (/opt is read-only).
     env = {
         **os.environ,
@@ -222,11 +261,20 @@ def _import_times(python: Path, layer: Path, runs: int) -> list[float]:
         "PYDANTIC_DISABLE_PLUGINS": "__all__",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
-    times = []
+    return subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env
+    ).stdout.strip()
+
+
+def _import_times(python: Path, layer: Path, scripts: list[str], runs: int) -> list[list[float]]:
+    """Each script's times over `runs` fresh processes, the scripts taking turns (so a busier
+    moment of the host weighs on each alike), after one unmeasured run each."""
+    for code in scripts:
+        _run(python, layer, code)
+    times: list[list[float]] = [[] for _ in scripts]
     for _ in range(runs):
-        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
-        times.append(float(out.stdout.strip().splitlines()[-1]))
+        for code, found in zip(scripts, times, strict=True):
+            found.append(float(_run(python, layer, code).splitlines()[-1]))
     return times
 
 

@@ -19,6 +19,7 @@ start, where an invalid config fails closed, and again at most once per TTL
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Callable
@@ -139,7 +140,12 @@ def warm_up(gateway: LiveGateway, stores: Any) -> None:
             logger.info("warm-up step failed", extra={"step": name, "error": type(exc).__name__})
 
 
-def _import_first_use_modules() -> None:
-    import jsonschema.validators  # tool arguments (tollway.policy.arguments)
+FIRST_USE_MODULES = (
+    "jsonschema.validators",  # tool arguments (tollway.policy.arguments)
+    "tollway.masking.redact",  # the detectors, whose patterns are compiled at import (masking)
+)
 
-    del jsonschema
+
+def _import_first_use_modules() -> None:
+    for module in FIRST_USE_MODULES:
+        importlib.import_module(module)

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 DETECTORS = MaskingConfig().detectors
 """The default detector list (config.py); any other list is checked against the detectors at load
-(not this one: importing the detectors compiles their patterns, a cold-start cost)."""
+(not this one: importing the detectors compiles their patterns, a cold-start cost that a config
+naming none is spared; the first masked message, or the warm-up, imports them)."""
 
 TRUNCATION_MARKER = "\n…[truncated by Tollway: {shown} of {total} bytes; ask for less]"
 
@@ -42,13 +43,12 @@ class MaskingStage:
         self._hash_key_source = hash_key
         self._key: bytes | None = None
         # A typo in a detector, a tool's allowances, a field path or a projection fails at load.
-        from tollway.masking.redact import check_detectors
-
         if self.config.detectors != DETECTORS:
-            check_detectors(self.config.detectors, "masking.detectors")
+            _check_detectors(self.config.detectors, "masking.detectors")
         for pattern, rules in self.config.tools.items():
             where = f"masking.tools.{pattern}"
-            check_detectors(rules.allow_detectors, f"{where}.allow_detectors")
+            if rules.allow_detectors:
+                _check_detectors(rules.allow_detectors, f"{where}.allow_detectors")
             check_field_rules(rules.arguments, f"{where}.arguments")
             check_field_rules(rules.results, f"{where}.results")
             if rules.projection is not None:
@@ -217,3 +217,9 @@ def _truncate(result: dict[str, Any], limit: int) -> dict[str, Any]:
     else:
         content.append({"type": "text", "text": marker.lstrip("\n")})
     return {k: v for k, v in {**result, "content": content}.items() if k != "structuredContent"}
+
+
+def _check_detectors(names: list[str], where: str) -> None:
+    from tollway.masking.redact import check_detectors  # compiles the patterns: only when a list is named
+
+    check_detectors(names, where)

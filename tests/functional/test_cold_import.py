@@ -1,0 +1,94 @@
+"""What a cold start builds, and what it leaves to first use: the masking detectors' patterns
+(compiled when their module is imported) are not compiled while a config that names no detector
+list is loaded and the app built; the warm-up imports them, and a typo in a list a config does
+name still fails the load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tollway.config import parse_config
+from tollway.errors import ConfigError
+from tollway.http import create_app
+from tollway.store import Stores
+
+DETECTORS_MODULE = "tollway.masking.detectors"
+
+# A fresh interpreter (this one has imported everything already): the deployed gateway built
+# with its warm-up held back, then the warm-up's module step on its own.
+COLD_START = f"""
+import json, sys
+import tollway.live
+
+tollway.live.warm_up = lambda *args: None
+gateway = tollway.live.deployed()
+at_build = {DETECTORS_MODULE!r} in sys.modules
+tollway.live._import_first_use_modules()
+print(json.dumps({{"at_build": at_build, "after_warm_up": {DETECTORS_MODULE!r} in sys.modules,
+                   "masking": gateway.config.masking.enabled}}))
+"""
+
+
+def _cold_start(tmp_path: Path, masking: str) -> dict[str, Any]:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "resource: https://gateway.example.com/mcp\n"
+        "auth: {allow_anonymous: true}\n"
+        "upstreams: [{name: finance, url: 'http://127.0.0.1:9/mcp'}]\n" + masking
+    )
+    env = {
+        **os.environ,
+        "TOLLWAY_CONFIG": str(config),
+        "TOLLWAY_TABLE": "TollwayTable",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+    }
+    done = subprocess.run([sys.executable, "-c", COLD_START], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_config_naming_no_detector_list_leaves_the_patterns_to_the_warm_up(tmp_path: Path) -> None:
+    found = _cold_start(tmp_path, "")  # masking on, the default detectors
+
+    assert found == {"at_build": False, "after_warm_up": True, "masking": True}
+
+
+def test_a_config_naming_a_detector_list_has_it_checked_at_load(tmp_path: Path) -> None:
+    found = _cold_start(tmp_path, "masking: {detectors: [email, card]}\n")
+
+    assert found == {"at_build": True, "after_warm_up": True, "masking": True}
+
+
+@pytest.mark.parametrize(
+    ("masking", "problem"),
+    [
+        ({"detectors": ["email", "pasport"]}, "masking.detectors: unknown detector(s) 'pasport'"),
+        (
+            {"tools": {"finance__*": {"allow_detectors": ["emial"]}}},
+            "masking.tools.finance__*.allow_detectors: unknown detector(s) 'emial'",
+        ),
+    ],
+)
+def test_a_typo_in_a_named_detector_list_fails_the_load(masking: dict[str, Any], problem: str) -> None:
+    config = parse_config(
+        {
+            "resource": "https://gateway.example.com/mcp",
+            "auth": {"allow_anonymous": True},
+            "upstreams": [{"name": "finance", "url": "http://127.0.0.1:9/mcp"}],
+            "masking": masking,
+        }
+    )
+
+    with pytest.raises(ConfigError) as refused:
+        create_app(config, stores=Stores.memory())
+
+    assert str(refused.value).startswith(problem + "; known: jwt, aws_access_key")
