@@ -47,7 +47,10 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from tollway.config import AuthConfig, GatewayConfig, parse_config  # noqa: E402
+from tollway.dev import atomic_moto_writes  # noqa: E402
 from tollway.store.tables import ensure_tables, find_template  # noqa: E402
+
+atomic_moto_writes()  # every moto of the tests (in-process or served) writes atomically, as DynamoDB does
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESOURCE = "https://abc123.execute-api.us-east-1.amazonaws.com/mcp"

@@ -7,7 +7,8 @@ quota module's `time`), so no window ends in the middle of a test unless the tes
 
 moto applies an UpdateItem as check-then-write without a lock: two concurrent conditional
 updates of one item can both pass their condition. DynamoDB applies each single-item write
-atomically, so the server here runs one UpdateItem at a time (`atomic_updates`).
+atomically, so the tests' moto runs one write at a time (`tollway.dev.atomic_moto_writes`, as
+`tollway dev` does; tests/conftest.py applies it).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from moto.dynamodb.models import DynamoDBBackend
 from tollway.config import parse_config
 from tollway.context import Principal
 from tollway.policy import quota
@@ -71,17 +71,8 @@ def quota_config(
 # --- DynamoDB over HTTP --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    original = DynamoDBBackend.update_item
-    lock = threading.Lock()
-
-    def atomic_updates(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return original(self, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(DynamoDBBackend, "update_item", atomic_updates)
-        with moto_server() as url:
-            yield url
+    with moto_server() as url:
+        yield url
 
 
 def dynamodb(endpoint: str, session: boto3.session.Session | None = None) -> Any:

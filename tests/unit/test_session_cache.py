@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+
 import pytest
 from tollway.context import Session, UpstreamSession
 from tollway.store import sessions as module
@@ -27,6 +30,19 @@ class Counting(MemorySessionStore):
     def get(self, session_id: str) -> Session | None:
         self.reads += 1
         return super().get(session_id)
+
+
+class Overtaken(Counting):
+    """Its next read answers what the session held when the read began, after `meanwhile` ran."""
+
+    meanwhile: Callable[[], None] | None = None
+
+    def get(self, session_id: str) -> Session | None:
+        began = copy.deepcopy(super().get(session_id))
+        if self.meanwhile is not None:
+            self.meanwhile, meanwhile = None, self.meanwhile
+            meanwhile()
+        return began
 
 
 @pytest.fixture
@@ -133,4 +149,41 @@ def test_what_is_remembered_is_answered_from_memory_only(
 
     assert before is None and stale is None
     assert after is not None and after.id == "s-1"
+    assert inner.reads == 1
+
+
+def test_a_read_overtaken_by_a_lost_race_is_answered_but_not_remembered(clock: Clock) -> None:
+    """Two requests of one session: one reads the session while the other loses the race to
+    record an upstream session. The read began first, so it lacks the winner's: remembered, it
+    would send this instance's calls to an upstream session the record does not hold (and a
+    2025-era cancellation, forwarded from the record, would reach another one)."""
+    inner = Overtaken()
+    cached = CachedSessionStore(inner, seconds=10)
+    inner.create(session())
+    mine, theirs = UpstreamSession("mine", "2025-11-25"), UpstreamSession("theirs", "2025-11-25")
+
+    def the_other_request_loses_its_race() -> None:
+        inner.sessions["s-1"].upstreams["finance"] = theirs  # recorded first, by another request
+        assert cached.add_upstream("s-1", "finance", mine, None) is False
+
+    inner.meanwhile = the_other_request_loses_its_race
+    overtaken = cached.get("s-1")
+    after = cached.get("s-1")  # the loser reads the winner's
+
+    assert overtaken is not None and overtaken.upstreams == {}
+    assert after is not None and after.upstreams == {"finance": theirs}
+    assert cached.get("s-1").upstreams == {"finance": theirs}  # type: ignore[union-attr]
+    assert inner.reads == 2
+
+
+def test_an_upstream_session_recorded_for_a_session_not_remembered_here_is_read_again(
+    stores: tuple[Counting, CachedSessionStore],
+) -> None:
+    inner, cached = stores
+    inner.create(session())
+    mine = UpstreamSession("mine", "2025-11-25")
+
+    assert cached.add_upstream("s-1", "finance", mine, None) is True
+
+    assert cached.get("s-1").upstreams == {"finance": mine}  # type: ignore[union-attr]
     assert inner.reads == 1

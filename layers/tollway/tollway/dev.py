@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import select
@@ -207,6 +208,36 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+_MOTO_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
+
+
+def atomic_moto_writes() -> None:
+    """Make moto's DynamoDB, in this process, apply one write at a time, as DynamoDB applies each
+    write atomically. moto checks a condition and then writes, without a lock: two concurrent
+    conditional writes to one item can both pass (two requests of one session would both record
+    an upstream session, each then using its own). Batches and transactions write through these
+    methods, so they are covered (re-entrant lock). Idempotent."""
+    import threading
+
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if getattr(DynamoDBBackend, "_tollway_atomic", False):
+        return
+    lock = threading.RLock()
+
+    def one_at_a_time(write: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(write)
+        def atomic(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return write(*args, **kwargs)
+
+        return atomic
+
+    for name in _MOTO_WRITES:
+        setattr(DynamoDBBackend, name, one_at_a_time(getattr(DynamoDBBackend, name)))
+    DynamoDBBackend._tollway_atomic = True  # type: ignore[attr-defined]
+
+
 @contextlib.contextmanager
 def dynamodb() -> Iterator[tuple[str, str, str]]:
     """Yield (endpoint, table, a description) of the DynamoDB in use, starting an embedded one if needed."""
@@ -221,6 +252,7 @@ def dynamodb() -> Iterator[tuple[str, str, str]]:
         for key, value in LOCAL_AWS_DEFAULTS.items():
             os.environ.setdefault(key, value)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access lines
+        atomic_moto_writes()
         server = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
         server.start()
         host, bound = server.get_host_and_port()

@@ -91,15 +91,19 @@ class SessionStore(Protocol):
 class CachedSessionStore:
     """A session store that remembers the sessions it read for `seconds`, so a 2025-era call does
     not read its session on every request. Writes go through and keep the copy current; a lost
-    `add_upstream` race forgets it (the caller re-reads). Bound: a session ended through another
-    instance still answers here for up to `seconds`."""
+    `add_upstream` race forgets it (the caller re-reads). A read that was under way while the
+    session changed here is answered but not remembered: it may predate the change, and a stale
+    copy would send this instance's requests to an upstream session the record no longer holds.
+    Bound: a session ended through another instance still answers here for up to `seconds`."""
 
     MAX_SESSIONS = 10_000
 
     def __init__(self, inner: SessionStore, seconds: float) -> None:
         self.inner = inner
         self.seconds = seconds
-        self._seen: OrderedDict[str, tuple[float, Session]] = OrderedDict()
+        self._seen: OrderedDict[str, _Remembered] = OrderedDict()
+        self._changes = 0
+        """Counts the changes made here, so a read knows whether one came while it was under way."""
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -110,9 +114,11 @@ class CachedSessionStore:
         if session is not None:
             return session
         now = time.time()
+        with self._lock:
+            began = self._changes
         session = self.inner.get(session_id)
         if session is not None:
-            self._keep(session, now)
+            self._keep(session, now, began)
         return session
 
     def remembered(self, session_id: str) -> Session | None:
@@ -121,8 +127,9 @@ class CachedSessionStore:
         now = time.time()
         with self._lock:
             entry = self._seen.get(session_id)
-            if entry is not None and now - entry[0] < self.seconds and entry[1].expires_at > now:
-                return _copy(entry[1])
+            session = entry.session if entry is not None and now - entry.read_at < self.seconds else None
+            if session is not None and session.expires_at > now:
+                return _copy(session)
         return None
 
     def create(self, session: Session) -> None:
@@ -132,34 +139,63 @@ class CachedSessionStore:
     def renew(self, session_id: str, expires_at: int) -> None:
         self.inner.renew(session_id, expires_at)
         with self._lock:
-            entry = self._seen.get(session_id)
-            if entry is not None:
-                entry[1].expires_at, entry[1].used_at = expires_at, int(time.time())
+            entry = self._changed(session_id)
+            if entry is not None and entry.session is not None:
+                entry.session.expires_at, entry.session.used_at = expires_at, int(time.time())
 
     def delete(self, session_id: str) -> None:
-        self._forget(session_id)
-        self.inner.delete(session_id)
+        try:
+            self.inner.delete(session_id)
+        finally:
+            self._forget(session_id)
 
     def add_upstream(self, session_id: str, upstream: str, value: UpstreamSession, replacing: str | None) -> bool:
         recorded = self.inner.add_upstream(session_id, upstream, value, replacing)
         with self._lock:
-            entry = self._seen.get(session_id)
-            if entry is not None and recorded:
-                entry[1].upstreams[upstream] = value
-            elif entry is not None:
-                del self._seen[session_id]
+            entry = self._changed(session_id)
+            if recorded and entry is not None and entry.session is not None:
+                entry.session.upstreams[upstream] = value
+            else:
+                self._put(session_id, None)  # a race lost, or a session not remembered: read it again
         return recorded
 
-    def _keep(self, session: Session, at: float) -> None:
+    def _keep(self, session: Session, at: float, began: int | None = None) -> None:
+        """Remember `session` as read at `at`; `began`: the change count when its read began (a
+        read that a change here overtook is not remembered)."""
         with self._lock:
-            self._seen[session.id] = (at, _copy(session))
-            self._seen.move_to_end(session.id)
-            while len(self._seen) > self.MAX_SESSIONS:
-                self._seen.popitem(last=False)
+            entry = self._seen.get(session.id)
+            if began is None or entry is None or entry.change <= began:
+                self._changes += 1
+                self._put(session.id, _copy(session), at)
+
+    def _changed(self, session_id: str) -> _Remembered | None:
+        """The entry of a session changed here (under the lock), marked with the change."""
+        self._changes += 1
+        entry = self._seen.get(session_id)
+        if entry is not None:
+            entry.change = self._changes
+        return entry
 
     def _forget(self, session_id: str) -> None:
         with self._lock:
-            self._seen.pop(session_id, None)
+            self._changes += 1
+            self._put(session_id, None)
+
+    def _put(self, session_id: str, session: Session | None, at: float = 0.0) -> None:
+        """(Under the lock.) The newest entry of a session; the least recently kept go first."""
+        self._seen[session_id] = _Remembered(at, session, self._changes)
+        self._seen.move_to_end(session_id)
+        while len(self._seen) > self.MAX_SESSIONS:
+            self._seen.popitem(last=False)
+
+
+@dataclasses.dataclass(slots=True)
+class _Remembered:
+    read_at: float
+    session: Session | None
+    """None: forgotten (ended, or a race lost) until the store is read again."""
+    change: int
+    """The change count when this entry last changed."""
 
 
 def _copy(session: Session) -> Session:
