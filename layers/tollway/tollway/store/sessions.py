@@ -189,13 +189,18 @@ class CachedSessionStore:
             self._seen.popitem(last=False)
 
 
-@dataclasses.dataclass(slots=True)
 class _Remembered:
-    read_at: float
-    session: Session | None
-    """None: forgotten (ended, or a race lost) until the store is read again."""
-    change: int
-    """The change count when this entry last changed."""
+    """What is remembered of one session. A plain class: a dataclass compiles its methods at
+    import, which a cold start pays (README, performance)."""
+
+    __slots__ = ("change", "read_at", "session")
+
+    def __init__(self, read_at: float, session: Session | None, change: int) -> None:
+        self.read_at = read_at
+        self.session = session
+        """None: forgotten (ended, or a race lost) until the store is read again."""
+        self.change = change
+        """The change count when this entry last changed."""
 
 
 def _copy(session: Session) -> Session:
