@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from tollway.store.ledger import Charge, DynamoLedger, Ledger, Limit, LimitReached, MemoryLedger, Scope
+from tollway.store.ledger import Charge, DynamoLedger, Ledger, Limit, LimitReached, MemoryLedger, Scope, day_of
 from tollway.store.usage import UsageReader
 
 from tests.conftest import moto_table
@@ -308,3 +308,15 @@ def test_a_sharded_scope_tries_each_item_until_it_saw_it_refuse_then_a_refused_c
     assert calls == [True] * 8 + [False] * 10
     # 8 admitted + each item's one refusal before this instance knew it full + one per later refusal
     assert sent() == {"PutItem": 4, "Query": 4, "UpdateItem": 8 + 4 + 9}  # an index entry per item
+
+
+@pytest.mark.parametrize("offset", [-1.0, -1e-6, -4e-7, 0.0, 4e-7, 1e-6, 1.0])
+def test_the_day_of_an_instant_is_its_utc_day_at_the_edges_of_midnight(offset: float) -> None:
+    """`day_of` (remembered per day) names the day `datetime` names, to the microsecond."""
+    for midnight in (
+        86_400.0,
+        datetime(2026, 3, 15, tzinfo=UTC).timestamp(),
+        datetime(2027, 1, 1, tzinfo=UTC).timestamp(),
+    ):
+        at = midnight + offset
+        assert day_of(at) == datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")

@@ -172,7 +172,14 @@ def usage_attribute(field_name: str, tool: str) -> str:
 
 
 def day_of(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+    """The UTC day of `at`, as `YYYY-MM-DD`: asked two or three times a call, so remembered per day.
+    POSIX time has 86,400 seconds a day; `at` is taken to the microsecond, as `_steps` takes it."""
+    return _day(round(at * 1_000_000) // 86_400_000_000)
+
+
+@functools.lru_cache(maxsize=4)
+def _day(days_since_epoch: int) -> str:
+    return datetime.fromtimestamp(days_since_epoch * 86_400, UTC).strftime("%Y-%m-%d")
 
 
 def next_day(day: str) -> str:
