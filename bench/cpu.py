@@ -61,7 +61,7 @@ def bench_cpu(upstream_url: str, configs: dict[str, Path], token: str, calls: in
         for _pid, call in callers.values():
             for _ in range(20):  # warm: connections, catalogs, caches, JWKS
                 call()
-        per_round = max(calls // ROUNDS, 100)  # CPU time is counted in 10 ms ticks: 100 calls or more
+        per_round = max(calls // ROUNDS, 300)  # CPU time is counted in 10 ms ticks: ~1 s of it, a tick ~1 %
         for _ in range(ROUNDS):
             for (label, era), (pid, call) in callers.items():
                 before = _cpu_seconds(pid)
