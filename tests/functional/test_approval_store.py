@@ -2,8 +2,9 @@
 used exactly once however many retries race, and the EventBridge event an approval emits.
 
 moto applies a conditional UpdateItem as read-check-write without a lock; DynamoDB's conditional
-writes are atomic. The race test serializes moto's update_item (`atomic_updates`), so it tests the
-store's condition expressions, not moto's thread safety.
+writes are atomic. The tests' moto writes one at a time (`tollway.dev.atomic_moto_writes`, applied
+by tests/conftest.py), so the race test tests the store's condition expressions, not moto's
+thread safety.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.dynamodb.models import DynamoDBBackend
 from tollway.config import parse_config
 from tollway.context import Principal, RequestContext
 from tollway.policy.approvals import EVENT_DETAIL_TYPE, Approvals, EventBridgeNotifier
@@ -37,18 +37,6 @@ def approval(id: str = "a1", status: Any = "pending", expires_at: int = NOW + 60
 def store() -> Iterator[DynamoApprovalStore]:
     with moto_table("TollwayTable") as client:
         yield DynamoApprovalStore("TollwayTable", client)
-
-
-@pytest.fixture
-def atomic_updates(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = DynamoDBBackend.update_item
-    lock = threading.Lock()
-
-    def serialized(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(DynamoDBBackend, "update_item", serialized)
 
 
 def test_an_approval_is_stored_found_by_its_call_and_listed(store: DynamoApprovalStore) -> None:
@@ -84,9 +72,7 @@ def test_a_decision_is_taken_once_and_only_before_the_expiry(store: DynamoApprov
     assert store.decide("nope", "approved", "acme/boss", NOW) is None
 
 
-def test_an_approved_call_is_consumed_by_exactly_one_of_many_racing_retries(
-    store: DynamoApprovalStore, atomic_updates: None
-) -> None:
+def test_an_approved_call_is_consumed_by_exactly_one_of_many_racing_retries(store: DynamoApprovalStore) -> None:
     store.create(approval(), replacing=None)
     decided = store.decide("a1", "approved", "acme/boss", NOW)
     assert decided is not None
