@@ -165,7 +165,6 @@ class CachedSessionStore:
         with self._lock:
             entry = self._seen.get(session.id)
             if began is None or entry is None or entry.change <= began:
-                self._changes += 1
                 self._put(session.id, _copy(session), at)
 
     def _changed(self, session_id: str) -> _Remembered | None:
@@ -178,11 +177,11 @@ class CachedSessionStore:
 
     def _forget(self, session_id: str) -> None:
         with self._lock:
-            self._changes += 1
             self._put(session_id, None)
 
     def _put(self, session_id: str, session: Session | None, at: float = 0.0) -> None:
-        """(Under the lock.) The newest entry of a session; the least recently kept go first."""
+        """(Under the lock.) A change: the newest entry of a session; the least recently kept go first."""
+        self._changes += 1
         self._seen[session_id] = _Remembered(at, session, self._changes)
         self._seen.move_to_end(session_id)
         while len(self._seen) > self.MAX_SESSIONS:
