@@ -4,8 +4,6 @@ Every section is strict: an unknown key is an error naming where it is, so a typ
 never silently turns a setting off.
 """
 
-from __future__ import annotations
-
 import functools
 import json
 import math
@@ -13,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
@@ -86,7 +84,7 @@ class UpstreamAuth(Strict):
     scope: str | None = None
 
     @model_validator(mode="after")
-    def _complete(self) -> UpstreamAuth:
+    def _complete(self) -> Self:
         if self.type != "none" and not self.secret:
             raise ValueError(f"auth.type {self.type!r} needs auth.secret (a Secrets Manager secret id)")
         if self.type == "oauth_client_credentials" and not self.token_url:
@@ -259,7 +257,7 @@ class QuotaConfig(Strict):
     leases cut writes for hot tenants; they shrink as a quota runs out, so it is never exceeded."""
 
     @model_validator(mode="after")
-    def _default_plan_exists(self) -> QuotaConfig:
+    def _default_plan_exists(self) -> Self:
         if self.default_plan is not None and self.default_plan not in self.plans:
             raise ValueError(f"quotas.default_plan names unknown plan {self.default_plan!r}")
         return self
@@ -381,7 +379,7 @@ class Condition:
     text: str
 
     @classmethod
-    def parse(cls, text: str) -> Condition:
+    def parse(cls, text: str) -> Self:
         found = _CONDITION_RE.match(text)
         if found is None:
             raise ValueError('must be "<argument> <op> <literal>" with op one of == != > >= < <= (e.g. amount > 1000)')
@@ -480,7 +478,7 @@ class GatewayConfig(Strict):
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
 
     @model_validator(mode="after")
-    def _references_exist(self) -> GatewayConfig:
+    def _references_exist(self) -> Self:
         names = {u.name for u in self.upstreams}
         for tenant, policy in self.tenants.items():
             for name in policy.upstreams or []:
@@ -495,7 +493,7 @@ class GatewayConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _no_collisions(self) -> GatewayConfig:
+    def _no_collisions(self) -> Self:
         names: set[str] = set()
         namespaces: dict[str, str] = {}
         for upstream in self.upstreams:
