@@ -8,7 +8,7 @@
   and its `[` is a bracket, never a character class;
 - the IP detector masks addresses only, and digits outside ASCII neither match nor crash it;
 - the blocking store calls of a whole request (sessions, pins, ledger) run off the
-  event loop.
+  event loop while other requests are in flight, and inline when the request is alone.
 
 The gateway runs in-process in front of real MCP servers on 127.0.0.1.
 """
@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 from tollway import spec as c
+from tollway.blocking import serving
 from tollway.config import DefinitionPolicy, GatewayConfig, parse_config
 from tollway.http import create_app
 from tollway.masking.fields import TOO_DEEP_TO_RULE
@@ -396,9 +397,10 @@ def watched_stores(calls: list[str], on_loop: list[str]) -> Stores:
     )
 
 
-def test_every_store_call_of_a_session_and_of_a_stateless_call_runs_off_the_event_loop(
+def test_while_other_requests_are_in_flight_every_store_call_runs_off_the_event_loop(
     upstream: DeepUpstream,
 ) -> None:
+    """A blocking store call on the loop would stall every other request of the process."""
     calls: list[str] = []
     on_loop: list[str] = []
     stores = watched_stores(calls, on_loop)
@@ -416,8 +418,9 @@ def test_every_store_call_of_a_session_and_of_a_stateless_call_runs_off_the_even
         }
     )
     app = create_app(config, stores=stores, streaming=False)
+    another_request = {"type": "http"}  # in flight on this process meanwhile, counted as the app counts
 
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False) as client, serving(another_request):
         caller = Caller(client, None)
         session = caller.open_session()
         listed = caller.legacy("tools/list", session=session)
@@ -450,12 +453,13 @@ def test_every_store_call_of_a_session_and_of_a_stateless_call_runs_off_the_even
     assert on_loop == []
 
 
-def test_on_the_buffered_deployment_store_calls_run_inline(
-    upstream: DeepUpstream, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("mode", ["buffered", "stream"])
+def test_a_lone_requests_store_calls_run_inline(
+    upstream: DeepUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    """One invocation at a time per Lambda instance: nothing else waits on the loop, so the thread
-    hop (CPU, a context switch) is skipped (`tollway.blocking`)."""
-    monkeypatch.setenv("TOLLWAY_RESPONSE_MODE", "buffered")
+    """Nothing else waits on the loop (on Lambda, which hands an instance one invocation at a time,
+    in either deployment), so the thread hop (CPU, two wake-ups) is skipped (`tollway.blocking`)."""
+    monkeypatch.setenv("TOLLWAY_RESPONSE_MODE", mode)
     calls: list[str] = []
     on_loop: list[str] = []
     stores = watched_stores(calls, on_loop)

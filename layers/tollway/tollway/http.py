@@ -29,6 +29,7 @@ from tollway.admin import ApprovalsAdmin, DefinitionsAdmin, SessionsAdmin, Upstr
 from tollway.auth import DEV_ISSUER
 from tollway.auth.middleware import AuthMiddleware
 from tollway.auth.verifier import TokenVerifier
+from tollway.blocking import serving
 from tollway.config import GatewayConfig, response_mode
 from tollway.context import SCOPE_AUDIT, SCOPE_CONTEXT, AuditFacts
 from tollway.errors import SCOPE_MODERN, SCOPE_REQUEST_ID, ConfigError, answer_for, error_response
@@ -316,7 +317,8 @@ class TelemetryMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, send_with_id)
+            with serving(scope):
+                await self.app(scope, counting_receive, send_with_id)
         finally:
             if scope.get(CLIENT_GONE):
                 status = 499  # as proxies log it: the client closed the request

@@ -27,7 +27,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tollway.blocking import run_blocking
+from tollway.blocking import run_in_thread, serving
 from tollway.config import GatewayConfig, config_from_text, config_source, config_ttl, read_source
 from tollway.errors import ConfigError
 from tollway.telemetry import count, logger
@@ -59,10 +59,11 @@ class LiveGateway:
         return self.current.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The only cost on a request's path: one clock read and two comparisons.
-        if self.ttl > 0 and not self._refreshing and time.monotonic() >= self._next_check:
-            await self.refresh()
-        await self.current(scope, receive, send)  # in flight, a request keeps the app it started on
+        with serving(scope):  # counted from here, where a refresh may make this request wait
+            # The only cost on a request's path: one clock read and two comparisons.
+            if self.ttl > 0 and not self._refreshing and time.monotonic() >= self._next_check:
+                await self.refresh()
+            await self.current(scope, receive, send)  # in flight, a request keeps the app it started on
 
     async def refresh(self) -> bool:
         """Read the source and apply a changed, valid config. True when a new config was applied."""
@@ -71,7 +72,7 @@ class LiveGateway:
         self._refreshing = True
         try:
             try:
-                text = await run_blocking(self._read, self.source, self.ttl)
+                text = await run_in_thread(self._read, self.source, self.ttl)
             except ConfigError as exc:
                 logger.warning(
                     "config source unreadable: the last good config keeps serving",
