@@ -186,8 +186,12 @@ class _Rule:
     window: int = 70
 
     def search(self, text: str, lowered: str) -> tuple[int, int] | None:
-        if not all(any(needle in lowered for needle in group) for group in self.needles):
-            return None
+        for group in self.needles:  # loops, not all(any(...)): it runs for every rule on every string
+            for needle in group:
+                if needle in lowered:
+                    break
+            else:
+                return None
         if self.before is None:
             match = self.pattern.search(text)
             return None if match is None else match.span()
