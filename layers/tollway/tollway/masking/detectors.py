@@ -82,7 +82,10 @@ class Rule:
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         if self.hints:
             haystack = text.lower() if self.fold_case else text
-            if not any(hint in haystack for hint in self.hints):
+            for hint in self.hints:  # a loop, not any(...): it runs for every rule on every string
+                if hint in haystack:
+                    break
+            else:
                 return
         pos = 0
         while match := self.pattern.search(text, pos):
