@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,7 +26,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from tollway.errors import StorageError
 from tollway.store.sessions import DynamoSessionStore
 from tollway.store.table import DynamoClient
-from tollway.store.wire import DynamoWire, MalformedAnswer
+from tollway.store.wire import DynamoWire, MalformedAnswer, _Signer
 
 from tests.conftest import moto_server
 
@@ -297,6 +298,28 @@ def test_the_request_as_sent_is_the_request_as_signed(monkeypatch: pytest.Monkey
     auth = SigV4Auth(Credentials("AKIDWIRE", "wire-secret-never-sent", "session-token-1"), "dynamodb", "eu-west-1")
     signature = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
     assert authorization.endswith(f"Signature={signature}")
+
+
+@pytest.mark.parametrize("token", [None, "session-token-1"])
+def test_the_signature_is_botocores_for_the_same_request_across_days_and_secrets(
+    monkeypatch: pytest.MonkeyPatch, token: str | None
+) -> None:
+    """The wire signs its one request shape itself (`_Signer`, a signing key kept per day and
+    secret): at each instant, the headers botocore's SigV4Auth adds to the same request."""
+    signer = _Signer("dynamodb.eu-west-1.amazonaws.com", "/", "eu-west-1")
+    body = json.dumps({"TableName": TABLE, "Key": KEY}).encode()
+    for secret, now in (
+        ("secret-1", datetime(2026, 12, 5, 23, 59, 59, tzinfo=UTC)),
+        ("secret-1", datetime(2026, 12, 6, 0, 0, 0, tzinfo=UTC)),  # a new day: a new signing key
+        ("secret-2", datetime(2026, 12, 6, 0, 0, 1, tzinfo=UTC)),  # rotated credentials: the same
+    ):
+        credentials = Credentials("AKIDWIRE", secret, token)
+        headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "DynamoDB_20120810.UpdateItem"}
+        ours = signer.sign(headers, body, credentials.get_frozen_credentials(), now)
+        theirs = AWSRequest(method="POST", url="https://dynamodb.eu-west-1.amazonaws.com/", data=body, headers=headers)
+        monkeypatch.setattr("botocore.auth.get_current_datetime", lambda now=now: now.replace(tzinfo=None))
+        SigV4Auth(credentials, "dynamodb", "eu-west-1").add_auth(theirs)
+        assert ours == dict(theirs.headers.items())
 
 
 def test_the_shared_client_is_boto3s_own_where_a_proxy_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
