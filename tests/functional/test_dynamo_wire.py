@@ -25,7 +25,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EndpointConnectionError
 from tollway.errors import StorageError
 from tollway.store.sessions import DynamoSessionStore
-from tollway.store.table import DynamoClient
+from tollway.store.table import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS, DynamoClient
 from tollway.store.wire import DynamoWire, MalformedAnswer, _Signer
 
 from tests.conftest import moto_server
@@ -254,6 +254,32 @@ def test_an_endpoint_nobody_answers_is_a_connection_error_after_the_attempts(dea
         wire.get_item(TableName=TABLE, Key=KEY)
     with pytest.raises(StorageError, match=r"^Session store unavailable$"):
         DynamoSessionStore(TABLE, client=wire).get("s-1")
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """An endpoint that takes connections and never answers (a DynamoDB that hangs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_an_endpoint_that_never_answers_is_a_connection_error_after_the_read_timeout(silent_url: str) -> None:
+    _, wire = _clients(silent_url, read_timeout=0.2, connect_timeout=0.2, retries={"total_max_attempts": 2})
+    with pytest.raises(EndpointConnectionError):
+        wire.get_item(TableName=TABLE, Key=KEY)
+
+
+def test_the_stores_client_waits_seconds_for_dynamodb_not_botocores_minute() -> None:
+    """The bound a hung DynamoDB holds a request (and, for a lone request, the event loop) for."""
+    client = DynamoClient().get()
+    assert isinstance(client, DynamoWire)
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (
+        CONNECT_TIMEOUT_SECONDS,
+        READ_TIMEOUT_SECONDS,
+    )
+    assert client._timeout == READ_TIMEOUT_SECONDS < 60
 
 
 def test_requests_are_signed_json_with_the_target_and_never_carry_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:

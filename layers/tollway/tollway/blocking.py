@@ -10,7 +10,8 @@ Why not always the thread: the hop costs about 0.3 ms of CPU per call (two threa
 GIL hand-offs), a sixth of a fully-on call with exact quotas. In an A/B of the local server, 7
 rounds of 300 sequential calls, the two servers taking turns: 1.63 ms per call inline, 1.97 ms
 through the thread. The price: a request that arrives while a lone request's store call runs
-inline starts when that call ends (milliseconds against DynamoDB; at worst the client's timeout).
+inline starts when that call ends (milliseconds against DynamoDB; at worst the DynamoDB client's
+timeouts, 5 s an attempt: `store/table.py`).
 A read that may take long and comes rarely (the config source's, `run_in_thread`) always takes
 the thread: requests arriving meanwhile are served.
 """
