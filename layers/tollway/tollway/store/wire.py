@@ -216,8 +216,8 @@ class _Signer:
     """AWS Signature Version 4 for the wire's one request shape: a POST of JSON to the endpoint's
     path, no query string, the headers given plus `Host` and `X-Amz-Date` (and the session token
     when the credentials have one). The signature is the one botocore's `SigV4Auth` makes for the
-    same request at the same instant (tests/unit/test_dynamo_wire.py compares them, with and
-    without a session token). Why not that signer: it handles every request shape (it parses the
+    same request at the same instant (tests/functional/test_dynamo_wire.py compares them, with
+    and without a session token). Why not that signer: it handles every request shape (it parses the
     URL ten times and keeps headers in an email message), which cost about 0.2 ms of CPU per
     request, a tenth of a fully-on call; this signs one shape and derives the signing key once
     per day and secret."""
@@ -235,9 +235,7 @@ class _Signer:
         signed = {**headers, "X-Amz-Date": stamp}
         if credentials.token:
             signed["X-Amz-Security-Token"] = credentials.token
-        canonical = sorted((name.lower(), " ".join(value.split())) for name, value in signed.items())
-        canonical.append(("host", self._host))
-        canonical.sort()
+        canonical = sorted([("host", self._host), *((n.lower(), " ".join(v.split())) for n, v in signed.items())])
         names = ";".join(name for name, _ in canonical)
         request = "\n".join(
             (
