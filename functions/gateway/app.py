@@ -5,15 +5,19 @@ X-Ray: the function is traced by Lambda (`Tracing: Active`). Powertools Tracer a
 but imports the X-Ray SDK (~0.5 s of cold start), so it is wired in only when TOLLWAY_TRACER=on.
 """
 
-import asyncio
-import os
-from typing import Any
+import gc
 
-import uvloop
-from mangum import Mangum
-from tollway.live import deployed
-from tollway.telemetry import logger
-from tollway.telemetry.metrics import flush_due
+gc.disable()  # until the instance is built: tollway.live.deployed() turns it on again
+
+import asyncio  # noqa: E402 (after the line above, so no import pays for cyclic collections)
+import os  # noqa: E402
+from typing import Any  # noqa: E402
+
+import uvloop  # noqa: E402
+from mangum import Mangum  # noqa: E402
+from tollway.live import deployed  # noqa: E402
+from tollway.telemetry import logger  # noqa: E402
+from tollway.telemetry.metrics import flush_due  # noqa: E402
 
 # Mangum runs every invocation on this thread's event loop: libuv's (uvloop) spent about a sixth
 # less CPU per call than asyncio's own, in an A/B of this handler with every feature off.

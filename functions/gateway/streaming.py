@@ -16,15 +16,19 @@ invocation ends with the response, and a frozen instance must not hold a record 
 
 from __future__ import annotations
 
-import os
+import gc
 
-import anyio.to_thread
-from starlette.requests import Request
-from starlette.types import Message, Receive, Scope, Send
-from tollway.live import deployed
-from tollway.protocol.endpoint import adapter_context
-from tollway.telemetry import logger
-from tollway.telemetry.metrics import flush_due
+gc.disable()  # until the instance is built: tollway.live.deployed() turns it on again
+
+import os  # noqa: E402 (after the line above, so no import pays for cyclic collections)
+
+import anyio.to_thread  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.types import Message, Receive, Scope, Send  # noqa: E402
+from tollway.live import deployed  # noqa: E402
+from tollway.protocol.endpoint import adapter_context  # noqa: E402
+from tollway.telemetry import logger  # noqa: E402
+from tollway.telemetry.metrics import flush_due  # noqa: E402
 
 gateway = deployed()
 _cold = [True]

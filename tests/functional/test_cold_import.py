@@ -1,7 +1,8 @@
 """What a cold start builds, and what it leaves to first use: the masking detectors' patterns
 (compiled when their module is imported) are not compiled while a config that names no detector
 list is loaded and the app built; the warm-up imports them, and a typo in a list a config does
-name still fails the load.
+name still fails the load. And what a deployed entry module leaves behind for the garbage
+collector: on, with the start-up objects frozen until a config change replaces the app.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tollway.http import create_app
 from tollway.store import Stores
 
 DETECTORS_MODULE = "tollway.masking.detectors"
+ENTRY_MODULES = Path(__file__).resolve().parents[2] / "functions" / "gateway"
 
 # A fresh interpreter (this one has imported everything already): the deployed gateway built
 # with its warm-up held back, then the warm-up's module step on its own.
@@ -36,7 +38,28 @@ print(json.dumps({{"at_build": at_build, "after_warm_up": {DETECTORS_MODULE!r} i
 """
 
 
-def _cold_start(tmp_path: Path, masking: str) -> dict[str, Any]:
+# The entry module (app.py or streaming.py) imported as Lambda imports it, then a config change
+# applied; the collector's state after each.
+ENTRY_IMPORT = """
+import asyncio, gc, importlib.util, json, sys
+from pathlib import Path
+import tollway.live
+
+tollway.live.warm_up = lambda *args: None
+spec = importlib.util.spec_from_file_location("entry", sys.argv[1])
+entry = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(entry)
+gateway = getattr(entry, "gateway", None) or entry.app  # streaming.py wraps its gateway
+started = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+config = Path(sys.argv[2])
+config.write_text(config.read_text() + "masking: {enabled: false}\\n")
+applied = asyncio.run(gateway.refresh())
+print(json.dumps({"started": started, "applied": applied, "frozen_after_change": gc.get_freeze_count(),
+                  "enabled_after_change": gc.isenabled()}))
+"""
+
+
+def _run_fresh(tmp_path: Path, masking: str, *args: str) -> dict[str, Any]:
     config = tmp_path / "gateway.yaml"
     config.write_text(
         "resource: https://gateway.example.com/mcp\n"
@@ -51,9 +74,31 @@ def _cold_start(tmp_path: Path, masking: str) -> dict[str, Any]:
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
     }
-    done = subprocess.run([sys.executable, "-c", COLD_START], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", *args, str(config)], capture_output=True, text=True, env=env, timeout=60
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _cold_start(tmp_path: Path, masking: str) -> dict[str, Any]:
+    return _run_fresh(tmp_path, masking, COLD_START)
+
+
+@pytest.mark.parametrize("entry", ["app.py", "streaming.py"])
+def test_an_entry_module_leaves_collection_on_and_its_start_up_frozen_until_a_config_change(
+    tmp_path: Path, entry: str
+) -> None:
+    found = _run_fresh(tmp_path, "", ENTRY_IMPORT, str(ENTRY_MODULES / entry))
+
+    # Off while the instance was built (no collection among objects it keeps), on once built.
+    assert found["started"]["enabled"] is True
+    # The import's objects (modules, classes, config, app): tens of thousands, never walked again.
+    assert found["started"]["frozen"] > 20_000
+    # A config change replaces the app: what the old one held can be collected again.
+    assert found["applied"] is True
+    assert found["frozen_after_change"] == 0
+    assert found["enabled_after_change"] is True
 
 
 def test_a_config_naming_no_detector_list_leaves_the_patterns_to_the_warm_up(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ start, where an invalid config fails closed, and again at most once per TTL
 
 from __future__ import annotations
 
+import gc
 import importlib
 import threading
 import time
@@ -88,6 +89,7 @@ class LiveGateway:
                 self._reject(exc)
                 return False
             self._text, self.config, self.current = text, config, app
+            gc.unfreeze()  # what the replaced app held since start can be collected (deployed())
             logger.info("config applied", extra={"source": self.source})
             return True
         finally:
@@ -109,7 +111,15 @@ def deployed() -> LiveGateway:
     """The gateway as a deployed function serves it, buffered (`functions/gateway/app.py`) or
     streamed (`functions/gateway/streaming.py`): the config from `$TOLLWAY_CONFIG`, read again
     every `$TOLLWAY_CONFIG_TTL_SECONDS`; DynamoDB stores (sessions, counters, pins), the same for
-    every config. Built once per instance: warm invocations reuse config, connections and caches."""
+    every config. Built once per instance: warm invocations reuse config, connections and caches.
+
+    Cyclic garbage collection: the entry modules turn it off before their first import, and it is
+    turned on again here, once the instance is built, with everything made so far frozen
+    (`gc.freeze()`). Those objects (modules, classes, the config and its app) live as long as the
+    instance, so collecting among them is wasted work: 32 collections during the import, and every
+    later full collection walking the ~70,000 of them. What is frozen is never collected: the
+    import leaves about 750 objects of cyclic garbage, kept for the instance's life. A config
+    change unfreezes them (`LiveGateway.refresh`), so the app it replaces can be collected."""
     from tollway.http import create_app
     from tollway.store import Stores
 
@@ -117,6 +127,8 @@ def deployed() -> LiveGateway:
     gateway = LiveGateway(
         config_source(), lambda config, previous: create_app(config, stores=stores, previous=previous), ttl=config_ttl()
     )
+    gc.freeze()
+    gc.enable()
     threading.Thread(target=warm_up, args=(gateway, stores), name="tollway-warm-up", daemon=True).start()
     return gateway
 
