@@ -7,7 +7,7 @@ import secrets
 import string
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 _LEAD = string.ascii_letters + string.digits
 
@@ -18,8 +18,7 @@ def new_id(nbytes: int) -> str:
     return secrets.choice(_LEAD) + secrets.token_urlsafe(nbytes)
 
 
-@dataclass(frozen=True)
-class Principal:
+class Principal(NamedTuple):
     subject: str
     tenant: str
     scopes: frozenset[str] = frozenset()
@@ -29,8 +28,7 @@ class Principal:
 ANONYMOUS = Principal(subject="anonymous", tenant="default")
 
 
-@dataclass(frozen=True)
-class UpstreamSession:
+class UpstreamSession(NamedTuple):
     """A 2025-era session the gateway holds with one upstream."""
 
     session_id: str | None

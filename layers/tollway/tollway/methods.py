@@ -10,15 +10,13 @@ this table; none of them switches on method names.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tollway import spec
 from tollway.errors import GatewayError, InvalidParams, MalformedParams, ResourceNotFound
 
 
-@dataclass(frozen=True)
-class Routed:
+class Routed(NamedTuple):
     method: str
     list_key: Callable[[dict[str, Any]], str]
     """The list the named item comes from: `tools`, `prompts` or `resources`."""

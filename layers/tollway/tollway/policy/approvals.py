@@ -32,8 +32,7 @@ import fnmatch
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from tollway.config import ApprovalRule, Condition, GatewayConfig
@@ -77,8 +76,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """What the rule decided for one call that needs approval."""
 
     approval: Approval

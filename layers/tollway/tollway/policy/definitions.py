@@ -22,8 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from tollway import shapes
 from tollway.blocking import run_blocking
@@ -87,8 +86,7 @@ def _integral(number: str) -> int | float:
 
 
 # --- pins ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PinEvent:
+class PinEvent(NamedTuple):
     """What `check_definitions` found for one definition.
 
     `pin`: first seen and trusted (auto-approve): write the pin. `pending`: not approved yet
@@ -191,8 +189,7 @@ def definition_problem(list_key: str, item: dict[str, Any]) -> str | None:
     return why
 
 
-@dataclass(frozen=True)
-class Review:
+class Review(NamedTuple):
     """What the gate would do with one definition that it does not publish as served."""
 
     kind: str

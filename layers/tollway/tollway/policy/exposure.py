@@ -11,8 +11,7 @@ whichever method names it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tollway import shapes
 from tollway.config import GatewayConfig
@@ -31,8 +30,7 @@ POLICY_KIND = {"tools": "tools", "prompts": "prompts", "resources": "resources",
 """List key -> what authorization calls the item."""
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """What a routed request reaches: the upstream, its params in the upstream's names, and the
     published definition of the item it names (None for an ungated method)."""
 

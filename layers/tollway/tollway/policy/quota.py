@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from tollway.config import GatewayConfig, Limits, Plan
 from tollway.context import Principal
@@ -46,8 +47,7 @@ FLUSH_SECONDS = 60.0
 _PERIODS = (("per_second", "second"), ("per_minute", "minute"), ("per_day", "day"), ("per_month", "month"))
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     units: int
     day: str
     """The UTC day the call was charged to: its outcome is recorded there."""

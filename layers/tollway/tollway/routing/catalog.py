@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tollway import shapes
 from tollway.context import RequestContext
@@ -42,8 +42,7 @@ MAX_PAGES = 50
 MAX_CURSOR_CHARS = 8192
 
 
-@dataclass(frozen=True)
-class Listed:
+class Listed(NamedTuple):
     """One definition an upstream lists, with the name a caller knows it by."""
 
     upstream: str

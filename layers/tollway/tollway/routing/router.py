@@ -20,8 +20,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -53,8 +52,7 @@ _ENVELOPE_KEYS = (spec.META_PROTOCOL_VERSION, spec.META_CLIENT_INFO, spec.META_C
 _LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
 
 
-@dataclass(frozen=True)
-class UpstreamStatus:
+class UpstreamStatus(NamedTuple):
     info: UpstreamInfo | None
     """The era and capabilities probed; None: not probed by this instance yet."""
     probe_failed: bool

@@ -31,8 +31,7 @@ import collections
 import re
 import ssl
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote, urlsplit
 
 import httptools
@@ -76,8 +75,7 @@ class Http(Protocol):
     async def aclose(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class _Origin:
+class _Origin(NamedTuple):
     host: str
     port: int
     tls: bool

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from tollway.errors import StorageError
 from tollway.store.table import ConditionFailed, DynamoTable, key
@@ -31,8 +30,7 @@ _PARTITION = "APPROVALS"
 _MAX_ACTOR_CHARS = 128
 
 
-@dataclass(frozen=True)
-class Approval:
+class Approval(NamedTuple):
     id: str
     tenant: str
     subject: str
@@ -119,7 +117,7 @@ class MemoryApprovalStore:
             approval = self.approvals.get(approval_id)
             if approval is None or approval.status != "pending" or approval.expired(now):
                 return None
-            decided = replace(approval, status=status, decided_by=by[:_MAX_ACTOR_CHARS], decided_at=now)
+            decided = approval._replace(status=status, decided_by=by[:_MAX_ACTOR_CHARS], decided_at=now)
             self.approvals[approval_id] = decided
             return decided
 
@@ -128,7 +126,7 @@ class MemoryApprovalStore:
             stored = self.approvals.get(approval.id)
             if stored is None or stored.status != "approved" or stored.expired(now):
                 return False
-            self.approvals[approval.id] = replace(stored, status="consumed")
+            self.approvals[approval.id] = stored._replace(status="consumed")
             return True
 
     def list(self) -> list[Approval]:

@@ -74,10 +74,10 @@ import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, Protocol
 
 from tollway.errors import StorageError
 from tollway.store.table import DynamoClient, DynamoTable, key
@@ -97,8 +97,7 @@ USAGE_FIELDS = ("c", "u", "e", "r", "l", "x")
 counters of a tenant's day."""
 
 
-@dataclass(frozen=True)
-class Limit:
+class Limit(NamedTuple):
     name: str
     """As a caller sees it: `tenant per_minute`, `subject per_day`, `tool finance__* per_second`."""
     period: Period
@@ -114,8 +113,7 @@ class Limit:
         return f"tat:{self.period}:{self.max}"
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     pk: str
     limits: tuple[Limit, ...] = ()
     tenant: str | None = None
@@ -139,7 +137,7 @@ def _items(scope: Scope) -> tuple[Scope, ...]:
     return tuple(
         Scope(
             scope.pk if i == 0 else f"{scope.pk}#{i}",
-            tuple(replace(limit, max=limit.max // n + (i < limit.max % n)) for limit in scope.limits),
+            tuple(limit._replace(max=limit.max // n + (i < limit.max % n)) for limit in scope.limits),
             scope.tenant,
             shard=i,
         )
@@ -147,14 +145,13 @@ def _items(scope: Scope) -> tuple[Scope, ...]:
     )
 
 
-@dataclass(frozen=True)
-class Charge:
+class Charge(NamedTuple):
     """What one write adds to a scope's day: rate tokens (calls), quota units, finance counters."""
 
     scope: Scope
     calls: int
     units: int
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: Mapping[str, int] = MappingProxyType({})  # read-only: a default shared by every Charge
     """Finance counters (`usage_attribute(field, tool)` -> amount), tenant scopes only."""
 
 
@@ -286,7 +283,7 @@ class _Shards:
         refusals = [seen[s.pk][0] for s in order if s not in tries]  # what the others said
         for item in tries:
             try:
-                charge_item(replace(charge, scope=item), at)
+                charge_item(charge._replace(scope=item), at)
                 return
             except LimitReached as reached:
                 with self._lock:

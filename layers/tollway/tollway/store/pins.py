@@ -19,8 +19,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from tollway.store.table import ConditionFailed, DynamoTable
 
@@ -36,8 +35,7 @@ def pin_key(name: str) -> str:
     return "sha256:" + hashlib.sha256(name.encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True)
-class Pin:
+class Pin(NamedTuple):
     upstream: str
     kind: str
     name: str
@@ -145,7 +143,7 @@ class MemoryPinStore:
             current = self.pins.get(key)
             if current is None:
                 return False
-            self.pins[key] = replace(current, seen_hash=seen_hash)
+            self.pins[key] = current._replace(seen_hash=seen_hash)
             return True
 
     def delete(self, upstream: str, kind: str, name: str) -> None:

@@ -18,13 +18,12 @@ shares another's items.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tollway.store.ledger import Ledger, usage_rows
 
 
-@dataclass(frozen=True)
-class UsageRow:
+class UsageRow(NamedTuple):
     tenant: str
     day: str
     tool: str

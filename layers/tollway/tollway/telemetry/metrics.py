@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aws_lambda_powertools import Metrics
 
@@ -41,8 +40,7 @@ SERVICE = "service"
 """Powertools adds this dimension (POWERTOOLS_SERVICE_NAME) to every record."""
 
 
-@dataclass(frozen=True)
-class Metric:
+class Metric(NamedTuple):
     unit: str
     dimensions: tuple[str, ...]
     """The record's one dimension set, sorted as Powertools writes it."""
