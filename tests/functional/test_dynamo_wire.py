@@ -23,9 +23,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EndpointConnectionError
+from tollway.aws import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS
 from tollway.errors import StorageError
 from tollway.store.sessions import DynamoSessionStore
-from tollway.store.table import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS, DynamoClient
+from tollway.store.table import DynamoClient
 from tollway.store.wire import DynamoWire, MalformedAnswer, _Signer
 
 from tests.conftest import moto_server

@@ -17,13 +17,13 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 from starlette.testclient import TestClient
 from tollway import spec as c
 from tollway.auth import dev
 from tollway.config import parse_config
 from tollway.http import create_app
+from tollway.secrets import secrets_provider
 from tollway.store.sessions import MemorySessionStore
 
 from tests.fixtures.recording_upstream import Caller, RecordingUpstream, TokenEndpoint
@@ -41,11 +41,12 @@ UNAVAILABLE = {
 
 @pytest.fixture
 def secrets() -> Iterator[Any]:
-    """An empty Secrets Manager; Powertools' secret cache is emptied around each test."""
+    """An empty Secrets Manager; the gateway's secret cache (its Powertools provider) is emptied
+    around each test."""
     with mock_aws():
-        parameters.clear_caches()
+        secrets_provider.cache_clear()
         yield boto3.client("secretsmanager")
-        parameters.clear_caches()
+        secrets_provider.cache_clear()
 
 
 @pytest.fixture

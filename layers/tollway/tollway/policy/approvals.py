@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from tollway import aws
 from tollway.config import ApprovalRule, Condition, GatewayConfig
 from tollway.context import Principal, RequestContext, new_id
 from tollway.errors import ApprovalNotPending, Forbidden, NotFound, StorageError
@@ -286,10 +287,6 @@ class EventBridgeNotifier:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            # A slow bus must not hold the agent's call: short timeouts, few retries.
-            config = Config(connect_timeout=2, read_timeout=3, retries={"total_max_attempts": 2})
-            self._client = boto3.client("events", config=config)
+            # A slow bus must not hold the agent's call: a shorter wait for an answer, fewer tries.
+            self._client = aws.client("events", read_timeout=3, retries={"total_max_attempts": 2})
         return self._client

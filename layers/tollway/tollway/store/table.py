@@ -6,15 +6,8 @@ import os
 import threading
 from typing import Any
 
+from tollway.aws import client_config
 from tollway.errors import StorageError
-
-CONNECT_TIMEOUT_SECONDS = 2
-READ_TIMEOUT_SECONDS = 5
-"""How long the stores' DynamoDB client waits to connect, and for an answer, per attempt
-(botocore's defaults: 60 s each). A DynamoDB that hangs fails the request in seconds (the store's
-failure mode applies), not minutes; and a store call that runs on the event loop's thread while
-its request is alone (`tollway.blocking`) holds the loop no longer. DynamoDB answers in
-milliseconds."""
 
 
 class ConditionFailed(Exception):
@@ -43,7 +36,6 @@ class DynamoClient:
             with self._lock:
                 if self._client is None:
                     import boto3
-                    from botocore.config import Config
                     from botocore.utils import get_environ_proxies
 
                     from tollway.store.wire import DynamoWire
@@ -52,12 +44,7 @@ class DynamoClient:
                     # The stores build every request themselves: botocore's own check of each one
                     # costs about a seventh of a request's CPU and catches nothing DynamoDB would
                     # not refuse.
-                    config = Config(
-                        parameter_validation=False,
-                        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                        read_timeout=READ_TIMEOUT_SECONDS,
-                    )
-                    client = session.client("dynamodb", config=config)
+                    client = session.client("dynamodb", config=client_config(parameter_validation=False))
                     proxied = client.meta.config.proxies or get_environ_proxies(client.meta.endpoint_url)
                     self._client = client if proxied else DynamoWire(client, session.get_credentials())
         return self._client

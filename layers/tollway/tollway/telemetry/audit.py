@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from tollway import aws
 from tollway.telemetry import count, logger
 
 VERSION = 1
@@ -245,9 +246,7 @@ class CloudWatchSink:
 
     def _put(self, events: list[dict[str, Any]]) -> None:
         if self._client is None:
-            import boto3
-
-            self._client = boto3.client("logs")
+            self._client = aws.client("logs")  # bounded waits: the invocation's answer waits on this put
         client = self._client
         if not self._created:
             with contextlib.suppress(client.exceptions.ResourceAlreadyExistsException):
