@@ -59,6 +59,21 @@ print(json.dumps({"started": started, "applied": applied, "frozen_after_change":
 """
 
 
+# The entry module's first line, then a start that fails (the config cannot be built).
+FAILED_START = """
+import gc, json
+gc.disable()
+import tollway.live
+from tollway.errors import ConfigError
+
+tollway.live.warm_up = lambda *args: None
+try:
+    tollway.live.deployed()
+except ConfigError:
+    print(json.dumps({"refused": True, "enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}))
+"""
+
+
 def _run_fresh(tmp_path: Path, masking: str, *args: str) -> dict[str, Any]:
     config = tmp_path / "gateway.yaml"
     config.write_text(
@@ -137,3 +152,9 @@ def test_a_typo_in_a_named_detector_list_fails_the_load(masking: dict[str, Any],
         create_app(config, stores=Stores.memory())
 
     assert str(refused.value).startswith(problem + "; known: jwt, aws_access_key")
+
+
+def test_a_start_that_fails_leaves_collection_on_and_nothing_frozen(tmp_path: Path) -> None:
+    found = _run_fresh(tmp_path, "masking: {detectors: [pasport]}\n", FAILED_START)
+
+    assert found == {"refused": True, "enabled": True, "frozen": 0}

@@ -126,11 +126,15 @@ def deployed() -> LiveGateway:
     from tollway.store import Stores
 
     stores = Stores.dynamo()
-    gateway = LiveGateway(
-        config_source(), lambda config, previous: create_app(config, stores=stores, previous=previous), ttl=config_ttl()
-    )
-    gc.freeze()
-    gc.enable()
+    try:
+        gateway = LiveGateway(
+            config_source(),
+            lambda config, previous: create_app(config, stores=stores, previous=previous),
+            ttl=config_ttl(),
+        )
+        gc.freeze()
+    finally:
+        gc.enable()  # also when the start fails: whoever handles the error has a collector again
     threading.Thread(target=warm_up, args=(gateway, stores), name="tollway-warm-up", daemon=True).start()
     return gateway
 
