@@ -20,6 +20,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 from tollway import spec as c
+from tollway.config import ssm_provider
 from tollway.errors import ConfigError
 from tollway.http import create_app
 from tollway.live import LiveGateway
@@ -80,12 +81,11 @@ def ssm(moto_dynamodb: Any) -> Callable[[str], None]:
 
 @pytest.fixture(autouse=True)
 def _fresh_parameter_cache() -> Iterator[None]:
-    """Powertools caches parameter values per process; each test starts from what SSM holds."""
-    from aws_lambda_powertools.utilities import parameters
-
-    parameters.clear_caches()
+    """The gateway's Parameter Store provider caches values per process; each test starts from
+    what SSM holds."""
+    ssm_provider.cache_clear()
     yield
-    parameters.clear_caches()
+    ssm_provider.cache_clear()
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """Every AWS client the gateway makes on a request's or an invocation's path waits seconds, not
-botocore's minute per attempt (`tollway.aws`), and still does its work (moto in-process)."""
+botocore's minute per attempt (`tollway.aws`), and still does its work (moto in-process): the
+stores' (test_dynamo_wire), the audit log group's, Secrets Manager's, the approval bus's, and the
+config source's (Parameter Store, AppConfig), which a request waits for when it finds the
+config's TTL passed."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import boto3
 import pytest
 from moto import mock_aws
 from tollway import aws
+from tollway.config import appconfig_provider, read_source, ssm_provider
 from tollway.policy.approvals import EventBridgeNotifier
 from tollway.secrets import get_secret, secrets_provider
 from tollway.store.approvals import Approval
@@ -23,8 +27,10 @@ def emulated_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with mock_aws():
         secrets_provider.cache_clear()
+        ssm_provider.cache_clear()
         yield
         secrets_provider.cache_clear()
+        ssm_provider.cache_clear()
 
 
 def _waits(client: object) -> tuple[float, float]:
@@ -74,3 +80,11 @@ def test_the_approval_bus_client_waits_less_for_an_answer_and_tries_twice() -> N
     config = notifier.client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (aws.CONNECT_TIMEOUT_SECONDS, 3)
     assert config.retries["total_max_attempts"] == 2
+
+
+def test_the_config_sources_clients_are_bounded_and_read_the_config() -> None:
+    boto3.client("ssm").put_parameter(Name="/tollway/gateway", Value="resource: x\n", Type="String")
+
+    assert read_source("ssm:/tollway/gateway", max_age=0) == "resource: x\n"
+    assert _waits(ssm_provider().client) == BOUNDED
+    assert _waits(appconfig_provider("tollway-unit", "prod").client) == BOUNDED

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
+from tollway.aws import client_config
 from tollway.errors import ConfigError
 
 PREFIX_SEPARATOR = "__"
@@ -629,10 +630,8 @@ def read_source(source: str, max_age: float = 300) -> str:
 
 
 def _read_parameter(source: str, max_age: int) -> str:
-    from aws_lambda_powertools.utilities import parameters
-
     if source.startswith("ssm:"):
-        return str(parameters.get_parameter(source.removeprefix("ssm:"), max_age=max_age))
+        return str(ssm_provider().get(source.removeprefix("ssm:"), max_age=max_age))
     application, environment, profile = appconfig_parts(source)
     value = appconfig_provider(application, environment).get(profile, max_age=max_age)
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
@@ -647,12 +646,22 @@ def appconfig_parts(source: str) -> tuple[str, str, str]:
 
 
 @functools.cache
+def ssm_provider() -> Any:
+    """One Powertools Parameter Store provider per instance (it caches values for `max_age`). Its
+    client's waits are bounded (`tollway.aws`): the request that finds the TTL passed waits for
+    the read."""
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+    return SSMProvider(boto_config=client_config())
+
+
+@functools.cache
 def appconfig_provider(application: str, environment: str) -> Any:
     """One Powertools AppConfig provider per application and environment: it keeps the AppConfig
-    data session (and its next poll token) across reads."""
+    data session (and its next poll token) across reads. Its client's waits are bounded too."""
     from aws_lambda_powertools.utilities.parameters import AppConfigProvider
 
-    return AppConfigProvider(environment=environment, application=application)
+    return AppConfigProvider(environment=environment, application=application, boto_config=client_config())
 
 
 def _apply_env_overrides(data: dict[str, Any]) -> dict[str, Any]:
