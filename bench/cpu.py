@@ -5,7 +5,7 @@ in both eras.
 
 Each server is its own process; its CPU time (user + system, every thread, from /proc) is read
 before and after `calls` sequential calls. DynamoDB is moto's server in a process of its own, so
-its work is not counted; the gateway's boto3 client work is. The Lambda handler is measured the
+its work is not counted; the gateway's own DynamoDB client work is. The Lambda handler is measured the
 same way in-process (Mangum, API Gateway v2 events): `time.process_time()` around the calls.
 """
 

@@ -2,8 +2,9 @@
 in another counts only for itself) while that one request runs, in the process `lambda_cost`
 measures. Bench-only wrappers; nothing here is on the gateway's path.
 
-Parts: modules imported for the first time (lazily, on first use), the boto3 client's creation,
-the JWKS fetch, DynamoDB requests, upstream exchanges (probe, initialize, catalog, the call);
+Parts: modules imported for the first time (lazily, on first use), the DynamoDB client's
+creation (botocore's import and client), the JWKS fetch, DynamoDB requests, upstream exchanges
+(probe, initialize, catalog, the call);
 the rest (the request's time less those parts) is the gateway's own work on a cold instance:
 caches filled, validators and clients built. Only the request's own thread is timed (the
 buffered handler runs store calls inline), so the parts do not overlap; the instance's warm-up
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-PARTS = ("boto3 client", "first imports", "DynamoDB requests", "upstream exchanges", "JWKS fetch")
+PARTS = ("DynamoDB client", "first imports", "DynamoDB requests", "upstream exchanges", "JWKS fetch")
 """What `breakdown` times, in the order the summary prints them (then "rest")."""
 
 
@@ -132,7 +133,7 @@ def breakdown() -> Iterator[_Parts]:
             result.modules[name.split(".")[0]] += (time.perf_counter() - started) * 1000
 
     patches = [
-        (DynamoTable, "client", property(clock.wrap(DynamoTable.client.fget, "boto3 client"))),  # type: ignore[attr-defined]
+        (DynamoTable, "client", property(clock.wrap(DynamoTable.client.fget, "DynamoDB client"))),  # type: ignore[attr-defined]
         (DynamoTable, "_request", clock.wrap(DynamoTable._request, "DynamoDB requests")),
         (jwt.PyJWKClient, "fetch_data", clock.wrap(jwt.PyJWKClient.fetch_data, "JWKS fetch")),
         (UpstreamClient, "exchange", clock.wrap(UpstreamClient.exchange, "upstream exchanges")),

@@ -116,7 +116,7 @@ def bench_handler(calls: int, config_path: Path, lease_config: Path) -> None:
     print("2. warm tools/call through the Lambda handler (Mangum + Starlette + JWT validation + quota + usage,")
     print("   upstream on 127.0.0.1, moto in-process)")
     print(
-        f"   first request after the import (upstream probe, JWKS fetch, boto3 client, connections): "
+        f"   first request after the import (upstream probe, JWKS fetch, DynamoDB client, connections): "
         f"{exact['first_ms']:.1f} ms"
     )
     for era, times in exact["times"].items():
@@ -184,7 +184,7 @@ def _run(calls: int, config_path: Path, module_name: str) -> dict[str, Any]:
     args = {"card_number": "4242424242424242", "amount": 12.5}
     requests: dict[str, tuple[float, dict[str, float]]] = {}
     times: dict[str, list[float]] = {}
-    first = time.perf_counter()  # the instance's first request: probe, JWKS, boto3 client, connections
+    first = time.perf_counter()  # the instance's first request: probe, JWKS, DynamoDB client, connections
     invoke(modern_call("finance__validate_transaction", args, 0))
     first_ms = (time.perf_counter() - first) * 1000
     per_request("2026-07-28 tools/call", lambda i: modern_call("finance__validate_transaction", args, i), 50)

@@ -5,7 +5,7 @@ Measured per call, in both eras: the handler's CPU time (`time.process_time()`, 
 its wall time, DynamoDB requests and billed write units (botocore events; DynamoDB is moto's
 server in a process of its own, so its work is not counted), the bytes the function writes to
 its log group at the template's level (INFO, EMF metrics on) and the bytes of audit records.
-Also the instance's first request (probe, JWKS, boto3 client, connections), and where its time
+Also the instance's first request (probe, JWKS, DynamoDB client, connections), and where its time
 goes (bench/first_request.py).
 
     python -m bench.lambda_cost CONFIG DYNAMODB_URL CALLS   (prints one JSON line; run by bench)

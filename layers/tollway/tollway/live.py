@@ -141,7 +141,7 @@ def deployed() -> LiveGateway:
 
 def warm_up(gateway: LiveGateway, stores: Any) -> None:
     """What an instance's first request would otherwise do itself, begun at init in a thread of
-    its own so the import does not wait for it: the DynamoDB client (boto3's import and client
+    its own so the import does not wait for it: the DynamoDB client (botocore's import and client
     are the largest part of a first request), the modules the request path imports on first use,
     and the JWKS. It overlaps the first request's own waits (upstream exchanges); the request
     takes whatever is ready and makes the rest itself (each part is made once, under a lock). A

@@ -135,7 +135,7 @@ class MemoryApprovalStore:
 
 
 class DynamoApprovalStore(DynamoTable):
-    """The deployed store (table from `TOLLWAY_TABLE`; boto3 client made on first use or injected)."""
+    """The deployed store (table from `TOLLWAY_TABLE`; DynamoDB client made on first use or injected)."""
 
     unavailable = "Approval store unavailable"
 

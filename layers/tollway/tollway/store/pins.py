@@ -158,7 +158,7 @@ class MemoryPinStore:
 
 
 class DynamoPinStore(DynamoTable):
-    """The deployed store (table from `TOLLWAY_TABLE`, default `TollwayTable`; boto3 client made on
+    """The deployed store (table from `TOLLWAY_TABLE`, default `TollwayTable`; DynamoDB client made on
     first use or injected). DynamoDB failures become `StorageError("Pin store unavailable")`."""
 
     unavailable = "Pin store unavailable"

@@ -6,7 +6,7 @@ import os
 import threading
 from typing import Any
 
-from tollway.aws import client_config
+from tollway import aws
 from tollway.errors import StorageError
 
 
@@ -24,8 +24,9 @@ class DynamoClient:
     """A DynamoDB client made on first use, once, by whichever thread comes first: the deployed
     stores share one (it is thread-safe), so an instance creates one client and keeps one
     connection pool, not one of each per store. Their data requests go out through `DynamoWire`
-    (store/wire.py: about a third of boto3's CPU per request); with a proxy configured, through
-    boto3 itself."""
+    (store/wire.py: about a third of the client's CPU per request); with a proxy configured,
+    through the client itself. The client is botocore's (`tollway.aws`: the low-level client
+    boto3 would return, without boto3's import)."""
 
     def __init__(self) -> None:
         self._client: Any = None
@@ -35,16 +36,15 @@ class DynamoClient:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    import boto3
                     from botocore.utils import get_environ_proxies
 
                     from tollway.store.wire import DynamoWire
 
-                    session = boto3.session.Session()
+                    session = aws.session()
                     # The stores build every request themselves: botocore's own check of each one
                     # costs about a seventh of a request's CPU and catches nothing DynamoDB would
                     # not refuse.
-                    client = session.client("dynamodb", config=client_config(parameter_validation=False))
+                    client = session.create_client("dynamodb", config=aws.client_config(parameter_validation=False))
                     proxied = client.meta.config.proxies or get_environ_proxies(client.meta.endpoint_url)
                     self._client = client if proxied else DynamoWire(client, session.get_credentials())
         return self._client
@@ -52,7 +52,7 @@ class DynamoClient:
 
 class DynamoTable:
     """Base of the DynamoDB stores: the table's name and a DynamoDB client made on first use
-    (from `shared`, else one of its own), so requests that touch no table never import boto3.
+    (from `shared`, else one of its own), so requests that touch no table never import botocore.
     Tests inject a client."""
 
     unavailable = "Store unavailable"

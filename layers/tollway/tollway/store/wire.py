@@ -1,20 +1,21 @@
-"""The stores' DynamoDB requests, without boto3's per-request machinery.
+"""The stores' DynamoDB requests, without the client's per-request machinery.
 
 The stores build every request in DynamoDB's own JSON (typed attribute values, `{"S": ...}`),
-which is the body the service takes. boto3's client spends about 1.3 ms of CPU on each one
-besides (parameter building, a dozen event hooks, its retry handler, urllib3, response
-parsing): a fifth of a fully-on call's CPU on the local server (py-spy). `DynamoWire` sends the
-same JSON, signed with SigV4 (`_Signer`), over a kept-alive HTTP connection, for about a
-third of boto3's CPU per request. It takes the data operations the stores make (`DATA_OPERATIONS`);
-anything else (creating tables, paginators, `meta`) is the boto3 client's, unchanged.
+which is the body the service takes. The low-level client (botocore's, what boto3 returns)
+spends about 1.3 ms of CPU on each one besides (parameter building, a dozen event hooks, its
+retry handler, urllib3, response parsing): a fifth of a fully-on call's CPU on the local server
+(py-spy). `DynamoWire` sends the same JSON, signed with SigV4 (`_Signer`), over a kept-alive
+HTTP connection, for about a third of the client's CPU per request. It takes the data
+operations the stores make (`DATA_OPERATIONS`); anything else (creating tables, paginators,
+`meta`) is the client's, unchanged.
 
-What stays boto3's and botocore's: the endpoint and region (the client's own, so
+What stays botocore's: the endpoint and region (the client's own, so
 `AWS_ENDPOINT_URL_DYNAMODB`, FIPS and dual-stack settings hold), the credentials (the session's
 provider chain, refreshed as it refreshes them), timeouts and the attempt count (the client's
 config, `AWS_MAX_ATTEMPTS`), the CA bundle (`AWS_CA_BUNDLE`, else botocore's), and the modeled
 exceptions (`client.exceptions`). Each request is offered to botocore's `before-send` event
 first, as botocore's endpoint offers it, so what hooks there (moto's in-process mock, counters
-in tests and the bench) sees these requests too. A proxied environment keeps the boto3 client
+in tests and the bench) sees these requests too. A proxied environment keeps the client
 (`DynamoClient`): this sends directly.
 
 Answers: a result is the body's JSON, as the client returns it (no `ResponseMetadata`); a
@@ -86,7 +87,7 @@ class MalformedAnswer(BotoCoreError):
 
 
 class DynamoWire:
-    """A boto3 DynamoDB client whose data operations go out as signed JSON on kept-alive
+    """A DynamoDB client (botocore's) whose data operations go out as signed JSON on kept-alive
     connections (thread-safe: a connection serves one request at a time)."""
 
     def __init__(self, client: Any, credentials: Any) -> None:
@@ -121,7 +122,7 @@ class DynamoWire:
     def __getattr__(self, name: str) -> Any:
         operation = DATA_OPERATIONS.get(name)
         if operation is None:
-            return getattr(self._client, name)  # the boto3 client's own: meta, exceptions, create_table...
+            return getattr(self._client, name)  # the client's own: meta, exceptions, create_table...
         call = functools.partial(self._call, operation)
         setattr(self, name, call)  # found directly from now on
         return call
