@@ -8,9 +8,11 @@ milliseconds, so every client it makes waits at most `CONNECT_TIMEOUT_SECONDS` t
 `READ_TIMEOUT_SECONDS` for an answer, per attempt. A store call that runs on the event loop's
 thread while its request is alone (`tollway.blocking`) holds the loop no longer either.
 
-The clients are botocore's own, from a botocore session: boto3 adds nothing to a low-level
-client but its import (20-30 ms of an instance's first request, besides botocore's). botocore
-is imported when a client is made, not with this module (the cold import does not need it)."""
+The clients made here (`session`, `client`: DynamoDB, the audit log group, EventBridge) are
+botocore's own: boto3 adds nothing to a low-level client but its import (20-30 ms of an
+instance's first request, besides botocore's). Powertools' parameter providers (Secrets Manager,
+Parameter Store, AppConfig) make theirs through boto3, with `client_config`. botocore is imported
+when a client is made, not with this module (the cold import does not need it)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ GIL hand-offs), a sixth of a fully-on call with exact quotas. In an A/B of the l
 rounds of 300 sequential calls, the two servers taking turns: 1.63 ms per call inline, 1.97 ms
 through the thread. The price: a request that arrives while a lone request's store call runs
 inline starts when that call ends (milliseconds against DynamoDB; at worst the DynamoDB client's
-timeouts, 5 s an attempt: `store/table.py`).
+timeouts, 5 s an attempt: `tollway/aws.py`).
 A read that may take long and comes rarely (the config source's, `run_in_thread`) always takes
 the thread: requests arriving meanwhile are served.
 """
