@@ -90,6 +90,18 @@ def test_a_minimal_config_gets_safe_defaults() -> None:
     assert config.upstreams[0].namespace == "support"
 
 
+def test_each_config_gets_its_own_copy_of_every_default() -> None:
+    first, second = parse_config(_config()), parse_config(_config())
+
+    first.auth.algorithms.append("ES512")
+    first.masking.detectors.clear()  # a section left out: its default instance's own list
+    first.tenants["acme"] = first.tenants.get("*")  # type: ignore[assignment]
+
+    assert second.auth.algorithms == ["RS256", "ES256"]
+    assert "email" in second.masking.detectors
+    assert second.tenants == {}
+
+
 def test_an_explicit_audience_overrides_the_resource() -> None:
     config = parse_config(_config(auth={"audience": "api://tollway"}))
 

@@ -30,6 +30,10 @@ _PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
 class Strict(BaseModel):
+    """Defaults are written as values, never `default_factory`: pydantic gives each instance its
+    own copy of a default, and a factory costs an `inspect.signature` call per field as the class
+    is made (a cold start's import makes every class here)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -40,18 +44,18 @@ class AuthConfig(Strict):
     audience: str | None = None
     """Defaults to `resource` (RFC 8707)."""
     jwks_url: str | None = None
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    algorithms: list[str] = ["RS256", "ES256"]
     tenant_claim: str = "tenant_id"
     """Claim naming the caller's tenant, e.g. `tenant_id` or `custom:tenant` (Cognito)."""
     roles_claim: str = "roles"
     """Claim listing the caller's roles or groups, e.g. `cognito:groups`."""
     default_tenant: str | None = None
     """Tenant for tokens without the tenant claim; unset = such tokens are refused."""
-    required_scopes: list[str] = Field(default_factory=list)
+    required_scopes: list[str] = []
     """Scopes every caller needs (403 insufficient_scope otherwise)."""
     scopes_supported: list[str] | None = None
     """Advertised in protected-resource metadata; default: `required_scopes`."""
-    required_claims: list[str] = Field(default_factory=list)
+    required_claims: list[str] = []
     leeway_seconds: Annotated[int, Field(ge=0, le=300)] = 30
     max_token_bytes: Annotated[int, Field(ge=512, le=65536)] = 8192
     jwks_cache_seconds: Annotated[int, Field(ge=1)] = 300
@@ -123,15 +127,15 @@ class UpstreamConfig(Strict):
     retries: Annotated[int, Field(ge=0, le=5)] = 2
     """Retries with jittered backoff, only where safe: lists and probes, requests that never
     reached the upstream (connection refused), and tools/call of idempotent tools."""
-    idempotent_tools: list[str] = Field(default_factory=list)
+    idempotent_tools: list[str] = []
     """Glob patterns on this upstream's own tool names whose calls may be retried, besides tools
     annotated `idempotentHint: true`."""
-    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    circuit: CircuitConfig = CircuitConfig()
     probe_retry_seconds: Annotated[float, Field(ge=0, le=600)] = 5.0
     """How long a failed era probe (unreachable, timed out) is remembered before the next try."""
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = {}
     """Static, non-secret headers sent to this upstream."""
-    auth: UpstreamAuth = Field(default_factory=UpstreamAuth)
+    auth: UpstreamAuth = UpstreamAuth()
     identity_headers: bool = False
     """Send the caller's tenant and subject as `X-Tollway-Tenant` / `X-Tollway-Subject` (not secrets)."""
 
@@ -190,7 +194,7 @@ class SessionsConfig(Strict):
 
 
 class DevConfig(Strict):
-    launch: dict[str, str] = Field(default_factory=dict)
+    launch: dict[str, str] = {}
     """`tollway dev` only: upstream name -> Python module started on the upstream URL's port."""
 
 
@@ -210,16 +214,16 @@ class AccessRule(Strict):
     """Extra requirements for the items `match` selects: every scope, and one of the roles."""
 
     match: Annotated[Patterns, Field(min_length=1)]
-    scopes: list[str] = Field(default_factory=list)
-    roles: list[str] = Field(default_factory=list)
+    scopes: list[str] = []
+    roles: list[str] = []
 
 
 class VirtualServer(Strict):
     """A curated subset of the gateway's tools, resources and prompts, shown to a tenant."""
 
-    tools: Patterns = Field(default_factory=lambda: ["*"])
-    resources: Patterns = Field(default_factory=lambda: ["*"])
-    prompts: Patterns = Field(default_factory=lambda: ["*"])
+    tools: Patterns = ["*"]
+    resources: Patterns = ["*"]
+    prompts: Patterns = ["*"]
     description: str | None = None
 
 
@@ -234,10 +238,10 @@ class Limits(Strict):
 
 
 class Plan(Strict):
-    tenant: Limits = Field(default_factory=Limits)
-    subject: Limits = Field(default_factory=Limits)
+    tenant: Limits = Limits()
+    subject: Limits = Limits()
     """Per subject (user or agent) within the tenant."""
-    tools: dict[str, Limits] = Field(default_factory=dict)
+    tools: dict[str, Limits] = {}
     """Per tool within the tenant: glob pattern on public tool names -> limits."""
     shards: Annotated[int, Field(ge=1, le=32)] = 1
     """Items the tenant's own limits and usage are spread over each day, for a tenant hotter than
@@ -246,10 +250,10 @@ class Plan(Strict):
 
 
 class QuotaConfig(Strict):
-    plans: dict[str, Plan] = Field(default_factory=dict)
+    plans: dict[str, Plan] = {}
     default_plan: str | None = None
     """Plan of tenants whose policy names none; unset: such tenants are not limited."""
-    costs: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    costs: dict[str, Annotated[int, Field(ge=0)]] = {}
     """Glob pattern on public tool names -> cost units per call (first match; default 1)."""
     failure_policy: Literal["closed", "open"] = "closed"
     """When DynamoDB cannot answer: refuse the call (retryable error) or let it through."""
@@ -291,7 +295,7 @@ class CostModel(Strict):
 class FinanceConfig(Strict):
     admin_scope: str = "tollway:admin"
     """Scope a token needs for the admin API (usage reports)."""
-    cost_model: CostModel = Field(default_factory=CostModel)
+    cost_model: CostModel = CostModel()
     record_usage: bool = True
     """Record each metered call's usage (calls, units, errors, latency per tenant, tool and day)
     in the write that admits it. Off: a tenant without a plan costs no DynamoDB write at all."""
@@ -305,15 +309,15 @@ class FieldRule(Strict):
     action: Literal["mask", "remove", "hash", "round", "bucket"] = "mask"
     digits: Annotated[int, Field(ge=-9, le=9)] = 0
     """`round`: decimal places kept (negative rounds to tens, hundreds…)."""
-    buckets: list[float] = Field(default_factory=list)
+    buckets: list[float] = []
     """`bucket`: ascending upper bounds; a value becomes the range it falls in ("1000-5000")."""
 
 
 class ToolMasking(Strict):
-    allow_detectors: list[str] = Field(default_factory=list)
+    allow_detectors: list[str] = []
     """Detectors not applied to this tool's arguments (a tool that legitimately needs an email)."""
-    arguments: list[FieldRule] = Field(default_factory=list)
-    results: list[FieldRule] = Field(default_factory=list)
+    arguments: list[FieldRule] = []
+    results: list[FieldRule] = []
     max_result_bytes: Annotated[int, Field(gt=0)] | None = None
     """Shape oversized results: text beyond this is cut with a clear truncation marker."""
     projection: str | None = None
@@ -322,20 +326,18 @@ class ToolMasking(Strict):
 
 class MaskingConfig(Strict):
     enabled: bool = True
-    detectors: list[str] = Field(
-        default_factory=lambda: [
-            "email",
-            "phone",
-            "card",
-            "ssn",
-            "iban",
-            "ip",
-            "aws_access_key",
-            "jwt",
-            "api_key",
-        ]
-    )
-    tools: dict[str, ToolMasking] = Field(default_factory=dict)
+    detectors: list[str] = [
+        "email",
+        "phone",
+        "card",
+        "ssn",
+        "iban",
+        "ip",
+        "aws_access_key",
+        "jwt",
+        "api_key",
+    ]
+    tools: dict[str, ToolMasking] = {}
     """Glob pattern on public tool names -> per-tool rules (every matching entry applies)."""
     hash_key_secret: str | None = None
     """Secrets Manager secret holding the key for `hash` rules (consistent per tenant); unset:
@@ -426,7 +428,7 @@ class ApprovalRule(Strict):
 
 
 class ApprovalsConfig(Strict):
-    rules: list[ApprovalRule] = Field(default_factory=list)
+    rules: list[ApprovalRule] = []
     expiry_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 3600
     """How long a pending approval can be decided, and an approved one used."""
     event_bus: str | None = "default"
@@ -446,12 +448,12 @@ class ApprovalsConfig(Strict):
 class TenantPolicy(Strict):
     upstreams: list[str] | None = None
     """Upstreams this tenant may reach (default: all)."""
-    tools: Patterns = Field(default_factory=lambda: ["*"])
-    resources: Patterns = Field(default_factory=lambda: ["*"])
-    prompts: Patterns = Field(default_factory=lambda: ["*"])
+    tools: Patterns = ["*"]
+    resources: Patterns = ["*"]
+    prompts: Patterns = ["*"]
     virtual_server: str | None = None
     """Narrow everything above to a named `virtual_servers` entry."""
-    rules: list[AccessRule] = Field(default_factory=list)
+    rules: list[AccessRule] = []
     plan: str | None = None
     """Quota plan (`quotas.plans`); default `quotas.default_plan`."""
     failure_policy: Literal["closed", "open"] | None = None
@@ -462,21 +464,21 @@ class GatewayConfig(Strict):
     resource: str
     """The gateway's canonical URL (`https://…/mcp`); the default token audience."""
     name: str = "tollway"
-    auth: AuthConfig = Field(default_factory=AuthConfig)
+    auth: AuthConfig = AuthConfig()
     upstreams: Annotated[list[UpstreamConfig], Field(min_length=1)]
-    http: HttpConfig = Field(default_factory=HttpConfig)
-    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
-    dev: DevConfig = Field(default_factory=DevConfig)
-    tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
+    http: HttpConfig = HttpConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    dev: DevConfig = DevConfig()
+    tenants: dict[str, TenantPolicy] = {}
     """Authorization per tenant; key `*` applies to tenants not listed. No entries: every
     authenticated caller may use everything. Entries but none for a tenant: it sees nothing."""
-    virtual_servers: dict[str, VirtualServer] = Field(default_factory=dict)
-    quotas: QuotaConfig = Field(default_factory=QuotaConfig)
-    finance: FinanceConfig = Field(default_factory=FinanceConfig)
-    masking: MaskingConfig = Field(default_factory=MaskingConfig)
-    definitions: DefinitionPolicy = Field(default_factory=DefinitionPolicy)
-    audit: AuditConfig = Field(default_factory=AuditConfig)
-    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    virtual_servers: dict[str, VirtualServer] = {}
+    quotas: QuotaConfig = QuotaConfig()
+    finance: FinanceConfig = FinanceConfig()
+    masking: MaskingConfig = MaskingConfig()
+    definitions: DefinitionPolicy = DefinitionPolicy()
+    audit: AuditConfig = AuditConfig()
+    approvals: ApprovalsConfig = ApprovalsConfig()
 
     @model_validator(mode="after")
     def _references_exist(self) -> Self:
