@@ -6,8 +6,9 @@ Asserts that the TollwayLayer holds the tollway package and pydantic-core compil
 runtime (CPython 3.13 on aarch64) and uvicorn (the streaming deployment's server), that any
 bytecode in it is CPython 3.13's and never checks its source (--expect-bytecode: every module has
 it), that it fits Lambda's size limit, and that each gateway function holds its entry point (the
-streaming one's run.sh executable: the Lambda Web Adapter runs it). Exits 1 with one line per
-problem otherwise.
+streaming one's run.sh executable: the Lambda Web Adapter runs it) and its config files as the
+JSON functions/gateway/Makefile writes (the same document as the source, read without PyYAML).
+Exits 1 with one line per problem otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 LAYER = "TollwayLayer"
 FUNCTIONS = {"GatewayFunction": ("app.py",), "StreamingGatewayFunction": ("streaming.py", "run.sh")}
 EXECUTABLE = "run.sh"
+FUNCTION_SOURCE = Path(__file__).resolve().parent.parent / "functions" / "gateway"
 # Lambda: function + layers, unzipped, at most 250 MB. Leave most of it to the functions.
 LAYER_LIMIT_BYTES = 200 * 1024 * 1024
 # CPython 3.13's bytecode magic number (importlib.util.MAGIC_NUMBER) and the .pyc flags word of
@@ -118,7 +120,28 @@ def check(build_dir: Path, expect_bytecode: bool = False) -> tuple[list[str], li
                 problems.append(f"{function}: {name} is missing")
             elif name == EXECUTABLE and not os.access(path, os.X_OK):
                 problems.append(f"{function}: {name} is not executable (git: chmod +x, then commit)")
+        problems += _check_configs(build_dir / function)
     return problems, notes
+
+
+def _check_configs(function_dir: Path) -> list[str]:
+    """Each config file of functions/gateway is bundled as its JSON form, unless it holds values
+    JSON cannot carry (then as it is)."""
+    from tollway.config import json_config
+
+    problems = []
+    for source in sorted([*FUNCTION_SOURCE.glob("*.yaml"), *FUNCTION_SOURCE.glob("*.yml")]):
+        bundled = function_dir / source.name
+        expected = json_config(source.read_text(encoding="utf-8"), source.name)
+        if not bundled.is_file():
+            problems.append(f"{function_dir.name}: {source.name} is missing")
+        elif expected is not None and bundled.read_text(encoding="utf-8") != expected:
+            problems.append(
+                f"{function_dir.name}: {source.name} is not bundled as the JSON of functions/gateway/{source.name} "
+                "(the function would import PyYAML at each cold start: build with PYTHON set to a Python that "
+                "imports tollway, as `make build` does)"
+            )
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:

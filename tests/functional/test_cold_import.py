@@ -1,8 +1,9 @@
 """What a cold start builds, and what it leaves to first use: the masking detectors' patterns
 (compiled when their module is imported) are not compiled while a config that names no detector
 list is loaded and the app built; the warm-up imports them, and a typo in a list a config does
-name still fails the load. And what a deployed entry module leaves behind for the garbage
-collector: on, with the start-up objects frozen until a config change replaces the app.
+name still fails the load. What a deployed entry module leaves behind for the garbage
+collector: on, with the start-up objects frozen until a config change replaces the app. And that
+the config as `sam build` bundles it (JSON) is read without importing PyYAML.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tollway.config import parse_config
+from tollway.config import json_config, parse_config
 from tollway.errors import ConfigError
 from tollway.http import create_app
 from tollway.store import Stores
@@ -59,6 +60,20 @@ print(json.dumps({"started": started, "applied": applied, "frozen_after_change":
 """
 
 
+# The entry module imported as Lambda imports it: is PyYAML loaded, and which config is served?
+ENTRY_LOADS = """
+import importlib.util, json, sys
+import tollway.live
+
+tollway.live.warm_up = lambda *args: None
+spec = importlib.util.spec_from_file_location("entry", sys.argv[1])
+entry = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(entry)
+gateway = getattr(entry, "gateway", None) or entry.app
+print(json.dumps({"yaml": "yaml" in sys.modules, "upstreams": [u.name for u in gateway.config.upstreams]}))
+"""
+
+
 # The entry module's first line, then a start that fails (the config cannot be built).
 FAILED_START = """
 import gc, json
@@ -81,6 +96,10 @@ def _run_fresh(tmp_path: Path, masking: str, *args: str) -> dict[str, Any]:
         "auth: {allow_anonymous: true}\n"
         "upstreams: [{name: finance, url: 'http://127.0.0.1:9/mcp'}]\n" + masking
     )
+    return _run_fresh_with(config, *args)
+
+
+def _run_fresh_with(config: Path, *args: str) -> dict[str, Any]:
     env = {
         **os.environ,
         "TOLLWAY_CONFIG": str(config),
@@ -114,6 +133,20 @@ def test_an_entry_module_leaves_collection_on_and_its_start_up_frozen_until_a_co
     assert found["applied"] is True
     assert found["frozen_after_change"] == 0
     assert found["enabled_after_change"] is True
+
+
+@pytest.mark.parametrize("entry", ["app.py", "streaming.py"])
+def test_the_config_as_sam_build_bundles_it_is_read_without_pyyaml(tmp_path: Path, entry: str) -> None:
+    as_written = _run_fresh(tmp_path, "", ENTRY_LOADS, str(ENTRY_MODULES / entry))
+    config = tmp_path / "gateway.yaml"
+    compiled = json_config(config.read_text(), config.name)
+    assert compiled is not None
+    config.write_text(compiled)  # what functions/gateway/Makefile writes
+
+    as_bundled = _run_fresh_with(config, ENTRY_LOADS, str(ENTRY_MODULES / entry))
+
+    assert as_written == {"yaml": True, "upstreams": ["finance"]}
+    assert as_bundled == {"yaml": False, "upstreams": ["finance"]}
 
 
 def test_a_config_naming_no_detector_list_leaves_the_patterns_to_the_warm_up(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tollway.config import json_config
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("check_sam_build", ROOT / "scripts" / "check_sam_build.py")
@@ -38,6 +39,9 @@ def build(tmp_path: Path) -> Path:
     (streaming / "streaming.py").write_text("")
     (streaming / "run.sh").write_text("#!/bin/bash\n")
     (streaming / "run.sh").chmod(0o755)
+    bundled = json_config((ROOT / "functions" / "gateway" / "gateway.yaml").read_text(), "gateway.yaml")
+    for function in ("GatewayFunction", "StreamingGatewayFunction"):
+        (tmp_path / function / "gateway.yaml").write_text(bundled)  # as functions/gateway/Makefile writes it
     return tmp_path
 
 
@@ -109,6 +113,18 @@ def test_the_streaming_function_needs_an_executable_run_sh_and_uvicorn_in_the_la
     assert code == 1
     assert "StreamingGatewayFunction: run.sh is not executable" in err
     assert "python/uvicorn is missing" in err
+
+
+def test_a_config_bundled_as_yaml_or_missing_is_refused(build, capsys) -> None:
+    source = ROOT / "functions" / "gateway" / "gateway.yaml"
+    (build / "GatewayFunction" / "gateway.yaml").write_text(source.read_text())  # a plain copy
+    (build / "StreamingGatewayFunction" / "gateway.yaml").unlink()
+
+    code, _, err = _run(build, capsys=capsys)
+
+    assert code == 1
+    assert "GatewayFunction: gateway.yaml is not bundled as the JSON of functions/gateway/gateway.yaml" in err
+    assert "StreamingGatewayFunction: gateway.yaml is missing" in err
 
 
 def test_the_entry_points_in_the_repository_are_what_the_build_check_expects() -> None:

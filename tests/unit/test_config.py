@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from tollway.config import load_config, parse_config
+from tollway.config import config_from_text, json_config, load_config, parse_config
 from tollway.errors import ConfigError
 
 UPSTREAM = {"name": "support", "url": "http://127.0.0.1:8101/mcp"}
@@ -272,6 +272,49 @@ def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"must be a YAML mapping$"):
         load_config(str(path))
+
+
+def test_the_json_form_of_a_config_loads_the_same_config(tmp_path: Path) -> None:
+    compiled = json_config(GOOD_YAML, "gateway.yaml")
+    assert compiled is not None
+    assert compiled.startswith("{\n")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(compiled)
+
+    assert load_config(str(path)) == config_from_text(GOOD_YAML, "gateway.yaml")
+
+
+def test_a_yaml_flow_mapping_is_still_read_as_yaml() -> None:
+    config = config_from_text(
+        "{resource: 'https://gateway.example.com/mcp', upstreams: [{name: a, url: 'http://h/mcp'}]}", "g"
+    )
+
+    assert [u.name for u in config.upstreams] == ["a"]
+
+
+def test_broken_json_is_refused_with_its_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_text('{\n "resource": "https://gateway.example.com/mcp",\n "upstreams": [\n', "gateway.yaml")
+
+    assert str(caught.value).startswith("gateway.yaml is not valid YAML at line ")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "resource: 2026-12-05\n",  # YAML reads a date
+        "costs: {1: 5}\n",  # a key that is not a string
+        "leeway: .inf\n",  # a number JSON has no word for
+        "secret: !!binary aGk=\n",
+    ],
+)
+def test_a_document_json_cannot_carry_stays_yaml(text: str) -> None:
+    assert json_config(text, "gateway.yaml") is None
+
+
+def test_json_config_refuses_text_that_is_not_yaml() -> None:
+    with pytest.raises(ConfigError, match=r"^gateway.yaml is not valid YAML at line 2$"):
+        json_config("a: [\n", "gateway.yaml")
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:

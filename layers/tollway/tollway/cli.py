@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--probe", action="store_true", help="reach each upstream: era, counts, definitions the gate would withhold"
     )
 
+    compile_config = commands.add_parser(
+        "compile-config",
+        help="write a config file as the JSON a deployed function reads without PyYAML (sam build runs it)",
+    )
+    compile_config.add_argument("source", help="the gateway.yaml to read")
+    compile_config.add_argument("dest", help="where to write it (- for stdout); the same text when it cannot be JSON")
+
     token = commands.add_parser("token", help="print a token the running dev gateway accepts (dev signing key)")
     token.add_argument("--sub", required=True, help="subject (user or agent id)")
     token.add_argument("--tenant", required=True, help="tenant id")
@@ -141,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "check":
             return check_command(args)
+        if args.command == "compile-config":
+            return compile_config_command(args)
         if args.command == "token":
             return print_token(args)
         if args.command == "audit":
@@ -161,6 +170,26 @@ def check_command(args: argparse.Namespace) -> int:
         return check_config(args.config, args.probe, sys.stdout, sys.stderr)
     finally:
         logger.setLevel(level)
+
+
+def compile_config_command(args: argparse.Namespace) -> int:
+    """`tollway compile-config SOURCE DEST`: DEST holds SOURCE's document as JSON (still valid
+    YAML), or SOURCE's text unchanged when YAML reads more into it than JSON can say. A file that
+    is not valid YAML fails (exit 2, naming the line), so a build never bundles one."""
+    from pathlib import Path
+
+    from tollway.config import json_config, read_source
+
+    text = read_source(args.source)
+    compiled = json_config(text, args.source)
+    output = text if compiled is None else compiled
+    if compiled is None:
+        print(f"tollway: {args.source} kept as YAML: it holds values JSON cannot carry", file=sys.stderr)
+    if args.dest == "-":
+        sys.stdout.write(output)
+    else:
+        Path(args.dest).write_text(output, encoding="utf-8")
+    return 0
 
 
 def _port(text: str) -> int:
