@@ -9,11 +9,19 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, NamedTuple, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from tollway.aws import client_config
 from tollway.errors import ConfigError
@@ -368,8 +376,7 @@ _CONDITION_RE = re.compile(
 _ORDERED_OPS = {">", ">=", "<", "<="}
 
 
-@dataclass(frozen=True)
-class Condition:
+class Condition(NamedTuple):
     """`<argument path> <operator> <JSON literal>`, e.g. `amount > 1000`, `payee.country != "FR"`,
     `urgent == true`. The path is an argument name, dotted into objects (a number indexes a list).
     Parsed once at config load; evaluated by `tollway.policy.approvals`. No expression is ever
@@ -404,7 +411,8 @@ class ApprovalRule(Strict):
     of their (masked) arguments, for the `tenants` listed (default: every tenant)."""
 
     match: Annotated[Patterns, Field(min_length=1)]
-    when: Condition | None = None
+    when: InstanceOf[Condition] | None = None
+    """Parsed from its text by `_parse_when` (pydantic only checks what that returns)."""
     tenants: Patterns | None = None
 
     @field_validator("match", mode="before")

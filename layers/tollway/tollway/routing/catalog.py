@@ -20,7 +20,6 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -53,8 +52,7 @@ class Listed(NamedTuple):
     public: str
 
 
-@dataclass
-class _Known:
+class _Known(NamedTuple):
     fetched_at: float
     items: dict[str, dict[str, Any]]
     """Own name (URI, URI template) -> the latest definition seen."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tollway.blocking import run_blocking
 from tollway.config import UpstreamConfig
@@ -23,8 +23,7 @@ TOKEN_EXPIRY_MARGIN = 60
 """Refresh a client-credentials token this many seconds before it expires."""
 
 
-@dataclass
-class _Token:
+class _Token(NamedTuple):
     value: str
     expires_at: float
 
