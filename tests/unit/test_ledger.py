@@ -119,6 +119,15 @@ def test_a_month_carries_its_units_from_day_to_day_and_resets_on_the_first(ledge
     assert admitted(ledger, scope, [datetime(2026, 4, 1, tzinfo=UTC).timestamp()], units=5) == [True]
 
 
+def test_december_resets_on_the_first_of_january(ledger: Ledger) -> None:
+    new_years_eve = datetime(2026, 12, 31, 23, 59, tzinfo=UTC).timestamp()
+    scope = tenant(Limit("tenant per_month", "month", 1))
+
+    assert admitted(ledger, scope, [new_years_eve, new_years_eve], units=1) == [True, False]
+    refused = refusal(ledger, scope, new_years_eve)
+    assert datetime.fromtimestamp(refused.resets_at, UTC).isoformat() == "2027-01-01T00:00:00+00:00"
+
+
 def test_a_write_from_a_clock_behind_midnight_lands_on_the_new_day_and_the_month_stays_exact(ledger: Ledger) -> None:
     scope = tenant(Limit("tenant per_month", "month", 4))
     admitted(ledger, scope, [NOON], units=2)

@@ -69,7 +69,6 @@ unless leases expire at once; shards keep admission exact per item.
 
 from __future__ import annotations
 
-import calendar
 import functools
 import random
 import threading
@@ -215,8 +214,8 @@ def _period_end(period: Period, at: float) -> float:
     moment = datetime.fromtimestamp(at, UTC)
     if period == "day":
         return float(int(at) // 86400 * 86400 + 86400)
-    days = calendar.monthrange(moment.year, moment.month)[1]
-    return datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp() + days * 86400
+    year, month = divmod(moment.year * 12 + moment.month, 12)  # the next month, numbered from 0
+    return datetime(year, month + 1, 1, tzinfo=UTC).timestamp()
 
 
 def _apply(state: dict[str, Any], charge: Charge, at: float, base: int) -> None:
