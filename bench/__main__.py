@@ -35,7 +35,7 @@ HANDLER = ROOT / "functions" / "gateway" / "app.py"
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--imports", type=int, default=7, help="fresh processes for the import median")
+    parser.add_argument("--imports", type=int, default=15, help="fresh processes for each import median")
     parser.add_argument("--calls", type=int, default=300, help="warm handler calls per era")
     parser.add_argument("--throughput-requests", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=16)
