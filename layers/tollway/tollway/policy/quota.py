@@ -29,7 +29,6 @@ import fnmatch
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -53,12 +52,14 @@ class Admission(NamedTuple):
     """The UTC day the call was charged to: its outcome is recorded there."""
 
 
-@dataclass
 class _Pending:
-    """Finance counters of a tenant's day waiting for that item's next write."""
+    """Finance counters of a tenant's day waiting for that item's next write, since `since`."""
 
-    counts: Counter[str] = field(default_factory=Counter)
-    since: float = 0.0
+    __slots__ = ("counts", "since")
+
+    def __init__(self, since: float) -> None:
+        self.counts: Counter[str] = Counter()
+        self.since = since
 
 
 class QuotaEnforcer:

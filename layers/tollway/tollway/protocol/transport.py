@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from starlette.requests import Request
 
@@ -38,15 +37,15 @@ from tollway.errors import (
 Kind = Literal["request", "notification", "response"]
 
 
-@dataclass
-class Incoming:
+class Incoming(NamedTuple):
     message: dict[str, Any]
     kind: Kind
     modern: bool
     protocol_version: str
     session_id: str | None
     accepts_sse: bool
-    forward_headers: dict[str, str] = field(default_factory=dict)
+    forward_headers: dict[str, str]
+    """`Mcp-Param-*` headers of a 2026-07-28 call (none in the 2025 era)."""
 
     @property
     def method(self) -> str:
@@ -110,6 +109,7 @@ async def read_post(request: Request, http: HttpConfig) -> Incoming:
         version or c.DEFAULT_HANDSHAKE_VERSION,
         request.headers.get(c.SESSION_ID_HEADER),
         accepts_sse,
+        {},
     )
 
 

@@ -71,13 +71,15 @@ class NotSpoken(Exception):
     """The upstream answered, but not in the era asked for (a probe's negative answer)."""
 
 
-@dataclass
 class _Cursor:
     """Where an upstream's event stream may be resumed from: the last event id it gave, and how
     long it asked to wait before reconnecting (`retry`, default 0)."""
 
-    event_id: str | None = None
-    retry_seconds: float = 0.0
+    __slots__ = ("event_id", "retry_seconds")
+
+    def __init__(self) -> None:
+        self.event_id: str | None = None
+        self.retry_seconds = 0.0
 
 
 @dataclass
