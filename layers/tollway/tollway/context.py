@@ -63,35 +63,54 @@ SCOPE_AUDIT = "tollway.audit"
 """ASGI scope key: the request's AuditFacts (from the telemetry middleware, before any stage)."""
 
 
-@dataclass
 class AuditFacts:
     """What the stages learn about one MCP request, for its audit record (`tollway.telemetry.audit`).
-    Each stage fills in what it decides; never raw arguments, results, PII or tokens."""
+    Each stage fills in what it decides; never raw arguments, results, PII or tokens. Slotted: a
+    misspelt fact is an AttributeError, not a new attribute the record never reads."""
 
-    method: str = ""
-    public_name: str | None = None
-    """The tool, prompt or resource as the caller named it."""
-    upstream: str | None = None
-    upstream_name: str | None = None
-    """The name the upstream knows it by."""
-    decision: str = "allowed"
-    """allowed | denied | rate_limited | withheld | pending_approval | invalid"""
-    rule: str | None = None
-    """Why, for a decision other than allowed: the policy rule, quota window or gate reason."""
-    approval_id: str | None = None
-    outcome: str | None = None
-    """ok | tool_error | upstream_error | timeout | result_withheld | cancelled | error (None
-    until known; the writer derives it from the answer's status when no stage set it)."""
-    error: str | None = None
-    """The class of the error the caller was answered with (set by the error middleware)."""
-    units: int = 0
-    upstream_ms: float | None = None
-    request_bytes: int = 0
-    response_bytes: int = 0
-    arguments_sha256: str | None = None
-    """Of the masked arguments, as sent upstream."""
-    result_sha256: str | None = None
-    """Of the masked result, as sent to the caller."""
+    __slots__ = (
+        "approval_id",
+        "arguments_sha256",
+        "decision",
+        "error",
+        "method",
+        "outcome",
+        "public_name",
+        "request_bytes",
+        "response_bytes",
+        "result_sha256",
+        "rule",
+        "units",
+        "upstream",
+        "upstream_ms",
+        "upstream_name",
+    )
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.public_name: str | None = None
+        """The tool, prompt or resource as the caller named it."""
+        self.upstream: str | None = None
+        self.upstream_name: str | None = None
+        """The name the upstream knows it by."""
+        self.decision = "allowed"
+        """allowed | denied | rate_limited | withheld | pending_approval | invalid"""
+        self.rule: str | None = None
+        """Why, for a decision other than allowed: the policy rule, quota window or gate reason."""
+        self.approval_id: str | None = None
+        self.outcome: str | None = None
+        """ok | tool_error | upstream_error | timeout | result_withheld | cancelled | error (None
+        until known; the writer derives it from the answer's status when no stage set it)."""
+        self.error: str | None = None
+        """The class of the error the caller was answered with (set by the error middleware)."""
+        self.units = 0
+        self.upstream_ms: float | None = None
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.arguments_sha256: str | None = None
+        """Of the masked arguments, as sent upstream."""
+        self.result_sha256: str | None = None
+        """Of the masked result, as sent to the caller."""
 
 
 @dataclass
