@@ -87,3 +87,14 @@ def test_the_file_sink_appends_one_json_line_per_record(tmp_path: Any) -> None:
 
     assert path.read_text(encoding="utf-8") == '{"audit":1,"n":1}\n{"audit":1,"n":2,"text":"é"}\n'
     assert log.where == str(path)
+
+
+def test_a_misspelt_audit_fact_fails_instead_of_going_unrecorded() -> None:
+    from tollway.context import AuditFacts
+
+    facts = AuditFacts()
+    facts.outcome = "ok"
+
+    with pytest.raises(AttributeError):
+        facts.outcom = "ok"  # type: ignore[attr-defined]
+    assert (facts.outcome, facts.decision, facts.units) == ("ok", "allowed", 0)
