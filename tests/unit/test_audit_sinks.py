@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from tollway.context import AuditFacts
 from tollway.telemetry import audit
 from tollway.telemetry.audit import AuditLog, CloudWatchSink, FileSink
 
@@ -90,8 +91,6 @@ def test_the_file_sink_appends_one_json_line_per_record(tmp_path: Any) -> None:
 
 
 def test_a_misspelt_audit_fact_fails_instead_of_going_unrecorded() -> None:
-    from tollway.context import AuditFacts
-
     facts = AuditFacts()
     facts.outcome = "ok"
 
