@@ -154,6 +154,12 @@ def print_summary(
             f" (goal <= 200 ms); its libraries alone {libraries:.0f} ms, Tollway's own part"
             f" {cold_import_ms - libraries:.0f} ms; a YAML config source {cold_import['yaml_config_ms']:.0f} ms"
         )
+        if "handler_minstr" in cold_import:
+            print(
+                f"   cold import in instructions: {cold_import['handler_minstr']:.0f} M, libraries alone"
+                f" {cold_import['libraries_minstr']:.0f} M,"
+                f" a YAML config source {cold_import['yaml_config_minstr']:.0f} M"
+            )
         out["cold_import"] = cold_import
     print("   first request after the import: " + ", ".join(f"{n} {ms:.0f} ms" for n, ms in first.items()))
     print_first_request(handlers["exact"], cold_import_ms, memory)
