@@ -41,8 +41,15 @@ def _record(facts: AuditFacts) -> dict[str, Any]:
     )
 
 
+def _facts(**values: Any) -> AuditFacts:
+    facts = AuditFacts()
+    for name, value in values.items():
+        setattr(facts, name, value)
+    return facts
+
+
 def _allowed() -> AuditFacts:
-    return AuditFacts(
+    return _facts(
         method="tools/call",
         public_name="finance__validate_transaction",
         upstream="finance",
@@ -57,7 +64,7 @@ def _allowed() -> AuditFacts:
 
 def bench_audit(runs: int = 20000) -> None:
     allowed = json.dumps(_record(_allowed()), separators=(",", ":"))
-    denied_facts = AuditFacts(
+    denied_facts = _facts(
         method="tools/call",
         public_name="finance__download_statement",
         upstream="finance",
