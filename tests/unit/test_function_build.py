@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tollway.cli import main
 from tollway.config import json_config
 
 SOURCE = Path(__file__).resolve().parents[2] / "functions" / "gateway"
@@ -69,3 +70,16 @@ def test_a_config_that_is_not_yaml_fails_the_build(tmp_path: Path) -> None:
 
     assert done.returncode != 0
     assert "gateway.yaml is not valid YAML at line 3" in done.stderr
+
+
+def test_compile_config_prints_the_json_for_a_parameter_store_value(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile-config", str(SOURCE / "gateway.yaml"), "-"]) == 0
+
+    printed = capsys.readouterr().out
+    assert printed == json_config((SOURCE / "gateway.yaml").read_text(), "gateway.yaml")
+
+
+def test_compile_config_names_a_file_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile-config", str(tmp_path / "nope.yaml"), "-"]) == 2
+
+    assert capsys.readouterr().err.strip() == f"tollway: config file {tmp_path / 'nope.yaml'} cannot be read"
