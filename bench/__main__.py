@@ -222,9 +222,7 @@ def _instructions(python: Path, layer: Path, bundled: Path, config: Path, librar
         print("   instructions: not counted (valgrind is not installed)")
         return None
     # Collection off first, as the entry module has it before its first import.
-    handler = (
-        "import gc\ngc.disable()\nimport tollway.live\ntollway.live.warm_up = lambda *args: None\n" + _handler_script()
-    )
+    handler = "import gc\ngc.disable()\n" + _HOLD_WARM_UP + _handler_script()
 
     def count(code: str, config_file: Path) -> float:
         with tempfile.TemporaryDirectory() as tmp:
@@ -284,13 +282,11 @@ def _timing_scripts(python: Path, layer: Path, config: Path) -> tuple[str, str]:
     the first request's)."""
     handler = _handler_script()
     listing = (
-        "import sys, json, importlib.util as u\n"
-        "before = set(sys.modules)\n"
-        "import tollway.live\n"
-        "tollway.live.warm_up = lambda *args: None\n"
-        f"s = u.spec_from_file_location('gateway_app', {str(HANDLER)!r})\n"
-        "m = u.module_from_spec(s); s.loader.exec_module(m)\n"
-        "print(json.dumps([name for name in sys.modules if name not in before]))\n"
+        "import sys, json, importlib.util as u\nbefore = set(sys.modules)\n"
+        + _HOLD_WARM_UP
+        + f"s = u.spec_from_file_location('gateway_app', {str(HANDLER)!r})\n"
+        + "m = u.module_from_spec(s); s.loader.exec_module(m)\n"
+        + "print(json.dumps([name for name in sys.modules if name not in before]))\n"
     )
     loaded = json.loads(_run(python, layer, listing, config))
     # Private modules (`_ssl`, `_decimal`) come with the public ones that import them.
@@ -302,6 +298,10 @@ def _timing_scripts(python: Path, layer: Path, config: Path) -> tuple[str, str]:
         + "print((time.perf_counter() - t) * 1000)\n"
     )
     return handler, alone
+
+
+_HOLD_WARM_UP = "import tollway.live\ntollway.live.warm_up = lambda *args: None\n"
+"""Prefix of a script that imports the handler without starting the instance's warm-up thread."""
 
 
 def _env(layer: Path, config: Path) -> dict[str, str]:

@@ -181,10 +181,10 @@ def compile_config_command(args: argparse.Namespace) -> int:
     from tollway.config import json_config, read_source
 
     text = read_source(args.source)
-    compiled = json_config(text, args.source)
-    output = text if compiled is None else compiled
-    if compiled is None:
+    output = json_config(text, args.source)
+    if output is None:
         print(f"tollway: {args.source} kept as YAML: it holds values JSON cannot carry", file=sys.stderr)
+        output = text
     if args.dest == "-":
         sys.stdout.write(output)
     else:
