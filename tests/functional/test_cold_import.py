@@ -3,7 +3,8 @@
 list is loaded and the app built; the warm-up imports them, and a typo in a list a config does
 name still fails the load. What a deployed entry module leaves behind for the garbage
 collector: on, with the start-up objects frozen until a config change replaces the app. And that
-the config as `sam build` bundles it (JSON) is read without importing PyYAML.
+the config as `sam build` bundles it (JSON) is read without importing PyYAML. And that the import
+makes none of Tollway's classes a dataclass (tollway.record says why).
 """
 
 from __future__ import annotations
@@ -71,6 +72,31 @@ entry = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(entry)
 gateway = getattr(entry, "gateway", None) or entry.app
 print(json.dumps({"yaml": "yaml" in sys.modules, "upstreams": [u.name for u in gateway.config.upstreams]}))
+"""
+
+
+# The entry module imported as Lambda imports it: the classes the import made into dataclasses
+# (each compiles its generated methods as its class is made), by module.
+ENTRY_DATACLASSES = """
+import collections, dataclasses, importlib.util, json, sys
+
+made = collections.Counter()
+process = dataclasses._process_class
+
+
+def counted(cls, *args, **kwargs):
+    made[cls.__module__.split(".")[0]] += 1
+    return process(cls, *args, **kwargs)
+
+
+dataclasses._process_class = counted
+import tollway.live
+
+tollway.live.warm_up = lambda *args: None
+spec = importlib.util.spec_from_file_location("entry", sys.argv[1])
+entry = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(entry)
+print(json.dumps(made))
 """
 
 
@@ -147,6 +173,14 @@ def test_the_config_as_sam_build_bundles_it_is_read_without_pyyaml(tmp_path: Pat
 
     assert as_written == {"yaml": True, "upstreams": ["finance"]}
     assert as_bundled == {"yaml": False, "upstreams": ["finance"]}
+
+
+@pytest.mark.parametrize("entry", ["app.py", "streaming.py"])
+def test_a_cold_start_makes_no_dataclass_of_tollways_own(tmp_path: Path, entry: str) -> None:
+    made = _run_fresh(tmp_path, "", ENTRY_DATACLASSES, str(ENTRY_MODULES / entry))
+
+    assert made.get("pydantic", 0) > 0  # the count sees the libraries' own
+    assert "tollway" not in made
 
 
 def test_a_config_naming_no_detector_list_leaves_the_patterns_to_the_warm_up(tmp_path: Path) -> None:

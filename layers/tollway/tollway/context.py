@@ -6,8 +6,9 @@ from __future__ import annotations
 import secrets
 import string
 import time
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from tollway.record import Record
 
 _LEAD = string.ascii_letters + string.digits
 
@@ -36,22 +37,47 @@ class UpstreamSession(NamedTuple):
     protocol_version: str
 
 
-@dataclass
-class Session:
+class Session(Record):
     """A 2025-era client session, bound to the principal that opened it."""
 
-    id: str
-    tenant: str
-    subject: str
-    protocol_version: str
-    client_info: dict[str, Any]
-    client_capabilities: dict[str, Any]
-    expires_at: int
-    upstreams: dict[str, UpstreamSession] = field(default_factory=dict)
-    created_at: int = 0
-    used_at: int = 0
-    """When the session was created or last renewed (epoch seconds): "last used", accurate to
-    half the session TTL, since a used session is renewed once per half-TTL, not per call."""
+    __slots__ = (
+        "client_capabilities",
+        "client_info",
+        "created_at",
+        "expires_at",
+        "id",
+        "protocol_version",
+        "subject",
+        "tenant",
+        "upstreams",
+        "used_at",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        tenant: str,
+        subject: str,
+        protocol_version: str,
+        client_info: dict[str, Any],
+        client_capabilities: dict[str, Any],
+        expires_at: int,
+        upstreams: dict[str, UpstreamSession] | None = None,
+        created_at: int = 0,
+        used_at: int = 0,
+    ) -> None:
+        self.id = id
+        self.tenant = tenant
+        self.subject = subject
+        self.protocol_version = protocol_version
+        self.client_info = client_info
+        self.client_capabilities = client_capabilities
+        self.expires_at = expires_at
+        self.upstreams: dict[str, UpstreamSession] = {} if upstreams is None else upstreams
+        self.created_at = created_at
+        self.used_at = used_at
+        """When the session was created or last renewed (epoch seconds): "last used", accurate to
+        half the session TTL, since a used session is renewed once per half-TTL, not per call."""
 
     def owned_by(self, principal: Principal) -> bool:
         return self.tenant == principal.tenant and self.subject == principal.subject
@@ -113,29 +139,58 @@ class AuditFacts:
         """Of the masked result, as sent to the caller."""
 
 
-@dataclass
-class RequestContext:
-    principal: Principal
-    modern: bool
-    """True for a 2026-07-28 (stateless) request, False for the 2025 session era."""
-    protocol_version: str
-    client_info: dict[str, Any] = field(default_factory=dict)
-    client_capabilities: dict[str, Any] = field(default_factory=dict)
-    session: Session | None = None
-    streaming: bool = False
-    """Whether this response can stream, so server-to-client requests can be relayed."""
-    resumable: bool = False
-    """Whether this caller's event stream may be closed mid-call and resumed with GET and
-    `Last-Event-ID` (a 2025-11-25 session, SEP-1699), as the endpoint does where an upstream
-    closed its own (`routing.upstream.STREAM_PAUSED`)."""
-    forward_headers: dict[str, str] = field(default_factory=dict)
-    """`Mcp-Param-*` headers of a 2026-07-28 call, forwarded to the upstream as sent."""
-    deadline: float | None = None
-    """`time.monotonic()` by which the answer must be written (on Lambda: before the invocation
-    ends); None: only each upstream's own timeout bounds the request."""
-    budgets: dict[str, Deadline] = field(default_factory=dict)
-    """Per upstream: the one budget this request has with it (probe, session, catalog, call)."""
-    audit: AuditFacts = field(default_factory=AuditFacts)
+class RequestContext(Record):
+    __slots__ = (
+        "audit",
+        "budgets",
+        "client_capabilities",
+        "client_info",
+        "deadline",
+        "forward_headers",
+        "modern",
+        "principal",
+        "protocol_version",
+        "resumable",
+        "session",
+        "streaming",
+    )
+
+    def __init__(
+        self,
+        principal: Principal,
+        modern: bool,
+        protocol_version: str,
+        client_info: dict[str, Any] | None = None,
+        client_capabilities: dict[str, Any] | None = None,
+        session: Session | None = None,
+        streaming: bool = False,
+        resumable: bool = False,
+        forward_headers: dict[str, str] | None = None,
+        deadline: float | None = None,
+        budgets: dict[str, Deadline] | None = None,
+        audit: AuditFacts | None = None,
+    ) -> None:
+        self.principal = principal
+        self.modern = modern
+        """True for a 2026-07-28 (stateless) request, False for the 2025 session era."""
+        self.protocol_version = protocol_version
+        self.client_info: dict[str, Any] = {} if client_info is None else client_info
+        self.client_capabilities: dict[str, Any] = {} if client_capabilities is None else client_capabilities
+        self.session = session
+        self.streaming = streaming
+        """Whether this response can stream, so server-to-client requests can be relayed."""
+        self.resumable = resumable
+        """Whether this caller's event stream may be closed mid-call and resumed with GET and
+        `Last-Event-ID` (a 2025-11-25 session, SEP-1699), as the endpoint does where an upstream
+        closed its own (`routing.upstream.STREAM_PAUSED`)."""
+        self.forward_headers: dict[str, str] = {} if forward_headers is None else forward_headers
+        """`Mcp-Param-*` headers of a 2026-07-28 call, forwarded to the upstream as sent."""
+        self.deadline = deadline
+        """`time.monotonic()` by which the answer must be written (on Lambda: before the invocation
+        ends); None: only each upstream's own timeout bounds the request."""
+        self.budgets: dict[str, Deadline] = {} if budgets is None else budgets
+        """Per upstream: the one budget this request has with it (probe, session, catalog, call)."""
+        self.audit = AuditFacts() if audit is None else audit
 
     @property
     def relays(self) -> bool:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 import time
@@ -135,7 +134,7 @@ class Listener:
             for name, opened in session.upstreams.items():
                 key = (name, opened.session_id or "")
                 if opened.session_id and key not in pumps and name in self.router.clients:
-                    on = dataclasses.replace(ctx, session=session, audit=AuditFacts(), budgets={})
+                    on = ctx.replace(session=session, audit=AuditFacts(), budgets={})
                     pumps[key] = asyncio.create_task(self._pushes(on, name, deadline, queue))
 
         try:
@@ -212,7 +211,7 @@ class Listener:
             if flags:
                 filters[name] = flags
         # Each URI judged like a read of it: unknown and not-allowed URIs are simply not honored.
-        quiet = dataclasses.replace(ctx, audit=AuditFacts())  # the listen's own audit facts stay its own
+        quiet = ctx.replace(audit=AuditFacts())  # the listen's own audit facts stay its own
         for uri in wanted.get("resourceSubscriptions", ()):
             try:
                 target = await self.pipeline.exposure.resolve(quiet, ROUTED["resources/read"], {"uri": uri})
@@ -259,7 +258,7 @@ class Listener:
         """A digest of the list `kind` as the caller may see it now (`Exposure.visible`). Each
         check is a request of its own upstream: fresh budgets (the listen's would have run out
         after `timeout_seconds`), its own audit facts."""
-        quiet = dataclasses.replace(ctx, audit=AuditFacts(), budgets={})
+        quiet = ctx.replace(audit=AuditFacts(), budgets={})
         try:
             items = await self.pipeline.exposure.visible(quiet, kind)
         except GatewayError:

@@ -16,7 +16,6 @@ import contextlib
 import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
@@ -32,6 +31,7 @@ from tollway.errors import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
+from tollway.record import Record
 from tollway.routing.credentials import UpstreamCredentials
 from tollway.routing.resilience import CircuitBreaker
 from tollway.routing.wire import Answer, ConnectionFailed, Http, LeanHttp, NotConnected
@@ -82,14 +82,16 @@ class _Cursor:
         self.retry_seconds = 0.0
 
 
-@dataclass
-class UpstreamInfo:
+class UpstreamInfo(Record):
     """What an upstream speaks and offers; learned once per warm instance."""
 
-    modern: bool
-    legacy: bool | None
-    """None: not known yet (a 2026-07-28 upstream probed as `auto`; asked when a 2025 caller needs it)."""
-    capabilities: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("capabilities", "legacy", "modern")
+
+    def __init__(self, modern: bool, legacy: bool | None, capabilities: dict[str, Any] | None = None) -> None:
+        self.modern = modern
+        self.legacy = legacy
+        """None: not known yet (a 2026-07-28 upstream probed as `auto`; asked when a 2025 caller needs it)."""
+        self.capabilities: dict[str, Any] = {} if capabilities is None else capabilities
 
 
 _http_client: Http | None = None

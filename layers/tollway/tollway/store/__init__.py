@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from tollway.record import Record
 from tollway.store.approvals import ApprovalStore, DynamoApprovalStore, MemoryApprovalStore
 from tollway.store.events import DynamoEventStore, EventStore, MemoryEventStore
 from tollway.store.ledger import DynamoLedger, Ledger, MemoryLedger
@@ -13,16 +12,25 @@ from tollway.store.table import DynamoClient
 from tollway.store.usage import UsageReader
 
 
-@dataclass
-class Stores:
-    sessions: SessionStore
-    ledger: Ledger
-    """Quotas and the usage record of each call, in one write (`store/ledger.py`)."""
-    pins: PinStore = field(default_factory=MemoryPinStore)
-    """Defaults to memory for hand-built test stores; `dynamo()` sets the DynamoDB one."""
-    approvals: ApprovalStore = field(default_factory=MemoryApprovalStore)
-    events: EventStore = field(default_factory=MemoryEventStore)
-    """The 2025-era standalone streams' events, for resumption on any instance (`store/events.py`)."""
+class Stores(Record):
+    __slots__ = ("approvals", "events", "ledger", "pins", "sessions")
+
+    def __init__(
+        self,
+        sessions: SessionStore,
+        ledger: Ledger,
+        pins: PinStore | None = None,
+        approvals: ApprovalStore | None = None,
+        events: EventStore | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.ledger = ledger
+        """Quotas and the usage record of each call, in one write (`store/ledger.py`)."""
+        self.pins: PinStore = MemoryPinStore() if pins is None else pins
+        """Defaults to memory for hand-built test stores; `dynamo()` sets the DynamoDB one."""
+        self.approvals: ApprovalStore = MemoryApprovalStore() if approvals is None else approvals
+        self.events: EventStore = MemoryEventStore() if events is None else events
+        """The 2025-era standalone streams' events, for resumption on any instance (`store/events.py`)."""
 
     @property
     def usage(self) -> UsageReader:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import dataclasses
 import json
 import re
 import threading
@@ -204,7 +203,7 @@ class _Remembered:
 
 def _copy(session: Session) -> Session:
     """A copy a request may change (`upstreams`) without changing the remembered one."""
-    return dataclasses.replace(session, upstreams=dict(session.upstreams))
+    return session.replace(upstreams=dict(session.upstreams))
 
 
 class MemorySessionStore:
