@@ -113,13 +113,25 @@ def test_a_condition_that_cannot_be_evaluated_asks_for_approval(text: str, argum
         ("amount > [1]", "literal must be"),
         ("amount > NaN", "literal must be"),
         ("flag > true", "compares numbers or strings"),
+        (1000, "valid string"),
     ],
 )
-def test_a_bad_condition_is_refused_at_load_naming_its_path(when: str, complaint: str) -> None:
+def test_a_bad_condition_is_refused_at_load_naming_its_path(when: Any, complaint: str) -> None:
     with pytest.raises(ConfigError) as refused:
         config(rules=[{"match": "x", "when": when}])
     assert "approvals.rules.0.when" in str(refused.value)
     assert complaint in str(refused.value)
+
+
+def test_a_condition_is_kept_as_its_text_and_read_back_the_same() -> None:
+    loaded = config(rules=[{"match": "pay__*", "when": '  payee.country != "FR" '}])
+
+    dumped = loaded.model_dump(mode="json", exclude_defaults=True)["approvals"]["rules"]
+
+    assert dumped == [{"match": ["pay__*"], "when": 'payee.country != "FR"'}]
+    gate = Approvals(loaded, MemoryApprovalStore())
+    assert gate.rule("acme", "pay__send", {"payee": {"country": "DE"}}) is loaded.approvals.rules[0]
+    assert gate.rule("acme", "pay__send", {"payee": {"country": "FR"}}) is None
 
 
 def test_an_approval_url_must_name_the_id() -> None:

@@ -16,9 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    InstanceOf,
     ValidationError,
-    field_serializer,
     field_validator,
     model_validator,
 )
@@ -379,8 +377,8 @@ _ORDERED_OPS = {">", ">=", "<", "<="}
 class Condition(NamedTuple):
     """`<argument path> <operator> <JSON literal>`, e.g. `amount > 1000`, `payee.country != "FR"`,
     `urgent == true`. The path is an argument name, dotted into objects (a number indexes a list).
-    Parsed once at config load; evaluated by `tollway.policy.approvals`. No expression is ever
-    evaluated as code."""
+    Checked at config load (`ApprovalRule.when` keeps the text); parsed once more and evaluated
+    by `tollway.policy.approvals`. No expression is ever evaluated as code."""
 
     path: tuple[str, ...]
     op: str
@@ -411,8 +409,8 @@ class ApprovalRule(Strict):
     of their (masked) arguments, for the `tenants` listed (default: every tenant)."""
 
     match: Annotated[Patterns, Field(min_length=1)]
-    when: InstanceOf[Condition] | None = None
-    """Parsed from its text by `_parse_when` (pydantic only checks what that returns)."""
+    when: str | None = None
+    """A `Condition`'s text, checked at load; `tollway.policy.approvals` parses it once at build."""
     tenants: Patterns | None = None
 
     @field_validator("match", mode="before")
@@ -420,18 +418,10 @@ class ApprovalRule(Strict):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("when", mode="before")
+    @field_validator("when")
     @classmethod
-    def _parse_when(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return Condition.parse(value)
-        if value is None or isinstance(value, Condition):
-            return value
-        raise ValueError("must be a string such as amount > 1000")
-
-    @field_serializer("when")
-    def _when_text(self, value: Condition | None) -> str | None:
-        return value.text if value is not None else None
+    def _parses(cls, value: str | None) -> str | None:
+        return None if value is None else Condition.parse(value).text
 
 
 class ApprovalsConfig(Strict):

@@ -99,15 +99,19 @@ class Approvals:
         self.store = store
         self.notify = notify if notify is not None else EventBridgeNotifier(self.settings.event_bus)
         self.clock = clock
+        self._rules = [
+            (rule, None if rule.when is None else Condition.parse(rule.when)) for rule in self.settings.rules
+        ]
+        """Each rule with its condition, parsed once (the config checked it at load)."""
 
     def rule(self, tenant: str, tool: str, arguments: Any) -> ApprovalRule | None:
         """The first rule that makes this call wait for approval."""
-        for rule in self.settings.rules:
+        for rule, condition in self._rules:
             if not any(fnmatch.fnmatchcase(tool, p) for p in rule.match):
                 continue
             if rule.tenants is not None and not any(fnmatch.fnmatchcase(tenant, p) for p in rule.tenants):
                 continue
-            if rule.when is None or holds(rule.when, arguments):
+            if condition is None or holds(condition, arguments):
                 return rule
         return None
 
