@@ -154,6 +154,12 @@ def print_summary(
             f" (goal <= 200 ms); its libraries alone {libraries:.0f} ms, Tollway's own part"
             f" {cold_import_ms - libraries:.0f} ms; a YAML config source {cold_import['yaml_config_ms']:.0f} ms"
         )
+        if "baseline_ms" in cold_import:
+            baseline = cold_import["baseline_ms"]
+            print(
+                f"   the goal's baseline (the code that read 201 ms when it was set) in the same turns:"
+                f" {baseline:.0f} ms; today's import {cold_import_ms / baseline:.2f}x of it"
+            )
         if "handler_minstr" in cold_import:
             print(
                 f"   cold import in instructions: {cold_import['handler_minstr']:.0f} M, libraries alone"
