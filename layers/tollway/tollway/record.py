@@ -15,12 +15,11 @@ class Record:
 
     def replace(self, **changes: Any) -> Self:
         """A copy with `changes` applied (as `dataclasses.replace`); an unknown field is a TypeError."""
-        unknown = changes.keys() - set(self.__slots__)
-        if unknown:
-            raise TypeError(f"{type(self).__name__} has no field {', '.join(sorted(unknown))}")
         copy = object.__new__(type(self))
         for name in self.__slots__:
-            setattr(copy, name, changes[name] if name in changes else getattr(self, name))
+            setattr(copy, name, changes.pop(name) if name in changes else getattr(self, name))
+        if changes:  # what is left names no field
+            raise TypeError(f"{type(self).__name__} has no field {', '.join(sorted(changes))}")
         return copy
 
     def __eq__(self, other: object) -> bool:
